@@ -1,0 +1,115 @@
+//! The `connections` actor: the registry of live client connections, and
+//! their drain at shutdown.
+//!
+//! Owns: nothing but the drain; the registry itself ([`Connections`]) lives
+//! outside the actor, shared with the transport, so it survives a restart.
+//! Answers: health (how many connections are open).
+//! On shutdown (stage `connections`): sends every connection a [`Drain`]
+//! with a random `reconnect_after_ms` in `0..spread` (so that a fleet of
+//! clients does not come back at the same instant), then stops once the
+//! registry is empty; its shutdown timeout bounds the stage.
+//! Restart policy: permanent, critical. Lost on a crash: nothing.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use parking_lot::Mutex;
+
+use crate::health::{Health, HealthReply};
+use crate::shutdown::Stage;
+use crate::supervision::{Child, ChildSpec};
+
+/// How often a draining `connections` actor checks that every client left.
+const DRAIN_POLL: Duration = Duration::from_millis(5);
+
+/// Tells a connection to say `draining` and close with 1001.
+#[derive(Message, Clone, Copy, Debug)]
+#[rtype(result = "()")]
+pub struct Drain {
+    /// When the client should come back.
+    pub reconnect_after_ms: u64,
+}
+
+/// The registry of live connections; cheap to clone.
+#[derive(Clone, Default)]
+pub struct Connections {
+    live: Arc<Mutex<HashMap<Arc<str>, Recipient<Drain>>>>,
+}
+
+impl Connections {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a connection.
+    pub fn register(&self, session: Arc<str>, drain: Recipient<Drain>) {
+        self.live.lock().insert(session, drain);
+    }
+
+    /// Removes a connection.
+    pub fn deregister(&self, session: &str) {
+        self.live.lock().remove(session);
+    }
+
+    /// Open connections.
+    pub fn count(&self) -> usize {
+        self.live.lock().len()
+    }
+
+    /// The `connections` actor's spec: stage `connections`, bounded by `timeout`.
+    pub fn spec(&self, spread: Duration, timeout: Duration) -> ChildSpec<ConnectionsActor> {
+        let registry = self.clone();
+        ChildSpec::new("connections", move |_| ConnectionsActor {
+            registry: registry.clone(),
+            spread,
+            draining: false,
+        })
+        .stage(Stage::Connections)
+        .shutdown_timeout(timeout)
+    }
+}
+
+/// See the module docs.
+pub struct ConnectionsActor {
+    registry: Connections,
+    /// `reconnect_after_ms` is drawn from `0..spread`.
+    spread: Duration,
+    /// Set once the drain began.
+    draining: bool,
+}
+
+impl Actor for ConnectionsActor {
+    type Context = Context<Self>;
+}
+
+impl Child for ConnectionsActor {
+    fn health(&mut self, _ctx: &mut Context<Self>) -> HealthReply<Self> {
+        Health::healthy()
+            .with("connections", self.registry.count())
+            .with("draining", self.draining)
+            .into()
+    }
+
+    fn shutdown(&mut self, ctx: &mut Context<Self>) {
+        self.draining = true;
+        let spread = u64::try_from(self.spread.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let targets: Vec<Recipient<Drain>> = self.registry.live.lock().values().cloned().collect();
+        for target in targets {
+            target.do_send(Drain {
+                reconnect_after_ms: rand::random_range(0..spread),
+            });
+        }
+        ctx.run_interval(DRAIN_POLL, |act, ctx| {
+            let mut live = act.registry.live.lock();
+            live.retain(|_, r| r.connected());
+            if live.is_empty() {
+                ctx.stop();
+            }
+        });
+    }
+}

@@ -1,0 +1,34 @@
+//! Holdfast's actors: the supervision kernel and every subsystem actor.
+//!
+//! A map of the crate, one line per module:
+//!
+//! - [`supervision`]: child specs, supervisors, restart strategies, intensity and back-off.
+//! - [`health`]: what actors report, and how `/health` folds it into one status.
+//! - [`shutdown`]: stages, the one control path for stop requests, the shutdown report.
+//! - [`kernel`]: the shared handles ([`kernel::Kernel`]) and the running tree ([`kernel::Tree`]).
+//! - [`db`]: the `db` actor, the SQLite/PostgreSQL pool, migrations, outages.
+//! - [`events`]: the `events` actor, the internal bus of typed events.
+//! - [`scheduler`]: the `scheduler` actor, named one-shot and periodic tasks.
+//! - [`sessions`]: the session registry behind `resume` ([`sessions::SessionStore`]).
+//! - [`connections`]: the `connections` actor, live client connections and their drain.
+//! - [`metrics`]: the kernel's Prometheus metrics.
+//! - [`redis`]: the `redis` actor and [`redis::Cluster`]: rooms that span nodes through Redis.
+//! - [`rooms`]: the `rooms` actors, sharded room hubs (membership, offsets, history, presence).
+//! - [`services`]: the `trending`, `printers` and `files` actors, broadcasting to system rooms.
+#![warn(missing_docs)]
+
+pub mod connections;
+pub mod db;
+pub mod events;
+pub mod health;
+pub mod kernel;
+pub mod metrics;
+pub mod redis;
+pub mod rooms;
+pub mod scheduler;
+pub mod services;
+pub mod sessions;
+pub mod shutdown;
+pub mod supervision;
+
+pub use kernel::{Kernel, KernelSettings, Tree, TreeHealth};

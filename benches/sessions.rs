@@ -1,0 +1,99 @@
+//! Sessions written per second through the write-behind, on SQLite and on
+//! PostgreSQL (the local server on 127.0.0.1:5432, a fresh database; skipped
+//! with a message when it is absent).
+//!
+//! `cargo bench --bench sessions` (SESSIONS_COUNT to change the count).
+//! Each session is created in memory (what a connect costs the transport)
+//! and then flushed in batched transactions; the figure is rows durably in
+//! the database per second of flushing.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use holdfast::actors::db::{Db, DbSettings};
+use holdfast::actors::sessions::{PersistentSessions, SessionStore};
+use holdfast::actors::shutdown::Shutdown;
+use holdfast::actors::{Kernel, KernelSettings};
+
+fn settings(url: &str) -> DbSettings {
+    DbSettings {
+        url: url.to_owned(),
+        critical: false,
+        max_size: 10,
+        min_idle: 0,
+        connection_timeout: Duration::from_secs(5),
+        max_lifetime: Duration::from_secs(3600),
+        idle_timeout: Duration::from_secs(600),
+        test_on_checkout: false,
+        connect_retries: 1,
+        retry_base: Duration::from_millis(100),
+        retry_max: Duration::from_millis(100),
+        probe_interval: Duration::from_secs(1),
+        probe_timeout: Duration::from_secs(1),
+        migrate: true,
+    }
+}
+
+async fn run(label: &str, url: &str, count: usize) {
+    let registry = prometheus::Registry::new();
+    let (shutdown, _events) = Shutdown::new();
+    let kernel = Kernel::new(registry.clone(), shutdown, &KernelSettings::default()).unwrap();
+    let db = Db::new(settings(url), &registry, kernel.events).unwrap();
+    db.migrate().await.expect("migrations");
+    let store =
+        PersistentSessions::new(Duration::from_secs(300), count * 2, db, &registry).unwrap();
+    let created = Instant::now();
+    for i in 0..count {
+        store.create(&format!("{i:032x}"), &format!("user-{}", i % 1000));
+    }
+    let create_time = created.elapsed();
+    let flushed = Instant::now();
+    let written = store.flush_all().await.expect("flush");
+    let flush_time = flushed.elapsed();
+    assert_eq!(written, count);
+    println!(
+        "{label:<10} {count} sessions: in memory {:>9.0}/s, written behind {:>8.0}/s ({} ms)",
+        count as f64 / create_time.as_secs_f64(),
+        count as f64 / flush_time.as_secs_f64(),
+        flush_time.as_millis()
+    );
+}
+
+fn main() {
+    let count: usize = std::env::var("SESSIONS_COUNT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    actix_rt::System::new().block_on(async move {
+        let dir =
+            std::env::temp_dir().join(format!("holdfast-bench-sessions-{}", std::process::id()));
+        run(
+            "sqlite",
+            &format!("sqlite://{}/bench.db", dir.display()),
+            count,
+        )
+        .await;
+        let _ = std::fs::remove_dir_all(&dir);
+        match AsyncPgConnection::establish("postgres://postgres@127.0.0.1:5432/test").await {
+            Ok(mut admin) => {
+                let name = format!("holdfast_bench_{}", std::process::id());
+                admin
+                    .batch_execute(&format!("CREATE DATABASE {name}"))
+                    .await
+                    .unwrap();
+                run(
+                    "postgres",
+                    &format!("postgres://postgres@127.0.0.1:5432/{name}"),
+                    count,
+                )
+                .await;
+                let _ = admin
+                    .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
+                    .await;
+            }
+            Err(e) => println!("postgres   skipped: not reachable at 127.0.0.1:5432 ({e})"),
+        }
+    });
+}

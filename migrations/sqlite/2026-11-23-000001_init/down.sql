@@ -1,0 +1,2 @@
+DROP TABLE rooms;
+DROP TABLE sessions;

@@ -1,0 +1,2 @@
+DROP INDEX files_directory;
+DROP TABLE files;

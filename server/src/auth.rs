@@ -1,0 +1,155 @@
+//! Client authentication: HS256 JWTs with `sub`, `exp` and an optional
+//! `rooms` claim, from `Authorization: Bearer <token>` or the `token` query
+//! parameter (browsers cannot set headers on a WebSocket). Without a
+//! configured secret every client is anonymous and gets a generated user id.
+
+use actix_web::HttpRequest;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+
+/// Who a connection is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// The user id (`sub`, or generated for anonymous clients).
+    pub user: String,
+    /// When the token expires, in seconds since the epoch; `None` when anonymous.
+    pub expires_at: Option<u64>,
+    /// Room patterns the user may join and publish to; `None` allows every room.
+    pub rooms: Option<Vec<String>>,
+    /// Whether the identity came from a token (a resumed session must then match it).
+    pub authenticated: bool,
+}
+
+/// The claims Holdfast reads.
+#[derive(Debug, Deserialize)]
+struct Claims {
+    sub: String,
+    exp: u64,
+    #[serde(default)]
+    rooms: Option<Vec<String>>,
+}
+
+/// Why a client was refused before the upgrade (HTTP 401).
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// A secret is configured and the client sent no token.
+    #[error("a token is required (Authorization: Bearer <token> or ?token=)")]
+    Missing,
+    /// The token is malformed, signed with another key, or lacks a claim.
+    #[error("invalid token: {0}")]
+    Invalid(String),
+    /// The token's `exp` has passed.
+    #[error("the token has expired")]
+    Expired,
+}
+
+/// Verifies tokens with one HS256 key.
+pub struct Verifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl Verifier {
+    /// A verifier for `secret`.
+    pub fn new(secret: &str) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 0;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        Self {
+            key: DecodingKey::from_secret(secret.as_bytes()),
+            validation,
+        }
+    }
+
+    /// The identity a token proves.
+    ///
+    /// # Errors
+    /// See [`AuthError`]; the message never contains the token.
+    pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
+            |e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+                _ => AuthError::Invalid(e.to_string()),
+            },
+        )?;
+        let claims = data.claims;
+        if claims.sub.is_empty() {
+            return Err(AuthError::Invalid("empty sub".into()));
+        }
+        Ok(Identity {
+            user: claims.sub,
+            expires_at: Some(claims.exp),
+            rooms: claims.rooms,
+            authenticated: true,
+        })
+    }
+}
+
+/// The token a request carries, if any.
+pub fn token_of(req: &HttpRequest) -> Option<String> {
+    if let Some(h) = req.headers().get(actix_web::http::header::AUTHORIZATION) {
+        if let Some(t) = h.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) {
+            return Some(t.trim().to_owned());
+        }
+    }
+    web_query_token(req.query_string())
+}
+
+fn web_query_token(query: &str) -> Option<String> {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+        .ok()?
+        .into_iter()
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v)
+}
+
+/// Authenticates a request: with a verifier, a valid token is required;
+/// without one, the client is anonymous.
+///
+/// # Errors
+/// See [`AuthError`].
+pub fn authenticate(req: &HttpRequest, verifier: Option<&Verifier>) -> Result<Identity, AuthError> {
+    match verifier {
+        Some(v) => v.verify(&token_of(req).ok_or(AuthError::Missing)?),
+        None => Ok(Identity {
+            user: format!("anon-{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff),
+            expires_at: None,
+            rooms: None,
+            authenticated: false,
+        }),
+    }
+}
+
+/// Whether `room` matches one of `patterns` (`*` alone matches every room; a
+/// trailing `*` matches a prefix; anything else matches exactly).
+pub fn room_allowed(patterns: Option<&[String]>, room: &str) -> bool {
+    let Some(patterns) = patterns else {
+        return true;
+    };
+    patterns.iter().any(|p| match p.strip_suffix('*') {
+        Some(prefix) => room.starts_with(prefix),
+        None => p == room,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_patterns_match_exactly_or_by_prefix() {
+        let p = vec!["lobby".to_owned(), "team:*".to_owned()];
+        assert!(room_allowed(Some(&p), "lobby"));
+        assert!(room_allowed(Some(&p), "team:blue"));
+        assert!(!room_allowed(Some(&p), "lobby2"));
+        assert!(!room_allowed(Some(&p), "other"));
+        assert!(room_allowed(Some(&["*".to_owned()]), "anything"));
+        assert!(room_allowed(None, "anything"));
+    }
+
+    #[test]
+    fn token_is_read_from_the_query() {
+        assert_eq!(web_query_token("a=1&token=abc.def"), Some("abc.def".into()));
+        assert_eq!(web_query_token("a=1"), None);
+    }
+}

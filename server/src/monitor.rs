@@ -1,0 +1,1071 @@
+//! `holdfast monitor`: the external watchdog, the job the seed servers'
+//! shell scripts did.
+//!
+//! Two modes:
+//!
+//! - **child** (the default, or `--exec PROGRAM ARGS...`): starts the server
+//!   as a child process (by default this very binary with `serve`, the
+//!   `--config` file forwarded), polls its liveness URL every
+//!   `monitor.interval_ms`, and after `monitor.failures` consecutive failed
+//!   polls, or when the child exits, restarts it: SIGTERM, then SIGKILL once
+//!   `monitor.grace_ms` has passed. Restarts are at least
+//!   `monitor.cooldown_ms` apart and at most `monitor.max_restarts` within
+//!   `monitor.window_ms`; past that the monitor stops restarting, raises a
+//!   critical alert and only watches.
+//! - **watch** (`--url URL` without `--exec`): polls the URL and alerts; it
+//!   has nothing to restart.
+//!
+//! After a (re)start, failed polls do not count until one succeeds or
+//! `monitor.startup_grace_ms` passes, so a slow start is not a failure.
+//!
+//! Alerts (unhealthy, recovered, exited, restarted, gave up, cannot start)
+//! go to a webhook (JSON POST) and to email over SMTP, both optional. An
+//! alert of the same kind as one sent within `monitor.alert_dedup_ms` is
+//! dropped, so a target that stays down is re-announced once per that
+//! period, not on every poll; at most `monitor.alert_limit` alerts go out per
+//! `monitor.alert_window_ms`, except critical ones. The next alert sent says
+//! how many were suppressed. Delivery never delays the polls.
+//!
+//! SIGTERM or SIGINT stop the monitor: it stops the child the same graceful
+//! way, then exits 0. On Linux the child also gets SIGTERM if the monitor
+//! dies, so no server is left without its watchdog.
+//!
+//! The monitor logs JSON lines like the server (the `[log]` section). The
+//! webhook URL and the SMTP password are secrets: they never appear in a
+//! log line.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use lettre::message::header::ContentType;
+use lettre::message::Mailbox;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use serde::Serialize;
+use tracing::{debug, error, info, warn};
+
+use crate::config::{ConfigError, MonitorSettings, Secret, Settings, EXIT_CONFIG};
+
+/// Bound on delivering one alert to one channel.
+pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What to watch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// Start this command, poll `url`, restart the command when it fails.
+    Child {
+        /// The program.
+        program: PathBuf,
+        /// Its arguments.
+        args: Vec<String>,
+        /// The liveness URL.
+        url: String,
+    },
+    /// Only poll `url` and alert.
+    Watch {
+        /// The liveness URL.
+        url: String,
+    },
+}
+
+impl Target {
+    /// The URL polled.
+    pub fn url(&self) -> &str {
+        match self {
+            Target::Child { url, .. } | Target::Watch { url } => url,
+        }
+    }
+}
+
+/// The limits of [`Watchdog`], from `[monitor]`.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Consecutive failed polls that call for a restart.
+    pub failures: u32,
+    /// Failed polls do not count for this long after a start, until one succeeds.
+    pub startup_grace: Duration,
+    /// Least time between two restarts.
+    pub cooldown: Duration,
+    /// Restarts allowed within `window`.
+    pub max_restarts: u32,
+    /// The restart-limit window.
+    pub window: Duration,
+}
+
+impl Limits {
+    /// The limits configured in `[monitor]`.
+    pub fn from_settings(m: &MonitorSettings) -> Self {
+        Self {
+            failures: m.failures,
+            startup_grace: Duration::from_millis(m.startup_grace_ms),
+            cooldown: Duration::from_millis(m.cooldown_ms),
+            max_restarts: m.max_restarts,
+            window: Duration::from_millis(m.window_ms),
+        }
+    }
+}
+
+/// What one poll means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PollVerdict {
+    /// It answered.
+    Healthy,
+    /// It answered after having been down.
+    Recovered,
+    /// It failed within the start-up grace; not counted.
+    Starting,
+    /// It failed, `n` times in a row, fewer than the limit.
+    Failing(u32),
+    /// It failed `n` times in a row, at or past the limit: it is down.
+    Down(u32),
+}
+
+/// Whether a restart may happen now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RestartVerdict {
+    /// Restart now.
+    Restart,
+    /// Too soon after the last restart; allowed in this long.
+    Cooldown(Duration),
+    /// The restart limit was just reached: stop trying, raise the alarm.
+    GiveUp,
+    /// The limit was reached before; nothing more is tried.
+    GaveUp,
+}
+
+/// The watchdog's rules, as a pure state machine fed with the clock, so the
+/// timing rules are tested without waiting.
+#[derive(Debug)]
+pub struct Watchdog {
+    limits: Limits,
+    /// Failed polls in a row.
+    consecutive: u32,
+    /// When the current incarnation started (or the monitor did).
+    started_at: Instant,
+    /// Whether a poll succeeded since then (ends the start-up grace).
+    answered_since_start: bool,
+    /// Whether it has been reported down and not yet recovered.
+    down: bool,
+    /// Restarts inside the current window, oldest first.
+    restarts: VecDeque<Instant>,
+    /// Set once the restart limit was reached; never cleared.
+    gave_up: bool,
+}
+
+impl Watchdog {
+    /// A watchdog whose target (re)started at `now`.
+    pub fn new(limits: Limits, now: Instant) -> Self {
+        Self {
+            limits,
+            consecutive: 0,
+            started_at: now,
+            answered_since_start: false,
+            down: false,
+            restarts: VecDeque::new(),
+            gave_up: false,
+        }
+    }
+
+    /// Records one poll's result.
+    pub fn on_poll(&mut self, ok: bool, now: Instant) -> PollVerdict {
+        if ok {
+            self.consecutive = 0;
+            self.answered_since_start = true;
+            return if std::mem::take(&mut self.down) {
+                PollVerdict::Recovered
+            } else {
+                PollVerdict::Healthy
+            };
+        }
+        if !self.answered_since_start
+            && now.saturating_duration_since(self.started_at) < self.limits.startup_grace
+        {
+            return PollVerdict::Starting;
+        }
+        self.consecutive += 1;
+        if self.consecutive < self.limits.failures {
+            return PollVerdict::Failing(self.consecutive);
+        }
+        self.down = true;
+        PollVerdict::Down(self.consecutive)
+    }
+
+    /// Marks the target down without a poll (its process exited).
+    pub fn on_exit(&mut self) {
+        self.down = true;
+    }
+
+    /// Whether the target may be restarted at `now`.
+    pub fn may_restart(&mut self, now: Instant) -> RestartVerdict {
+        if self.gave_up {
+            return RestartVerdict::GaveUp;
+        }
+        if let Some(&last) = self.restarts.back() {
+            let next = last + self.limits.cooldown;
+            if now < next {
+                return RestartVerdict::Cooldown(next - now);
+            }
+        }
+        while let Some(&oldest) = self.restarts.front() {
+            if now.saturating_duration_since(oldest) >= self.limits.window {
+                self.restarts.pop_front();
+            } else {
+                break;
+            }
+        }
+        if self.restarts.len() >= self.limits.max_restarts as usize {
+            self.gave_up = true;
+            return RestartVerdict::GiveUp;
+        }
+        RestartVerdict::Restart
+    }
+
+    /// Records a restart (or a start attempt that failed) at `now`.
+    pub fn restarted(&mut self, now: Instant) {
+        self.restarts.push_back(now);
+        self.started_at = now;
+        self.answered_since_start = false;
+        self.consecutive = 0;
+    }
+
+    /// Restarts within the current window.
+    pub fn restarts_in_window(&self) -> usize {
+        self.restarts.len()
+    }
+
+    /// Whether it has stopped restarting.
+    pub fn gave_up(&self) -> bool {
+        self.gave_up
+    }
+}
+
+/// How bad an alert is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Good news (recovered).
+    Info,
+    /// Something failed and was handled (restarted, unhealthy).
+    Warning,
+    /// An operator must act (gave up, cannot start); never rate-limited.
+    Critical,
+}
+
+impl Severity {
+    /// The lowercase name, as in the alert's JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// One alert.
+#[derive(Clone, Debug, Serialize)]
+pub struct Alert {
+    /// Always `holdfast monitor`.
+    pub source: &'static str,
+    /// The machine the monitor runs on.
+    pub host: String,
+    /// How bad.
+    pub severity: Severity,
+    /// `unhealthy`, `recovered`, `exited`, `restarted`, `gave_up`, `start_failed`.
+    pub kind: &'static str,
+    /// The URL watched.
+    pub target: String,
+    /// A sentence for a human.
+    pub message: String,
+    /// When, RFC 3339 UTC.
+    pub at: String,
+    /// Alerts dropped (duplicates, rate limit) since the previous one sent.
+    pub suppressed: u64,
+    /// What de-duplicates this alert: same key within the period, dropped.
+    #[serde(skip)]
+    pub dedup_key: String,
+}
+
+/// Whether an alert goes out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GateDecision {
+    /// Send it; `suppressed` were dropped since the last one sent.
+    Send {
+        /// Dropped since the last alert sent.
+        suppressed: u64,
+    },
+    /// The same alert went out within the de-duplication period.
+    Duplicate,
+    /// Over the rate limit.
+    RateLimited,
+}
+
+/// De-duplication and rate limiting of alerts, fed with the clock.
+#[derive(Debug)]
+pub struct AlertGate {
+    dedup: Duration,
+    limit: u32,
+    window: Duration,
+    /// When each key was last sent.
+    last_sent: HashMap<String, Instant>,
+    /// Sends inside the rate window, oldest first.
+    recent: VecDeque<Instant>,
+    /// Dropped since the last send.
+    suppressed: u64,
+}
+
+impl AlertGate {
+    /// A gate with these periods and limit.
+    pub fn new(dedup: Duration, limit: u32, window: Duration) -> Self {
+        Self {
+            dedup,
+            limit,
+            window,
+            last_sent: HashMap::new(),
+            recent: VecDeque::new(),
+            suppressed: 0,
+        }
+    }
+
+    /// Decides about an alert with `key` and `severity` at `now`.
+    pub fn admit(&mut self, key: &str, severity: Severity, now: Instant) -> GateDecision {
+        if let Some(&at) = self.last_sent.get(key) {
+            if now.saturating_duration_since(at) < self.dedup {
+                self.suppressed += 1;
+                return GateDecision::Duplicate;
+            }
+        }
+        while let Some(&oldest) = self.recent.front() {
+            if now.saturating_duration_since(oldest) >= self.window {
+                self.recent.pop_front();
+            } else {
+                break;
+            }
+        }
+        if severity != Severity::Critical && self.recent.len() >= self.limit as usize {
+            self.suppressed += 1;
+            return GateDecision::RateLimited;
+        }
+        self.recent.push_back(now);
+        self.last_sent.insert(key.to_owned(), now);
+        GateDecision::Send {
+            suppressed: std::mem::take(&mut self.suppressed),
+        }
+    }
+}
+
+/// Where alerts go, parsed once at start-up.
+#[derive(Clone)]
+struct Channels {
+    http: reqwest::Client,
+    webhook: Option<Secret>,
+    email: Option<Email>,
+}
+
+/// The SMTP channel.
+#[derive(Clone)]
+struct Email {
+    mailer: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+    to: Vec<Mailbox>,
+}
+
+impl Channels {
+    /// # Errors
+    /// An address that does not parse, named by its key.
+    fn new(m: &MonitorSettings) -> Result<Self, ConfigError> {
+        let http = reqwest::Client::builder()
+            .timeout(DELIVERY_TIMEOUT)
+            .build()
+            .map_err(|e| ConfigError::Source(format!("cannot build the HTTP client: {e}")))?;
+        let webhook = (!m.webhook_url.is_empty()).then(|| m.webhook_url.clone());
+        let email = if m.smtp_host.is_empty() {
+            None
+        } else {
+            let bad = |key: &str, e: lettre::address::AddressError| ConfigError::Key {
+                key: key.to_owned(),
+                message: format!("not an email address: {e}"),
+            };
+            let from: Mailbox = m
+                .smtp_from
+                .parse()
+                .map_err(|e| bad("monitor.smtp_from", e))?;
+            let to = m
+                .smtp_to
+                .iter()
+                .map(|t| t.parse::<Mailbox>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| bad("monitor.smtp_to", e))?;
+            // Plain SMTP: this build links no TLS stack; relay through a local MTA.
+            let mut builder =
+                AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(m.smtp_host.as_str())
+                    .port(m.smtp_port)
+                    .timeout(Some(DELIVERY_TIMEOUT));
+            if !m.smtp_username.is_empty() {
+                builder = builder.credentials(Credentials::new(
+                    m.smtp_username.clone(),
+                    m.smtp_password.expose().to_owned(),
+                ));
+            }
+            Some(Email {
+                mailer: builder.build(),
+                from,
+                to,
+            })
+        };
+        Ok(Self {
+            http,
+            webhook,
+            email,
+        })
+    }
+
+    /// Delivers one alert to every channel, in the background (a task of
+    /// `inflight`). Failures are logged without the webhook URL (it may hold
+    /// a credential).
+    fn deliver(&self, alert: Alert, inflight: &mut tokio::task::JoinSet<()>) {
+        let channels = self.clone();
+        inflight.spawn(async move {
+            if let Some(url) = &channels.webhook {
+                let sent = channels.http.post(url.expose()).json(&alert).send().await;
+                match sent.and_then(|r| r.error_for_status()) {
+                    Ok(_) => debug!(kind = alert.kind, "alert delivered to the webhook"),
+                    Err(e) => {
+                        warn!(kind = alert.kind, error = %e.without_url(), "alert not delivered to the webhook")
+                    }
+                }
+            }
+            if let Some(email) = &channels.email {
+                match email.send(&alert).await {
+                    Ok(()) => debug!(kind = alert.kind, "alert emailed"),
+                    Err(e) => warn!(kind = alert.kind, error = %e, "alert not emailed"),
+                }
+            }
+        });
+    }
+}
+
+impl Email {
+    async fn send(&self, alert: &Alert) -> Result<(), String> {
+        let mut message = lettre::Message::builder()
+            .from(self.from.clone())
+            .subject(format!(
+                "[holdfast] {} {}: {}",
+                alert.severity.as_str().to_uppercase(),
+                alert.kind,
+                alert.target
+            ))
+            .header(ContentType::TEXT_PLAIN);
+        for to in &self.to {
+            message = message.to(to.clone());
+        }
+        let body = format!(
+            "{}\n\ntarget:     {}\nhost:       {}\nkind:       {}\nseverity:   {}\nat:         {}\nsuppressed: {}\n",
+            alert.message,
+            alert.target,
+            alert.host,
+            alert.kind,
+            alert.severity.as_str(),
+            alert.at,
+            alert.suppressed
+        );
+        let message = message.body(body).map_err(|e| e.to_string())?;
+        self.mailer
+            .send(message)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Raises alerts through the gate to the channels.
+struct Alerter {
+    gate: AlertGate,
+    channels: Channels,
+    host: String,
+    target: String,
+    /// Deliveries under way; awaited (bounded) before the monitor exits.
+    inflight: tokio::task::JoinSet<()>,
+}
+
+impl Alerter {
+    /// Waits, at most [`DELIVERY_TIMEOUT`], for the deliveries under way.
+    async fn flush(&mut self) {
+        let all = async { while self.inflight.join_next().await.is_some() {} };
+        if tokio::time::timeout(DELIVERY_TIMEOUT, all).await.is_err() {
+            warn!("alerts still being delivered at exit were abandoned");
+        }
+    }
+
+    fn raise(
+        &mut self,
+        severity: Severity,
+        kind: &'static str,
+        dedup_key: String,
+        message: String,
+    ) {
+        while self.inflight.try_join_next().is_some() {} // reap finished deliveries
+        let decision = self.gate.admit(&dedup_key, severity, Instant::now());
+        let GateDecision::Send { suppressed } = decision else {
+            debug!(kind, ?decision, "alert suppressed");
+            return;
+        };
+        info!(kind, severity = severity.as_str(), suppressed, detail = %message, "alert raised");
+        let alert = Alert {
+            source: "holdfast monitor",
+            host: self.host.clone(),
+            severity,
+            kind,
+            target: self.target.clone(),
+            message,
+            at: holdfast_actors::health::now_rfc3339(),
+            suppressed,
+            dedup_key,
+        };
+        self.channels.deliver(alert, &mut self.inflight);
+    }
+}
+
+/// The machine's name, for alerts.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// A running child.
+struct ChildProcess {
+    child: tokio::process::Child,
+    pid: u32,
+}
+
+/// How a stop ended.
+#[derive(Debug)]
+enum Stopped {
+    /// It exited after SIGTERM, within the grace period.
+    Terminated(Option<ExitStatus>),
+    /// It overran the grace period and was killed.
+    Killed,
+}
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stopped::Terminated(Some(status)) => write!(f, "terminated ({status})"),
+            Stopped::Terminated(None) => f.write_str("terminated"),
+            Stopped::Killed => f.write_str("killed after the grace period"),
+        }
+    }
+}
+
+impl ChildProcess {
+    /// Starts `program args`, in its own process group (a terminal's Ctrl-C
+    /// reaches the monitor, which stops the child in order), without the
+    /// monitor's systemd variables (the child is not the unit's main process).
+    fn spawn(program: &PathBuf, args: &[String]) -> std::io::Result<Self> {
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(args)
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .stdin(Stdio::null())
+            .process_group(0)
+            .kill_on_drop(true);
+        #[cfg(target_os = "linux")]
+        // SAFETY: prctl is async-signal-safe and touches no memory of the
+        // parent; the closure allocates nothing.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn()?;
+        let pid = child
+            .id()
+            .ok_or_else(|| std::io::Error::other("the child exited at once"))?;
+        Ok(Self { child, pid })
+    }
+
+    /// SIGTERM, then SIGKILL once `grace` has passed.
+    async fn stop(&mut self, grace: Duration) -> Stopped {
+        // SAFETY: kill(2) with a pid we spawned and have not reaped yet
+        // (reaping happens only through `self.child`), so it is still ours.
+        unsafe {
+            libc::kill(self.pid as libc::pid_t, libc::SIGTERM);
+        }
+        match tokio::time::timeout(grace, self.child.wait()).await {
+            Ok(status) => Stopped::Terminated(status.ok()),
+            Err(_) => {
+                let _ = self.child.kill().await;
+                Stopped::Killed
+            }
+        }
+    }
+}
+
+/// The liveness URL on the configured address.
+pub fn local_url(settings: &Settings, path: &str) -> String {
+    let host = match settings.server.host.as_str() {
+        "0.0.0.0" => "127.0.0.1".to_owned(),
+        "::" => "[::1]".to_owned(),
+        h if h.contains(':') => format!("[{h}]"),
+        h => h.to_owned(),
+    };
+    format!("http://{host}:{}{path}", settings.server.port)
+}
+
+/// Decides the target from the command line and config: `--exec` runs that
+/// command; `--url` alone only watches; neither runs this binary's `serve`.
+///
+/// # Errors
+/// When the current executable cannot be found.
+pub fn target(
+    settings: &Settings,
+    config: Option<&std::path::Path>,
+    url: Option<String>,
+    exec: Option<Vec<String>>,
+) -> std::io::Result<Target> {
+    let configured = || {
+        if settings.monitor.url.is_empty() {
+            local_url(settings, "/health/live")
+        } else {
+            settings.monitor.url.clone()
+        }
+    };
+    Ok(match (exec, url) {
+        (Some(mut command), url) if !command.is_empty() => {
+            let program = PathBuf::from(command.remove(0));
+            Target::Child {
+                program,
+                args: command,
+                url: url.unwrap_or_else(configured),
+            }
+        }
+        (_, Some(url)) => Target::Watch { url },
+        (_, None) => {
+            let mut args = Vec::new();
+            if let Some(path) = config {
+                args.push("--config".to_owned());
+                args.push(path.display().to_string());
+            }
+            args.push("serve".to_owned());
+            Target::Child {
+                program: std::env::current_exe()?,
+                args,
+                url: configured(),
+            }
+        }
+    })
+}
+
+/// Runs the monitor until SIGTERM or SIGINT; returns the exit code.
+pub fn run(settings: &Settings, target: Target) -> i32 {
+    let guard = match crate::logging::init(&settings.log) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("holdfast: config error: key `log.file`: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    let m = &settings.monitor;
+    let channels = match Channels::new(m) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("holdfast: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("holdfast monitor: {e}");
+            return 1;
+        }
+    };
+    let alerter = Alerter {
+        gate: AlertGate::new(
+            Duration::from_millis(m.alert_dedup_ms),
+            m.alert_limit,
+            Duration::from_millis(m.alert_window_ms),
+        ),
+        channels,
+        host: hostname(),
+        target: target.url().to_owned(),
+        inflight: tokio::task::JoinSet::new(),
+    };
+    let code = runtime.block_on(Monitor::new(m, target, alerter).run());
+    drop(guard);
+    code
+}
+
+/// The monitor's loop state.
+struct Monitor {
+    target: Target,
+    watchdog: Watchdog,
+    alerter: Alerter,
+    interval: Duration,
+    grace: Duration,
+    poller: Option<reqwest::Client>,
+    /// The running child, in child mode; `None` while it is down.
+    child: Option<ChildProcess>,
+    /// Restarts since the monitor started, for unique alert keys.
+    restarts_total: u64,
+    /// Whether the current cooldown was already logged.
+    cooldown_logged: bool,
+}
+
+impl Monitor {
+    fn new(m: &MonitorSettings, target: Target, alerter: Alerter) -> Self {
+        let poller = reqwest::Client::builder()
+            .timeout(Duration::from_millis(m.timeout_ms))
+            .build()
+            .ok();
+        Self {
+            target,
+            watchdog: Watchdog::new(Limits::from_settings(m), Instant::now()),
+            alerter,
+            interval: Duration::from_millis(m.interval_ms),
+            grace: Duration::from_millis(m.grace_ms),
+            poller,
+            child: None,
+            restarts_total: 0,
+            cooldown_logged: false,
+        }
+    }
+
+    async fn run(mut self) -> i32 {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            error!("cannot install signal handlers");
+            return 1;
+        };
+        let url = self.target.url().to_owned();
+        match &self.target {
+            Target::Child { program, args, .. } => {
+                info!(url = %url, program = %program.display(), args = ?args, "monitor started; starting the child");
+                self.start_child();
+            }
+            Target::Watch { .. } => info!(url = %url, "monitor started; watching only"),
+        }
+        let mut ticks = tokio::time::interval(self.interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await; // the first tick is immediate; poll after one interval
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                status = child_exit(&mut self.child) => self.on_child_exit(status).await,
+                _ = ticks.tick() => self.on_tick(&url).await,
+            }
+        }
+        info!("monitor stopping");
+        if let Some(mut child) = self.child.take() {
+            let stopped = child.stop(self.grace).await;
+            info!(pid = child.pid, outcome = %stopped, "child stopped");
+        }
+        self.alerter.flush().await;
+        0
+    }
+
+    /// One poll, or, with the child down, another try at restarting it.
+    async fn on_tick(&mut self, url: &str) {
+        let child_mode = matches!(self.target, Target::Child { .. });
+        if child_mode && self.child.is_none() {
+            self.try_restart().await;
+            return;
+        }
+        let ok = self.poll(url).await;
+        match self.watchdog.on_poll(ok, Instant::now()) {
+            PollVerdict::Healthy => {}
+            PollVerdict::Recovered => {
+                info!(url = %url, "target recovered");
+                self.alerter.raise(
+                    Severity::Info,
+                    "recovered",
+                    "recovered".into(),
+                    format!("{url} answers again"),
+                );
+            }
+            PollVerdict::Starting => debug!(url = %url, "poll failed during the start-up grace"),
+            PollVerdict::Failing(n) => warn!(url = %url, consecutive = n, "liveness poll failed"),
+            PollVerdict::Down(n) => {
+                warn!(url = %url, consecutive = n, "liveness failed; target down");
+                self.alerter.raise(
+                    Severity::Warning,
+                    "unhealthy",
+                    "unhealthy".into(),
+                    format!("{url} failed {n} consecutive liveness polls"),
+                );
+                if child_mode {
+                    self.try_restart().await;
+                }
+            }
+        }
+    }
+
+    async fn poll(&self, url: &str) -> bool {
+        let Some(client) = &self.poller else {
+            return false;
+        };
+        match client.get(url).send().await {
+            Ok(res) if res.status().is_success() => true,
+            Ok(res) => {
+                debug!(status = res.status().as_u16(), "liveness answered an error");
+                false
+            }
+            Err(e) => {
+                debug!(error = %e, "liveness did not answer");
+                false
+            }
+        }
+    }
+
+    async fn on_child_exit(&mut self, status: std::io::Result<ExitStatus>) {
+        let pid = self.child.take().map(|c| c.pid);
+        let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+        error!(pid, status = %status, "child exited");
+        self.watchdog.on_exit();
+        self.alerter.raise(
+            Severity::Warning,
+            "exited",
+            "exited".into(),
+            match pid {
+                Some(pid) => format!("the server process {pid} exited ({status})"),
+                None => format!("the server process exited ({status})"),
+            },
+        );
+        self.try_restart().await;
+    }
+
+    /// Restarts the child if the cooldown and the limit allow it.
+    async fn try_restart(&mut self) {
+        let now = Instant::now();
+        match self.watchdog.may_restart(now) {
+            RestartVerdict::Restart => {}
+            RestartVerdict::Cooldown(left) => {
+                if !std::mem::replace(&mut self.cooldown_logged, true) {
+                    info!(
+                        remaining_ms = left.as_millis() as u64,
+                        "restart due, waiting out the cooldown"
+                    );
+                }
+                return;
+            }
+            RestartVerdict::GiveUp => {
+                let message = format!(
+                    "{} restarts within {} s did not help; the monitor stops restarting {} and only watches",
+                    self.watchdog.restarts_in_window(),
+                    self.watchdog.limits.window.as_secs(),
+                    self.target.url()
+                );
+                error!(detail = %message, "restart limit reached; giving up");
+                self.alerter
+                    .raise(Severity::Critical, "gave_up", "gave_up".into(), message);
+                return;
+            }
+            RestartVerdict::GaveUp => return,
+        }
+        self.cooldown_logged = false;
+        if let Some(mut child) = self.child.take() {
+            match child.stop(self.grace).await {
+                Stopped::Killed => warn!(
+                    pid = child.pid,
+                    grace_ms = self.grace.as_millis() as u64,
+                    "child did not stop within the grace period; killed"
+                ),
+                stopped => info!(pid = child.pid, outcome = %stopped, "child stopped"),
+            }
+        }
+        self.watchdog.restarted(Instant::now());
+        self.restarts_total += 1;
+        if self.start_child() {
+            let n = self.watchdog.restarts_in_window();
+            let pid = self.child.as_ref().map(|c| c.pid);
+            info!(pid, restarts_in_window = n, "child restarted");
+            self.alerter.raise(
+                Severity::Warning,
+                "restarted",
+                format!("restarted#{}", self.restarts_total),
+                format!(
+                    "restarted the server behind {} ({n} of at most {} restarts in the window)",
+                    self.target.url(),
+                    self.watchdog.limits.max_restarts
+                ),
+            );
+        }
+    }
+
+    /// Starts the child; on failure alerts and leaves it down (the next tick
+    /// tries again, within the limits). Answers whether it started.
+    fn start_child(&mut self) -> bool {
+        let Target::Child { program, args, .. } = &self.target else {
+            return false;
+        };
+        match ChildProcess::spawn(program, args) {
+            Ok(child) => {
+                info!(pid = child.pid, "child started");
+                self.child = Some(child);
+                true
+            }
+            Err(e) => {
+                let message = format!("cannot start {}: {e}", program.display());
+                error!(detail = %message, "child not started");
+                self.alerter.raise(
+                    Severity::Critical,
+                    "start_failed",
+                    "start_failed".into(),
+                    message,
+                );
+                false
+            }
+        }
+    }
+}
+
+/// Resolves when the child exits; never while there is none.
+async fn child_exit(child: &mut Option<ChildProcess>) -> std::io::Result<ExitStatus> {
+    match child {
+        Some(c) => c.child.wait().await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn limits() -> Limits {
+        Limits {
+            failures: 3,
+            startup_grace: 100 * MS,
+            cooldown: 1000 * MS,
+            max_restarts: 2,
+            window: 10_000 * MS,
+        }
+    }
+
+    #[test]
+    fn only_the_configured_number_of_consecutive_failures_is_down() {
+        let t0 = Instant::now();
+        let mut w = Watchdog::new(limits(), t0);
+        assert_eq!(w.on_poll(true, t0), PollVerdict::Healthy);
+        assert_eq!(w.on_poll(false, t0), PollVerdict::Failing(1));
+        assert_eq!(w.on_poll(false, t0), PollVerdict::Failing(2));
+        assert_eq!(
+            w.on_poll(true, t0),
+            PollVerdict::Healthy,
+            "a success resets"
+        );
+        assert_eq!(w.on_poll(false, t0), PollVerdict::Failing(1));
+        assert_eq!(w.on_poll(false, t0), PollVerdict::Failing(2));
+        assert_eq!(w.on_poll(false, t0), PollVerdict::Down(3));
+        assert_eq!(w.on_poll(false, t0), PollVerdict::Down(4));
+        assert_eq!(w.on_poll(true, t0), PollVerdict::Recovered);
+        assert_eq!(w.on_poll(true, t0), PollVerdict::Healthy);
+    }
+
+    #[test]
+    fn failures_in_the_startup_grace_do_not_count_until_one_poll_succeeds() {
+        let t0 = Instant::now();
+        let mut w = Watchdog::new(limits(), t0);
+        for _ in 0..5 {
+            assert_eq!(w.on_poll(false, t0 + 50 * MS), PollVerdict::Starting);
+        }
+        assert_eq!(w.on_poll(false, t0 + 100 * MS), PollVerdict::Failing(1));
+        w.restarted(t0 + 200 * MS);
+        assert_eq!(w.on_poll(false, t0 + 210 * MS), PollVerdict::Starting);
+        assert_eq!(w.on_poll(true, t0 + 220 * MS), PollVerdict::Healthy);
+        // Answered once: the grace is over even though time is not.
+        assert_eq!(w.on_poll(false, t0 + 230 * MS), PollVerdict::Failing(1));
+    }
+
+    #[test]
+    fn restarts_wait_out_the_cooldown_and_stop_at_the_limit() {
+        let t0 = Instant::now();
+        let mut w = Watchdog::new(limits(), t0);
+        assert_eq!(w.may_restart(t0), RestartVerdict::Restart);
+        w.restarted(t0);
+        assert_eq!(
+            w.may_restart(t0 + 400 * MS),
+            RestartVerdict::Cooldown(600 * MS)
+        );
+        assert_eq!(w.may_restart(t0 + 1000 * MS), RestartVerdict::Restart);
+        w.restarted(t0 + 1000 * MS);
+        assert_eq!(w.may_restart(t0 + 2500 * MS), RestartVerdict::GiveUp);
+        assert!(w.gave_up());
+        // Even once the window has passed: giving up is final.
+        assert_eq!(w.may_restart(t0 + 60_000 * MS), RestartVerdict::GaveUp);
+    }
+
+    #[test]
+    fn old_restarts_leave_the_window() {
+        let t0 = Instant::now();
+        let mut w = Watchdog::new(limits(), t0);
+        w.restarted(t0);
+        w.restarted(t0 + 1000 * MS);
+        assert_eq!(w.may_restart(t0 + 10_500 * MS), RestartVerdict::Restart);
+        assert_eq!(w.restarts_in_window(), 1);
+    }
+
+    #[test]
+    fn duplicates_are_dropped_within_the_period_and_counted_in_the_next_alert() {
+        let t0 = Instant::now();
+        let mut g = AlertGate::new(1000 * MS, 10, 60_000 * MS);
+        let warn = Severity::Warning;
+        assert_eq!(
+            g.admit("unhealthy", warn, t0),
+            GateDecision::Send { suppressed: 0 }
+        );
+        assert_eq!(
+            g.admit("unhealthy", warn, t0 + 500 * MS),
+            GateDecision::Duplicate
+        );
+        assert_eq!(
+            g.admit("unhealthy", warn, t0 + 999 * MS),
+            GateDecision::Duplicate
+        );
+        assert_eq!(
+            g.admit("recovered", warn, t0 + 999 * MS),
+            GateDecision::Send { suppressed: 2 }
+        );
+        assert_eq!(
+            g.admit("unhealthy", warn, t0 + 1000 * MS),
+            GateDecision::Send { suppressed: 0 }
+        );
+    }
+
+    #[test]
+    fn the_rate_limit_holds_except_for_critical_alerts() {
+        let t0 = Instant::now();
+        let mut g = AlertGate::new(Duration::ZERO, 2, 1000 * MS);
+        let warn = Severity::Warning;
+        assert!(matches!(g.admit("a", warn, t0), GateDecision::Send { .. }));
+        assert!(matches!(g.admit("b", warn, t0), GateDecision::Send { .. }));
+        assert_eq!(g.admit("c", warn, t0 + 10 * MS), GateDecision::RateLimited);
+        assert_eq!(
+            g.admit("gave_up", Severity::Critical, t0 + 20 * MS),
+            GateDecision::Send { suppressed: 1 }
+        );
+        assert_eq!(g.admit("d", warn, t0 + 500 * MS), GateDecision::RateLimited);
+        assert_eq!(
+            g.admit("d", warn, t0 + 1000 * MS),
+            GateDecision::Send { suppressed: 1 },
+            "the window moved on"
+        );
+    }
+}

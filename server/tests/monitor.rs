@@ -1,0 +1,691 @@
+//! `holdfast monitor`, the real binary, against servers the tests control: a
+//! liveness endpoint the test flips between 200 and 500, a child process
+//! (a shell that records its pid and start time, then sleeps) whose restarts
+//! the test observes, a webhook receiver and a minimal SMTP server.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader as TokioBufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+const BIN: &str = env!("CARGO_BIN_EXE_holdfast");
+
+/// Polls `cond` every 10 ms until it holds; panics with `what` at the deadline.
+async fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// Reads one HTTP/1.1 request (head and `Content-Length` body).
+async fn read_request(stream: &mut TcpStream) -> Option<(String, Vec<u8>)> {
+    let mut buf = Vec::new();
+    let head_end = loop {
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let length = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = buf[head_end..].to_vec();
+    while body.len() < length {
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    Some((head, body))
+}
+
+async fn respond(stream: &mut TcpStream, status: u16) {
+    let reply = format!(
+        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}"
+    );
+    let _ = stream.write_all(reply.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+/// One answer of the liveness endpoint.
+#[derive(Clone, Debug)]
+struct Served {
+    status: u16,
+    /// When, in ms since the epoch.
+    at_ms: u64,
+    /// Whether the first child recorded in the pid file was alive then.
+    first_child_alive: bool,
+}
+
+/// A liveness endpoint that answers what the test sets, and records every answer.
+#[derive(Clone)]
+struct Liveness {
+    url: String,
+    status: Arc<AtomicU16>,
+    served: Arc<Mutex<Vec<Served>>>,
+}
+
+impl Liveness {
+    async fn start(pids: Option<PathBuf>) -> Liveness {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/health/live", listener.local_addr().unwrap());
+        let me = Liveness {
+            url,
+            status: Arc::new(AtomicU16::new(200)),
+            served: Arc::default(),
+        };
+        let state = me.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let state = state.clone();
+                let pids = pids.clone();
+                tokio::spawn(async move {
+                    if read_request(&mut stream).await.is_none() {
+                        return;
+                    }
+                    let status = state.status.load(Ordering::SeqCst);
+                    let first_child_alive = pids
+                        .as_deref()
+                        .and_then(|p| starts(p).first().map(|s| alive(s.0)))
+                        .unwrap_or(false);
+                    state.served.lock().unwrap().push(Served {
+                        status,
+                        at_ms: now_ms(),
+                        first_child_alive,
+                    });
+                    respond(&mut stream, status).await;
+                });
+            }
+        });
+        me
+    }
+
+    fn set(&self, status: u16) {
+        self.status.store(status, Ordering::SeqCst);
+    }
+
+    fn served(&self) -> Vec<Served> {
+        self.served.lock().unwrap().clone()
+    }
+
+    fn count(&self) -> usize {
+        self.served.lock().unwrap().len()
+    }
+}
+
+/// A webhook receiver: records every JSON body POSTed to it.
+#[derive(Clone)]
+struct Webhook {
+    url: String,
+    alerts: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Webhook {
+    async fn start(path: &str) -> Webhook {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}{path}", listener.local_addr().unwrap());
+        let alerts: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let sink = alerts.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let sink = sink.clone();
+                tokio::spawn(async move {
+                    if let Some((head, body)) = read_request(&mut stream).await {
+                        assert!(head.starts_with("POST "), "{head}");
+                        sink.lock()
+                            .unwrap()
+                            .push(serde_json::from_slice(&body).expect("a JSON alert"));
+                    }
+                    respond(&mut stream, 200).await;
+                });
+            }
+        });
+        Webhook { url, alerts }
+    }
+
+    fn of_kind(&self, kind: &str) -> Vec<Value> {
+        self.alerts
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|a| a["kind"] == kind)
+            .cloned()
+            .collect()
+    }
+}
+
+/// One mail as a minimal SMTP server received it.
+#[derive(Clone, Debug, Default)]
+struct Mail {
+    from: String,
+    to: Vec<String>,
+    data: String,
+}
+
+/// A minimal SMTP server (EHLO, MAIL, RCPT, DATA, QUIT) that keeps what it gets.
+async fn smtp_server() -> (u16, Arc<Mutex<Vec<Mail>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mails: Arc<Mutex<Vec<Mail>>> = Arc::default();
+    let sink = mails.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let sink = sink.clone();
+            tokio::spawn(async move {
+                let (read, mut write) = stream.into_split();
+                let mut lines = TokioBufReader::new(read).lines();
+                let _ = write.write_all(b"220 test.local ESMTP\r\n").await;
+                let mut mail = Mail::default();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let upper = line.to_ascii_uppercase();
+                    let reply: &[u8] = if upper.starts_with("EHLO") || upper.starts_with("HELO") {
+                        b"250 test.local\r\n"
+                    } else if upper.starts_with("MAIL FROM:") {
+                        mail.from = line[10..].trim().to_owned();
+                        b"250 OK\r\n"
+                    } else if upper.starts_with("RCPT TO:") {
+                        mail.to.push(line[8..].trim().to_owned());
+                        b"250 OK\r\n"
+                    } else if upper == "DATA" {
+                        let _ = write.write_all(b"354 go ahead\r\n").await;
+                        while let Ok(Some(l)) = lines.next_line().await {
+                            if l == "." {
+                                break;
+                            }
+                            mail.data.push_str(&l);
+                            mail.data.push('\n');
+                        }
+                        sink.lock().unwrap().push(std::mem::take(&mut mail));
+                        b"250 queued\r\n"
+                    } else if upper == "QUIT" {
+                        let _ = write.write_all(b"221 bye\r\n").await;
+                        break;
+                    } else {
+                        b"250 OK\r\n"
+                    };
+                    let _ = write.write_all(reply).await;
+                }
+            });
+        }
+    });
+    (port, mails)
+}
+
+/// The `pid start_ms` lines the child script writes, one per incarnation.
+fn starts(path: &Path) -> Vec<(u32, u64)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (pid, ms) = l.split_once(' ')?;
+            Some((pid.parse().ok()?, ms.parse().ok()?))
+        })
+        .collect()
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// The child: records its pid and start time, then becomes `sleep` (so the
+/// pid stays the same). With `ignore_term` it ignores SIGTERM, as a wedged
+/// server would.
+fn child_script(pids: &Path, ignore_term: bool) -> String {
+    let trap = if ignore_term { "trap '' TERM; " } else { "" };
+    format!(
+        "{trap}echo \"$$ $(date +%s%3N)\" >> '{}'; exec sleep 600",
+        pids.display()
+    )
+}
+
+/// A running `holdfast monitor` with its JSON log lines captured.
+struct Monitor {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Monitor {
+    fn start(args: &[&str], envs: &[(&str, &str)]) -> Monitor {
+        let mut child = Command::new(BIN)
+            .arg("monitor")
+            .args(args)
+            .env_remove("HOLDFAST_ENV")
+            .env("HOLDFAST__MONITOR__INTERVAL_MS", "50")
+            .env("HOLDFAST__MONITOR__TIMEOUT_MS", "1000")
+            .env("HOLDFAST__MONITOR__STARTUP_GRACE_MS", "0")
+            .envs(envs.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn holdfast monitor");
+        let stdout = child.stdout.take().unwrap();
+        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Monitor { child, lines }
+    }
+
+    fn logged(&self, message: &str) -> Vec<Value> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["message"] == message)
+            .collect()
+    }
+
+    fn log_text(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Monitor {
+    /// SIGTERM: the monitor stops its child and exits; SIGKILL if it hangs.
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A child whose liveness turns to 500 is restarted after exactly
+/// `monitor.failures` failed polls (SIGTERM, new process), and not before;
+/// once it answers again it is left alone.
+#[tokio::test]
+async fn a_child_failing_its_liveness_is_restarted_after_the_configured_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let pids = dir.path().join("pids");
+    let live = Liveness::start(Some(pids.clone())).await;
+    let script = child_script(&pids, false);
+    let monitor = Monitor::start(
+        &["--url", &live.url, "--exec", "sh", "-c", &script],
+        &[
+            ("HOLDFAST__MONITOR__FAILURES", "3"),
+            ("HOLDFAST__MONITOR__COOLDOWN_MS", "0"),
+            ("HOLDFAST__MONITOR__MAX_RESTARTS", "10"),
+        ],
+    );
+    wait_until("the first child", Duration::from_secs(10), || {
+        starts(&pids).len() == 1
+    })
+    .await;
+    let first = starts(&pids)[0].0;
+    wait_until("10 healthy polls", Duration::from_secs(10), || {
+        live.count() >= 10
+    })
+    .await;
+    assert_eq!(starts(&pids).len(), 1, "a healthy child is not restarted");
+
+    live.set(500);
+    wait_until("the restart", Duration::from_secs(10), || {
+        starts(&pids).len() == 2
+    })
+    .await;
+    let failed_while_first_ran = live
+        .served()
+        .iter()
+        .filter(|s| s.status == 500 && s.first_child_alive)
+        .count();
+    assert_eq!(
+        failed_while_first_ran, 3,
+        "restarted after exactly monitor.failures failed polls"
+    );
+    let second = starts(&pids)[1].0;
+    assert_ne!(first, second);
+    assert!(!alive(first), "the old child is gone");
+    assert!(alive(second), "the new child runs");
+
+    live.set(200);
+    let seen = live.count();
+    wait_until("10 more polls", Duration::from_secs(10), || {
+        live.count() >= seen + 10
+    })
+    .await;
+    assert_eq!(starts(&pids).len(), 2, "a recovered child is left alone");
+    assert_eq!(monitor.logged("child restarted").len(), 1);
+}
+
+/// A child that ignores SIGTERM is killed with SIGKILL once the grace
+/// period has passed, then started again.
+#[tokio::test]
+async fn a_child_ignoring_sigterm_is_killed_after_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let pids = dir.path().join("pids");
+    let live = Liveness::start(None).await;
+    let script = child_script(&pids, true);
+    let monitor = Monitor::start(
+        &["--url", &live.url, "--exec", "sh", "-c", &script],
+        &[
+            ("HOLDFAST__MONITOR__FAILURES", "1"),
+            ("HOLDFAST__MONITOR__COOLDOWN_MS", "0"),
+            ("HOLDFAST__MONITOR__GRACE_MS", "600"),
+        ],
+    );
+    wait_until("the first child", Duration::from_secs(10), || {
+        starts(&pids).len() == 1
+    })
+    .await;
+    live.set(500);
+    wait_until("the restart", Duration::from_secs(10), || {
+        starts(&pids).len() == 2
+    })
+    .await;
+    let first_failure = live
+        .served()
+        .iter()
+        .find(|s| s.status == 500)
+        .unwrap()
+        .at_ms;
+    let (first, _) = starts(&pids)[0];
+    let (_, restarted_at) = starts(&pids)[1];
+    assert!(
+        restarted_at >= first_failure + 600,
+        "waited the grace period: failed at {first_failure}, restarted at {restarted_at}"
+    );
+    assert!(!alive(first), "the child that ignored SIGTERM was killed");
+    let killed = monitor.logged("child did not stop within the grace period; killed");
+    assert_eq!(killed.len(), 1, "{}", monitor.log_text());
+    assert_eq!(killed[0]["pid"], first);
+}
+
+/// Restarts are at least `monitor.cooldown_ms` apart and at most
+/// `monitor.max_restarts` in the window; then the monitor stops restarting
+/// and raises one critical alert, which the webhook gets.
+#[tokio::test]
+async fn the_cooldown_and_the_max_restarts_limit_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let pids = dir.path().join("pids");
+    let live = Liveness::start(None).await;
+    let hook = Webhook::start("/hooks/alerts").await;
+    live.set(500);
+    let script = child_script(&pids, false);
+    let _monitor = Monitor::start(
+        &["--url", &live.url, "--exec", "sh", "-c", &script],
+        &[
+            ("HOLDFAST__MONITOR__FAILURES", "1"),
+            ("HOLDFAST__MONITOR__COOLDOWN_MS", "800"),
+            ("HOLDFAST__MONITOR__MAX_RESTARTS", "2"),
+            ("HOLDFAST__MONITOR__WINDOW_MS", "60000"),
+            ("HOLDFAST__MONITOR__WEBHOOK_URL", &hook.url),
+        ],
+    );
+    wait_until("the critical alert", Duration::from_secs(15), || {
+        !hook.of_kind("gave_up").is_empty()
+    })
+    .await;
+    let seen = live.count();
+    wait_until("20 more failed polls", Duration::from_secs(10), || {
+        live.count() >= seen + 20
+    })
+    .await;
+    let started = starts(&pids);
+    assert_eq!(
+        started.len(),
+        3,
+        "the first start and 2 restarts: {started:?}"
+    );
+    // Measured at the children's own start, which lags each restart by a
+    // few ms of shell start-up; without the cooldown the gap is one poll
+    // interval (50 ms).
+    let gap = started[2].1 - started[1].1;
+    assert!(gap >= 780, "restarts {gap} ms apart, under the cooldown");
+
+    let gave_up = hook.of_kind("gave_up");
+    assert_eq!(gave_up.len(), 1, "{gave_up:?}");
+    assert_eq!(gave_up[0]["severity"], "critical");
+    assert_eq!(gave_up[0]["target"], live.url.as_str());
+    assert_eq!(hook.of_kind("restarted").len(), 2);
+    assert!(started.iter().take(2).all(|(pid, _)| !alive(*pid)));
+    assert!(alive(started[2].0), "the last child is left running");
+}
+
+/// In watch mode a target that stays down is announced to the webhook once
+/// (not on every failed poll), and so is its recovery, even when it flaps;
+/// every alert names the target; the webhook URL, a secret, is never logged.
+#[tokio::test]
+async fn webhook_alerts_are_deduplicated() {
+    let live = Liveness::start(None).await;
+    let hook = Webhook::start("/hooks/s3cr3t-hook-credential").await;
+    live.set(500);
+    let monitor = Monitor::start(
+        &["--url", &live.url],
+        &[
+            ("HOLDFAST__MONITOR__FAILURES", "2"),
+            ("HOLDFAST__MONITOR__WEBHOOK_URL", &hook.url),
+        ],
+    );
+    wait_until("20 failed polls", Duration::from_secs(10), || {
+        live.count() >= 20
+    })
+    .await;
+    wait_until("the unhealthy alert", Duration::from_secs(5), || {
+        !hook.of_kind("unhealthy").is_empty()
+    })
+    .await;
+    let alert = &hook.of_kind("unhealthy")[0];
+    assert_eq!(alert["severity"], "warning");
+    assert_eq!(alert["target"], live.url.as_str());
+    assert_eq!(alert["source"], "holdfast monitor");
+    assert!(
+        alert["message"]
+            .as_str()
+            .unwrap()
+            .contains("failed 2 consecutive"),
+        "{alert}"
+    );
+    assert!(
+        alert["at"].is_string() && alert["host"].is_string(),
+        "{alert}"
+    );
+
+    for _ in 0..2 {
+        live.set(200);
+        wait_until("the recovery alert", Duration::from_secs(5), || {
+            !hook.of_kind("recovered").is_empty()
+        })
+        .await;
+        let seen = live.count();
+        wait_until("5 healthy polls", Duration::from_secs(5), || {
+            live.count() >= seen + 5
+        })
+        .await;
+        live.set(500);
+        let seen = live.count();
+        wait_until("10 failed polls", Duration::from_secs(5), || {
+            live.count() >= seen + 10
+        })
+        .await;
+    }
+    assert_eq!(
+        hook.of_kind("unhealthy").len(),
+        1,
+        "{:?}",
+        hook.alerts.lock().unwrap()
+    );
+    assert_eq!(hook.of_kind("recovered").len(), 1);
+    assert!(
+        monitor.logged("alert raised").len() == 2,
+        "two alerts sent, the rest suppressed: {}",
+        monitor.log_text()
+    );
+    assert!(
+        !monitor.log_text().contains("s3cr3t"),
+        "the webhook URL leaked into the log"
+    );
+}
+
+/// Alerts are emailed through the configured SMTP relay: from and to as
+/// configured, the kind and the target in the subject, the reason in the body.
+#[tokio::test]
+async fn alerts_are_emailed_over_smtp() {
+    let live = Liveness::start(None).await;
+    let (port, mails) = smtp_server().await;
+    live.set(500);
+    let port = port.to_string();
+    let _monitor = Monitor::start(
+        &["--url", &live.url],
+        &[
+            ("HOLDFAST__MONITOR__FAILURES", "1"),
+            ("HOLDFAST__MONITOR__SMTP_HOST", "127.0.0.1"),
+            ("HOLDFAST__MONITOR__SMTP_PORT", &port),
+            ("HOLDFAST__MONITOR__SMTP_FROM", "monitor@example.test"),
+            (
+                "HOLDFAST__MONITOR__SMTP_TO",
+                "ops@example.test,oncall@example.test",
+            ),
+        ],
+    );
+    wait_until("an email", Duration::from_secs(10), || {
+        !mails.lock().unwrap().is_empty()
+    })
+    .await;
+    let mail = mails.lock().unwrap()[0].clone();
+    assert!(mail.from.contains("<monitor@example.test>"), "{mail:?}");
+    assert_eq!(mail.to.len(), 2, "{mail:?}");
+    assert!(mail.to[0].contains("ops@example.test") && mail.to[1].contains("oncall@example.test"));
+    let subject = mail
+        .data
+        .lines()
+        .find(|l| l.starts_with("Subject:"))
+        .unwrap_or_default();
+    assert!(
+        subject.contains("WARNING") && subject.contains("unhealthy") && subject.contains(&live.url),
+        "{subject}"
+    );
+    assert!(
+        mail.data.contains("failed 1 consecutive liveness polls"),
+        "{}",
+        mail.data
+    );
+    assert!(
+        mail.data
+            .contains("To: ops@example.test, oncall@example.test"),
+        "{}",
+        mail.data
+    );
+}
+
+/// By default the child is this very binary's `serve`: the monitor starts a
+/// real server, starts it again when it dies (SIGKILL), and on SIGTERM stops
+/// it gracefully (the server's shutdown report) before exiting 0.
+#[tokio::test]
+async fn the_default_child_is_the_server_and_a_killed_one_comes_back() {
+    // A free port for the server; the monitor polls it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let url = format!("http://127.0.0.1:{port}/health/live");
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/holdfast.db", dir.path().display());
+    let mut monitor = Monitor::start(
+        &[],
+        &[
+            ("HOLDFAST__SERVER__PORT", &port),
+            ("HOLDFAST__DATABASE__URL", &db),
+            ("HOLDFAST__MONITOR__COOLDOWN_MS", "0"),
+            ("HOLDFAST__MONITOR__STARTUP_GRACE_MS", "30000"),
+        ],
+    );
+    // Ready, not only live: the server has installed its signal handlers.
+    let ready_url = url.replace("/health/live", "/health/ready");
+    let live = || {
+        let url = ready_url.clone();
+        async move {
+            reqwest::get(&url)
+                .await
+                .is_ok_and(|r| r.status().as_u16() == 200)
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !live().await {
+        assert!(Instant::now() < deadline, "the server never came up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let first = monitor.logged("child started")[0]["pid"].as_u64().unwrap();
+    let killed = Command::new("kill")
+        .args(["-KILL", &first.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    wait_until("a second server", Duration::from_secs(20), || {
+        monitor.logged("child started").len() == 2
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !live().await {
+        assert!(
+            Instant::now() < deadline,
+            "the restarted server never came up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(monitor.logged("child exited").len(), 1);
+    let second = monitor.logged("child started")[1]["pid"].as_u64().unwrap();
+    assert_ne!(first, second);
+
+    let _ = Command::new("kill")
+        .arg(monitor.child.id().to_string())
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = monitor.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the monitor did not exit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.code(), Some(0));
+    let report = monitor.logged("shutdown report");
+    assert_eq!(report.len(), 1, "{}", monitor.log_text());
+    assert_eq!(report[0]["exit_code"], 0);
+    assert!(!alive(second as u32), "the server stopped with the monitor");
+}

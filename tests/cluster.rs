@@ -1,0 +1,186 @@
+//! Several nodes on one Redis form one system of rooms. Against the real
+//! Redis on 127.0.0.1:6379 (each test under a key prefix of its own) and a
+//! `redis-server` the outage test starts itself.
+
+mod common;
+
+use std::time::Duration;
+
+use holdfast::server::{Builder, Server, Settings};
+use serde_json::json;
+
+use common::services::{redis, redis_prefix, OwnRedis, REDIS_ADDR};
+use common::ws::{connect, Client};
+use common::{get, settings, wait_until};
+
+fn node(url: &str, prefix: &str) -> Settings {
+    let mut s = settings();
+    s.redis.url = serde_json::from_value(json!(url)).unwrap();
+    s.redis.prefix = prefix.to_owned();
+    s.ws.rate_per_sec = 1e6;
+    s.ws.rate_burst = 1e6;
+    s
+}
+
+async fn start(s: Settings) -> Server {
+    Builder::new(s).start().await.expect("node starts")
+}
+
+/// The frames of `n` messages of `room`, in arrival order.
+async fn messages(c: &mut Client, room: &str, n: usize) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let v = c.recv().await;
+        if v["type"] == "message" && v["room"] == room {
+            out.push(v);
+        }
+    }
+    out
+}
+
+/// Two nodes, publishers on both: every member on either node sees the same
+/// messages with the same offsets, 1..=60, no gap, no duplicate.
+#[actix_rt::test]
+async fn two_nodes_share_one_offset_sequence() {
+    if redis("two_nodes_share_one_offset_sequence").await.is_none() {
+        return;
+    }
+    let prefix = redis_prefix();
+    let url = format!("redis://{REDIS_ADDR}");
+    let a = start(node(&url, &prefix)).await;
+    let b = start(node(&url, &prefix)).await;
+    let mut on_a = connect(a.addr()).await;
+    let mut on_b = connect(b.addr()).await;
+    let ja = on_a.join("global").await;
+    let jb = on_b.join("global").await;
+    assert_eq!(
+        ja["epoch"], jb["epoch"],
+        "one epoch for the room on both nodes"
+    );
+    let (addr_a, addr_b) = (a.addr(), b.addr());
+    let publishers: Vec<_> = [addr_a, addr_b]
+        .into_iter()
+        .enumerate()
+        .map(|(p, addr)| {
+            actix_rt::spawn(async move {
+                let mut c = connect(addr).await;
+                c.join("global").await;
+                for i in 0..30 {
+                    c.send(json!({"type": "publish", "room": "global", "data": {"p": p, "i": i}}))
+                        .await;
+                }
+                let mut acks = Vec::new();
+                while acks.len() < 30 {
+                    let v = c.recv().await;
+                    if v["type"] == "ack" {
+                        acks.push(v["offset"].as_u64().unwrap());
+                    }
+                }
+                acks
+            })
+        })
+        .collect();
+    let mut acks = Vec::new();
+    for p in publishers {
+        acks.extend(p.await.unwrap());
+    }
+    acks.sort_unstable();
+    assert_eq!(
+        acks,
+        (1..=60).collect::<Vec<_>>(),
+        "globally unique offsets"
+    );
+    let seen_a = messages(&mut on_a, "global", 60).await;
+    let seen_b = messages(&mut on_b, "global", 60).await;
+    let offsets: Vec<u64> = seen_a
+        .iter()
+        .map(|m| m["offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(offsets, (1..=60).collect::<Vec<_>>());
+    assert_eq!(
+        seen_a, seen_b,
+        "identical frames, in the same order, on both nodes"
+    );
+    let (_, _, health) = get(&a, "/health/redis").await;
+    assert_eq!(health["status"], "healthy", "{health}");
+}
+
+/// Redis stopped mid-test: each node keeps serving its local members and
+/// reports degraded; when Redis is back, the cross-node path recovers by itself.
+#[actix_rt::test]
+async fn a_redis_outage_keeps_local_service_and_recovers() {
+    let Some(mut own) = OwnRedis::start("a_redis_outage_keeps_local_service_and_recovers").await
+    else {
+        return;
+    };
+    let prefix = redis_prefix();
+    let a = start(node(&own.url(), &prefix)).await;
+    let b = start(node(&own.url(), &prefix)).await;
+    let mut on_a = connect(a.addr()).await;
+    let mut on_b = connect(b.addr()).await;
+    on_a.join("r").await;
+    on_b.join("r").await;
+    on_a.request(json!({"type": "publish", "room": "r", "data": "before"}))
+        .await;
+    assert_eq!(
+        messages(&mut on_b, "r", 1).await[0]["data"],
+        "before",
+        "cross-node before the outage"
+    );
+
+    own.down();
+    wait_until("both nodes notice", Duration::from_secs(10), || async {
+        get(&a, "/health/redis").await.0 == 503 && get(&b, "/health/redis").await.0 == 503
+    })
+    .await;
+    assert_eq!(get(&a, "/health").await.2["status"], "degraded");
+    assert_eq!(
+        get(&a, "/health/ready").await.0,
+        200,
+        "Redis is not critical"
+    );
+    on_a.send(json!({"type": "publish", "room": "r", "data": "local", "id": "l"}))
+        .await;
+    let (mut acked, mut delivered) = (false, false);
+    while !(acked && delivered) {
+        let v = on_a.recv().await;
+        match v["type"].as_str() {
+            Some("ack") => acked = true, // publishing still works
+            Some("message") => {
+                assert_eq!(v["data"], "local", "{v}");
+                delivered = true; // local members still receive
+            }
+            _ => panic!("unexpected {v}"),
+        }
+    }
+    // Node B's member gets nothing from node A meanwhile: its next frame is our pong.
+    assert_eq!(
+        on_b.request(json!({"type": "ping", "id": 1})).await["type"],
+        "pong"
+    );
+
+    own.up().await.unwrap();
+    wait_until("both nodes reconnect", Duration::from_secs(15), || async {
+        get(&a, "/health/redis").await.0 == 200 && get(&b, "/health/redis").await.0 == 200
+    })
+    .await;
+    // The first publishes after Redis returns may still take the local path
+    // while a hub reconnects; a client retries until one crosses over.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    'outer: loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no cross-node delivery after Redis came back"
+        );
+        on_a.send(json!({"type": "publish", "room": "r", "data": "after"}))
+            .await;
+        let until = std::time::Instant::now() + Duration::from_millis(500);
+        while std::time::Instant::now() < until {
+            if let Ok(v) = tokio::time::timeout(Duration::from_millis(100), on_b.recv()).await {
+                if v["type"] == "message" && v["data"] == "after" {
+                    break 'outer;
+                }
+            }
+        }
+    }
+}

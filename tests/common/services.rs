@@ -1,0 +1,240 @@
+//! Real PostgreSQL for the persistence tests, and a TCP proxy that can take
+//! the database away and give it back.
+//!
+//! Without PostgreSQL on 127.0.0.1:5432 the tests that need it print that
+//! they were skipped and why; under `CI=true` a missing service fails them.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Where PostgreSQL listens (trust auth, database `test`).
+pub const PG_ADDR: &str = "127.0.0.1:5432";
+
+/// Whether PostgreSQL answers; `None` after printing why a test is skipped.
+/// Panics under `CI=true`, where a missing service is a failure.
+pub async fn postgres(test: &str) -> Option<()> {
+    let up = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(PG_ADDR))
+        .await
+        .is_ok_and(|r| r.is_ok());
+    if up {
+        return Some(());
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test}: PostgreSQL is not reachable at {PG_ADDR}, and CI=true requires it");
+    }
+    eprintln!("SKIPPED {test}: PostgreSQL is not reachable at {PG_ADDR} (start it, or run under CI=true to make this a failure)");
+    None
+}
+
+/// A fresh, empty database; its URL. Dropped by [`drop_database`].
+pub async fn fresh_database() -> (String, String) {
+    let name = format!("holdfast_t_{:016x}", rand_u64());
+    let mut admin = AsyncPgConnection::establish(&format!("postgres://postgres@{PG_ADDR}/test"))
+        .await
+        .expect("connect to test");
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create database");
+    (
+        name.clone(),
+        format!("postgres://postgres@{PG_ADDR}/{name}"),
+    )
+}
+
+/// Drops a database made by [`fresh_database`] (best effort).
+pub async fn drop_database(name: &str) {
+    if let Ok(mut admin) =
+        AsyncPgConnection::establish(&format!("postgres://postgres@{PG_ADDR}/test")).await
+    {
+        let _ = admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await;
+    }
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    h.finish()
+}
+
+/// A TCP proxy to PostgreSQL on a port of its own; `stop` cuts every
+/// connection and refuses new ones, `start` serves again on the same port.
+pub struct Proxy {
+    pub port: u16,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Proxy {
+    /// A proxy on a free port, not yet serving (connections are refused).
+    pub fn reserve() -> Proxy {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Proxy {
+            port,
+            tasks: Vec::new(),
+        }
+    }
+
+    /// Starts forwarding to PostgreSQL.
+    pub async fn start(&mut self) {
+        let listener = TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .expect("bind proxy port");
+        let conns =
+            std::sync::Arc::new(std::sync::Mutex::new(Vec::<tokio::task::AbortHandle>::new()));
+        let registry = conns.clone();
+        let accept = tokio::task::spawn_local(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let conn = tokio::task::spawn_local(async move {
+                    if let Ok(mut server) = TcpStream::connect(PG_ADDR).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                registry.lock().unwrap().push(conn.abort_handle());
+            }
+        });
+        let killer = tokio::task::spawn_local(async move {
+            // Owned by `tasks`: aborting it aborts every forwarded connection.
+            struct AbortAll(std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>);
+            impl Drop for AbortAll {
+                fn drop(&mut self) {
+                    for h in self.0.lock().unwrap().drain(..) {
+                        h.abort();
+                    }
+                }
+            }
+            let _guard = AbortAll(conns);
+            std::future::pending::<()>().await;
+        });
+        self.tasks = vec![accept, killer];
+    }
+
+    /// Cuts every connection and stops listening.
+    pub async fn stop(&mut self) {
+        for t in self.tasks.drain(..) {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+
+    /// The database URL through the proxy.
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        ([127, 0, 0, 1], self.port).into()
+    }
+}
+
+/// Where the shared Redis listens.
+pub const REDIS_ADDR: &str = "127.0.0.1:6379";
+
+/// Whether the shared Redis answers; `None` after printing why a test is
+/// skipped. Panics under `CI=true`.
+pub async fn redis(test: &str) -> Option<()> {
+    let up = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(REDIS_ADDR))
+        .await
+        .is_ok_and(|r| r.is_ok());
+    if up {
+        return Some(());
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test}: Redis is not reachable at {REDIS_ADDR}, and CI=true requires it");
+    }
+    eprintln!("SKIPPED {test}: Redis is not reachable at {REDIS_ADDR} (start it, or run under CI=true to make this a failure)");
+    None
+}
+
+/// A unique key prefix, so that tests never see each other's rooms.
+pub fn redis_prefix() -> String {
+    format!("hft{:012x}", rand_u64() & 0xffff_ffff_ffff)
+}
+
+/// A `redis-server` of the test's own on a free port (so the shared one is never stopped).
+pub struct OwnRedis {
+    pub port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl OwnRedis {
+    /// Starts one, or answers `None` (skipped; a failure under `CI=true`) when
+    /// `redis-server` is not installed.
+    pub async fn start(test: &str) -> Option<OwnRedis> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut r = OwnRedis { port, child: None };
+        if r.up().await.is_err() {
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("{test}: cannot start redis-server, and CI=true requires it");
+            }
+            eprintln!("SKIPPED {test}: redis-server is not installed");
+            return None;
+        }
+        Some(r)
+    }
+
+    /// (Re)starts the server on the same port and waits until it answers.
+    pub async fn up(&mut self) -> Result<(), String> {
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.port)).await.is_err() {
+            if std::time::Instant::now() > deadline {
+                return Err("redis-server did not start".into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    /// Kills the server (its data is gone: it keeps nothing on disk).
+    pub fn down(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.down();
+    }
+}

@@ -1,0 +1,887 @@
+//! The WebSocket protocol of PROTOCOL.md through a real client
+//! (tokio-tungstenite) against the server in-process on a free port.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt;
+use holdfast::actors::shutdown::{Outcome, ShutdownReason};
+use holdfast::server::{Builder, Server, Settings};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+use common::ws::{connect, try_connect, Client};
+use common::{get, settings, wait_until};
+
+async fn start(settings: Settings) -> Server {
+    Builder::new(settings).start().await.expect("server starts")
+}
+
+fn token(secret: &str, sub: &str, exp_in_s: i64, rooms: Option<Vec<&str>>) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let mut claims = json!({"sub": sub, "exp": now + exp_in_s});
+    if let Some(r) = rooms {
+        claims["rooms"] = json!(r);
+    }
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// Reads `n` `message` frames of `room`, answering their offsets in arrival order.
+async fn offsets(c: &mut Client, room: &str, n: usize) -> Vec<u64> {
+    let mut seen = Vec::with_capacity(n);
+    while seen.len() < n {
+        let v = c.recv().await;
+        if v["type"] == "message" && v["room"] == room {
+            seen.push(v["offset"].as_u64().unwrap());
+        }
+    }
+    seen
+}
+
+async fn metric(server: &Server, name: &str) -> f64 {
+    let text = reqwest::get(format!("http://{}/metrics", server.addr()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// `welcome` carries the session, the user and the configured limits.
+#[actix_rt::test]
+async fn welcome_carries_session_user_and_limits() {
+    let server = start(settings()).await;
+    let c = connect(server.addr()).await;
+    assert_eq!(c.welcome["heartbeat_ms"], 15000);
+    assert_eq!(c.welcome["max_frame_bytes"], 65536);
+    assert_eq!(c.session().len(), 32);
+    assert!(c.user().starts_with("anon-"));
+    let other = connect(server.addr()).await;
+    assert_ne!(other.session(), c.session());
+}
+
+/// `join` answers the room's latest offset and epoch; `publish` is acked
+/// with its offset, and every member, the publisher included, gets the
+/// message with `from`; offsets start at 1 and rise by 1.
+#[actix_rt::test]
+async fn join_publish_ack_and_message_reach_every_member() {
+    let server = start(settings()).await;
+    let mut a = connect(server.addr()).await;
+    let mut b = connect(server.addr()).await;
+    let joined = a.join("lobby").await;
+    assert_eq!(
+        (joined["offset"].as_u64(), joined["id"].as_str()),
+        (Some(0), Some("j-lobby"))
+    );
+    let epoch = joined["epoch"].as_str().unwrap().to_owned();
+    assert_eq!(b.join("lobby").await["epoch"], epoch);
+
+    a.send(
+        json!({"type": "publish", "room": "lobby", "data": {"text": "hi", "n": [1, 2]}, "id": 1}),
+    )
+    .await;
+    let mut got = [a.recv().await, a.recv().await];
+    got.sort_by_key(|v| v["type"].as_str().unwrap().to_owned());
+    assert_eq!(
+        got[0],
+        json!({"type": "ack", "room": "lobby", "offset": 1, "id": 1})
+    );
+    let message = json!({"type": "message", "room": "lobby", "offset": 1, "from": a.user(), "data": {"text": "hi", "n": [1, 2]}});
+    assert_eq!(got[1], message);
+    assert_eq!(b.recv().await, message);
+
+    let ack = a
+        .request(json!({"type": "publish", "room": "lobby", "data": 42, "id": "two"}))
+        .await;
+    assert_eq!(
+        ack,
+        json!({"type": "ack", "room": "lobby", "offset": 2, "id": "two"})
+    );
+    assert_eq!(b.recv().await["offset"], 2);
+    let mut c = connect(server.addr()).await;
+    let joined = c.join("lobby").await;
+    assert_eq!(
+        (joined["offset"].as_u64(), &joined["epoch"]),
+        (Some(2), &json!(epoch))
+    );
+}
+
+/// `ping` answers `pong` with the id; a request without an id gets a reply without one.
+#[actix_rt::test]
+async fn ping_pong_echoes_the_id() {
+    let server = start(settings()).await;
+    let mut c = connect(server.addr()).await;
+    assert_eq!(
+        c.request(json!({"type": "ping", "id": 9})).await,
+        json!({"type": "pong", "id": 9})
+    );
+    assert_eq!(
+        c.request(json!({"type": "ping", "id": "x"})).await,
+        json!({"type": "pong", "id": "x"})
+    );
+    assert_eq!(
+        c.request(json!({"type": "ping"})).await,
+        json!({"type": "pong"})
+    );
+}
+
+/// `leave` answers `left`; messages stop; a publish afterwards is `not_member`.
+#[actix_rt::test]
+async fn leave_stops_messages_and_membership() {
+    let server = start(settings()).await;
+    let mut a = connect(server.addr()).await;
+    let mut b = connect(server.addr()).await;
+    a.join("room1").await;
+    b.join("room1").await;
+    assert_eq!(
+        b.request(json!({"type": "leave", "room": "room1", "id": 3}))
+            .await,
+        json!({"type": "left", "room": "room1", "id": 3})
+    );
+    a.request(json!({"type": "publish", "room": "room1", "data": 1}))
+        .await;
+    let err = b
+        .request(json!({"type": "publish", "room": "room1", "data": 2, "id": 4}))
+        .await;
+    assert_eq!(
+        (err["code"].as_str(), &err["id"]),
+        (Some("not_member"), &json!(4)),
+        "{err}"
+    );
+    // b got nothing from room1 after leaving: its next frame is the pong.
+    assert_eq!(
+        b.request(json!({"type": "ping", "id": 5})).await["type"],
+        "pong"
+    );
+    let presence = a
+        .request(json!({"type": "presence", "room": "room1"}))
+        .await;
+    assert_eq!(
+        presence["members"],
+        json!([{"user": a.user(), "sessions": 1}])
+    );
+}
+
+/// `presence` lists each user once with the number of its sessions.
+#[actix_rt::test]
+async fn presence_counts_sessions_per_user() {
+    let mut s = settings();
+    s.auth.jwt_secret = holdfast::server::config::Secret::new("s3cret");
+    let server = start(s).await;
+    let t1 = token("s3cret", "alice", 600, None);
+    let t2 = token("s3cret", "bob", 600, None);
+    let mut a1 = try_connect(server.addr(), &format!("?token={t1}"), &[])
+        .await
+        .unwrap();
+    let mut a2 = try_connect(
+        server.addr(),
+        "",
+        &[("authorization", &format!("Bearer {t1}"))],
+    )
+    .await
+    .unwrap();
+    let mut b = try_connect(server.addr(), &format!("?token={t2}"), &[])
+        .await
+        .unwrap();
+    assert_eq!(a1.user(), "alice");
+    for c in [&mut a1, &mut a2, &mut b] {
+        c.join("hall").await;
+    }
+    let p = b
+        .request(json!({"type": "presence", "room": "hall", "id": 1}))
+        .await;
+    assert_eq!(
+        p,
+        json!({"type": "presence", "room": "hall", "id": 1,
+        "members": [{"user": "alice", "sessions": 2}, {"user": "bob", "sessions": 1}]})
+    );
+}
+
+/// Malformed frames get `bad_request` and leave the connection open.
+#[actix_rt::test]
+async fn malformed_frames_get_bad_request() {
+    let server = start(settings()).await;
+    let mut c = connect(server.addr()).await;
+    for (frame, want_id) in [
+        (Message::Text("not json".into()), Value::Null),
+        (Message::Text("[1,2]".into()), Value::Null),
+        (
+            Message::Text("{\"type\":\"dance\",\"id\":1}".into()),
+            json!(1),
+        ),
+        (Message::Text("{\"id\":2}".into()), json!(2)),
+        (Message::Text("{\"type\":7,\"id\":3}".into()), json!(3)),
+        (
+            Message::Text("{\"type\":\"join\",\"id\":4}".into()),
+            json!(4),
+        ),
+        (
+            Message::Text("{\"type\":\"join\",\"room\":5,\"id\":5}".into()),
+            json!(5),
+        ),
+        (
+            Message::Text("{\"type\":\"ping\",\"id\":{\"x\":1}}".into()),
+            Value::Null,
+        ),
+        (
+            Message::Text("{\"type\":\"resume\",\"id\":6}".into()),
+            json!(6),
+        ),
+        (
+            Message::Text(
+                "{\"type\":\"resume\",\"session\":\"s\",\"rooms\":{\"a\":-1},\"id\":7}".into(),
+            ),
+            json!(7),
+        ),
+    ] {
+        c.send_raw(frame.clone()).await;
+        let reply = c.recv().await;
+        assert_eq!(reply["type"], "error", "{frame:?} -> {reply}");
+        assert_eq!(reply["code"], "bad_request", "{frame:?} -> {reply}");
+        assert_eq!(
+            reply.get("id").cloned().unwrap_or(Value::Null),
+            want_id,
+            "{frame:?} -> {reply}"
+        );
+        assert!(!reply["message"].as_str().unwrap().is_empty());
+    }
+    c.join("lobby").await;
+    let reply = c
+        .request(json!({"type": "publish", "room": "lobby", "id": 8}))
+        .await;
+    assert_eq!(
+        reply["code"], "bad_request",
+        "publish without data: {reply}"
+    );
+    assert_eq!(
+        c.request(json!({"type": "ping", "id": 9})).await["type"],
+        "pong"
+    );
+}
+
+/// Room names outside the protocol's rules get `invalid_room`.
+#[actix_rt::test]
+async fn bad_room_names_get_invalid_room() {
+    let server = start(settings()).await;
+    let mut c = connect(server.addr()).await;
+    for room in ["", "has space", "slash/room", &"r".repeat(129), "é"] {
+        let reply = c
+            .request(json!({"type": "join", "room": room, "id": 1}))
+            .await;
+        assert_eq!(reply["code"], "invalid_room", "{room:?}: {reply}");
+    }
+    assert_eq!(c.join(&"r".repeat(128)).await["type"], "joined");
+}
+
+/// Publishing to a `$` system room, or to a room outside the token's `rooms`
+/// claim, is `forbidden`; joining outside the claim too.
+#[actix_rt::test]
+async fn system_rooms_and_token_claims_are_forbidden() {
+    let mut s = settings();
+    s.auth.jwt_secret = holdfast::server::config::Secret::new("k");
+    let server = start(s).await;
+    let t = token(
+        "k",
+        "carol",
+        600,
+        Some(vec!["team:*", "lobby", "$trending"]),
+    );
+    let mut c = try_connect(server.addr(), &format!("?token={t}"), &[])
+        .await
+        .unwrap();
+    c.join("$trending").await;
+    let err = c
+        .request(json!({"type": "publish", "room": "$trending", "data": 1, "id": 1}))
+        .await;
+    assert_eq!(err["code"], "forbidden", "{err}");
+    let err = c
+        .request(json!({"type": "join", "room": "secret", "id": 2}))
+        .await;
+    assert_eq!(err["code"], "forbidden", "{err}");
+    c.join("team:red").await;
+    let ack = c
+        .request(json!({"type": "publish", "room": "team:red", "data": 1, "id": 3}))
+        .await;
+    assert_eq!(ack["type"], "ack");
+}
+
+/// `data` over the limit gets `too_large`; a frame over `max_frame_bytes`
+/// closes the socket with 1009.
+#[actix_rt::test]
+async fn oversize_data_and_frames() {
+    let mut s = settings();
+    s.ws.max_data_bytes = 1000;
+    s.ws.max_frame_bytes = 4000;
+    let server = start(s).await;
+    let mut c = connect(server.addr()).await;
+    c.join("lobby").await;
+    let big = "x".repeat(1500);
+    let err = c
+        .request(json!({"type": "publish", "room": "lobby", "data": big, "id": 1}))
+        .await;
+    assert_eq!(err["code"], "too_large", "{err}");
+    assert_eq!(
+        c.request(json!({"type": "ping", "id": 2})).await["type"],
+        "pong"
+    );
+    c.send(json!({"type": "publish", "room": "lobby", "data": "y".repeat(5000)}))
+        .await;
+    assert_eq!(c.close_code().await, 1009);
+}
+
+/// A binary frame gets `unsupported` and the socket stays usable.
+#[actix_rt::test]
+async fn binary_frames_are_unsupported_but_harmless() {
+    let server = start(settings()).await;
+    let mut c = connect(server.addr()).await;
+    c.send_raw(Message::Binary(vec![1u8, 2, 3].into())).await;
+    let err = c.recv().await;
+    assert_eq!(
+        (err["type"].as_str(), err["code"].as_str()),
+        (Some("error"), Some("unsupported")),
+        "{err}"
+    );
+    assert_eq!(c.join("after").await["type"], "joined");
+}
+
+/// Over the rate the frame is dropped with `rate_limited` (id echoed);
+/// repeated abuse closes with 1008.
+#[actix_rt::test]
+async fn rate_limit_then_abuse_closes_with_1008() {
+    let mut s = settings();
+    s.ws.rate_per_sec = 0.5;
+    s.ws.rate_burst = 3.0;
+    s.ws.abuse_limit = 4;
+    let server = start(s).await;
+    let mut c = connect(server.addr()).await;
+    for i in 0..6 {
+        c.send(json!({"type": "ping", "id": i})).await;
+    }
+    for i in 0..3 {
+        assert_eq!(c.recv().await, json!({"type": "pong", "id": i}));
+    }
+    for i in 3..6 {
+        let err = c.recv().await;
+        assert_eq!(
+            (err["code"].as_str(), &err["id"]),
+            (Some("rate_limited"), &json!(i)),
+            "{err}"
+        );
+    }
+    c.send(json!({"type": "ping", "id": 6})).await;
+    assert_eq!(c.close_code().await, 1008);
+    assert!(metric(&server, "holdfast_ws_rate_limited_total").await >= 4.0);
+}
+
+/// Five publishers × 200 messages to twenty subscribers: every subscriber
+/// sees offsets 1..=1000 once each, in order; acks are unique.
+#[actix_rt::test]
+async fn concurrent_publishers_give_one_order_everywhere() {
+    let mut s = settings();
+    s.ws.rate_per_sec = 1e6;
+    s.ws.rate_burst = 1e6;
+    s.server.workers = 2;
+    let server = start(s).await;
+    let addr = server.addr();
+    let mut subscribers = Vec::new();
+    for _ in 0..20 {
+        let mut c = connect(addr).await;
+        c.join("order").await;
+        subscribers.push(c);
+    }
+    let mut publishers = Vec::new();
+    for p in 0..5 {
+        publishers.push(actix_rt::spawn(async move {
+            let mut c = connect(addr).await;
+            c.join("order").await;
+            let mut acks = Vec::new();
+            for i in 0..200 {
+                c.send(
+                    json!({"type": "publish", "room": "order", "data": {"p": p, "i": i}, "id": i}),
+                )
+                .await;
+            }
+            while acks.len() < 200 {
+                let v = c.recv().await;
+                if v["type"] == "ack" {
+                    acks.push(v["offset"].as_u64().unwrap());
+                }
+            }
+            acks
+        }));
+    }
+    let mut all_acks = Vec::new();
+    for p in publishers {
+        all_acks.extend(p.await.unwrap());
+    }
+    all_acks.sort_unstable();
+    assert_eq!(
+        all_acks,
+        (1..=1000).collect::<Vec<_>>(),
+        "every publish got a unique offset"
+    );
+    for c in &mut subscribers {
+        assert_eq!(
+            offsets(c, "order", 1000).await,
+            (1..=1000).collect::<Vec<_>>()
+        );
+    }
+}
+
+/// `resume` after a reconnect replays what was missed, in order, then
+/// `resumed` with `complete: true`, and adopts the old session id.
+#[actix_rt::test]
+async fn resume_replays_missed_messages() {
+    let server = start(settings()).await;
+    let mut a = connect(server.addr()).await;
+    let mut p = connect(server.addr()).await;
+    let epoch = a.join("news").await["epoch"].clone();
+    p.join("news").await;
+    for i in 1..=3 {
+        p.request(json!({"type": "publish", "room": "news", "data": i}))
+            .await;
+    }
+    assert_eq!(offsets(&mut a, "news", 3).await, vec![1, 2, 3]);
+    let old = a.session();
+    a.ws.close(None).await.unwrap();
+    drop(a);
+    for i in 4..=6 {
+        p.request(json!({"type": "publish", "room": "news", "data": i}))
+            .await;
+    }
+    let mut a = connect(server.addr()).await;
+    a.send(json!({"type": "resume", "session": old, "rooms": {"news": 3}, "epochs": {"news": epoch}, "id": 1})).await;
+    for want in 4..=6 {
+        let m = a.recv().await;
+        assert_eq!(
+            (m["type"].as_str(), m["offset"].as_u64(), m["data"].as_u64()),
+            (Some("message"), Some(want), Some(want)),
+            "{m}"
+        );
+    }
+    let resumed = a.recv().await;
+    assert_eq!(
+        resumed,
+        json!({"type": "resumed", "session": old, "id": 1,
+        "rooms": {"news": {"replayed": 3, "complete": true, "epoch": epoch}}})
+    );
+    // Live messages follow, and the resumed session is a member again.
+    p.request(json!({"type": "publish", "room": "news", "data": 7}))
+        .await;
+    assert_eq!(offsets(&mut a, "news", 1).await, vec![7]);
+}
+
+/// When history no longer reaches back to the client's offset, `resume`
+/// replays what it has and answers `complete: false`.
+#[actix_rt::test]
+async fn resume_past_history_is_incomplete() {
+    let mut s = settings();
+    s.rooms.history_size = 5;
+    let server = start(s).await;
+    let mut p = connect(server.addr()).await;
+    p.join("feed").await;
+    for i in 1..=12 {
+        p.request(json!({"type": "publish", "room": "feed", "data": i}))
+            .await;
+    }
+    let mut a = connect(server.addr()).await;
+    let session = a.session();
+    a.send(json!({"type": "resume", "session": session, "rooms": {"feed": 2}, "id": "r"}))
+        .await;
+    assert_eq!(offsets(&mut a, "feed", 5).await, vec![8, 9, 10, 11, 12]);
+    let resumed = a.recv().await;
+    assert_eq!(resumed["rooms"]["feed"]["replayed"], 5);
+    assert_eq!(resumed["rooms"]["feed"]["complete"], false);
+}
+
+/// A `resume` naming another epoch replays nothing and answers `complete: false`.
+#[actix_rt::test]
+async fn resume_with_a_changed_epoch_replays_nothing() {
+    let server = start(settings()).await;
+    let mut p = connect(server.addr()).await;
+    let epoch = p.join("feed").await["epoch"].as_str().unwrap().to_owned();
+    for i in 1..=3 {
+        p.request(json!({"type": "publish", "room": "feed", "data": i}))
+            .await;
+    }
+    let mut a = connect(server.addr()).await;
+    let session = a.session();
+    let resumed = a
+        .request(json!({"type": "resume", "session": session, "rooms": {"feed": 1}, "epochs": {"feed": "0000000000000bad"}, "id": 1}))
+        .await;
+    assert_eq!(
+        resumed["rooms"]["feed"],
+        json!({"replayed": 0, "complete": false, "epoch": epoch})
+    );
+    // Still joined: live messages arrive.
+    p.request(json!({"type": "publish", "room": "feed", "data": 4}))
+        .await;
+    assert_eq!(offsets(&mut a, "feed", 1).await, vec![4]);
+}
+
+/// A client silent for two heartbeats is dropped and leaves its rooms.
+#[actix_rt::test]
+async fn heartbeat_timeout_drops_a_silent_client() {
+    let mut s = settings();
+    s.ws.heartbeat_ms = 100;
+    let server = start(s).await;
+    let mut silent = connect(server.addr()).await;
+    silent.join("hb").await;
+    let mut watcher = connect(server.addr()).await;
+    watcher.join("hb").await;
+    // `silent` is never read from again, so it never answers a ping.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let p = watcher
+            .request(json!({"type": "presence", "room": "hb"}))
+            .await;
+        if p["members"].as_array().unwrap().len() == 1 {
+            assert_eq!(p["members"][0]["user"], watcher.user().as_str());
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "silent client still a member: {p}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The socket of the silent client ends.
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(m)) = silent.ws.next().await {
+            if matches!(m, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(end.is_ok(), "the silent client's socket was not closed");
+}
+
+/// A client that never reads is closed with 1013 once its outbound queue is
+/// full; a second client in the room receives every message meanwhile.
+#[actix_rt::test]
+async fn a_client_that_never_reads_is_closed_with_1013() {
+    let mut s = settings();
+    s.ws.outbound_max_bytes = 256 * 1024;
+    s.ws.rate_per_sec = 1e6;
+    s.ws.rate_burst = 1e6;
+    let server = start(s).await;
+    let addr = server.addr();
+    // A tiny receive buffer, so the kernel absorbs little of what is sent.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&addr.into()).unwrap();
+    sock.set_nonblocking(true).unwrap();
+    let stream = tokio::net::TcpStream::from_std(sock.into()).unwrap();
+    let (ws, _) = tokio_tungstenite::client_async(
+        format!("ws://{addr}/ws"),
+        tokio_tungstenite::MaybeTlsStream::Plain(stream),
+    )
+    .await
+    .unwrap();
+    let mut slow = Client {
+        ws,
+        welcome: Value::Null,
+    };
+    slow.welcome = slow.recv().await;
+    slow.join("firehose").await;
+    let mut fast = connect(addr).await;
+    fast.join("firehose").await;
+    let payload = "z".repeat(30_000);
+    let total = 400u64;
+    let mut received = 0u64;
+    for i in 1..=total {
+        fast.send(json!({"type": "publish", "room": "firehose", "data": payload, "id": i}))
+            .await;
+        // Read our own ack and message before the next publish.
+        let mut acked = false;
+        while !acked || received < i {
+            let v = fast.recv().await;
+            match v["type"].as_str() {
+                Some("ack") => acked = true,
+                Some("message") => {
+                    received += 1;
+                    assert_eq!(v["offset"].as_u64(), Some(received), "in order, no gap");
+                }
+                _ => panic!("unexpected {v}"),
+            }
+        }
+    }
+    assert_eq!(received, total, "the reading client got every message");
+    wait_until(
+        "the slow-consumer close",
+        Duration::from_secs(10),
+        || async { metric(&server, "holdfast_ws_slow_consumer_closes_total").await >= 1.0 },
+    )
+    .await;
+    // Reading now, the slow client finds what was queued, then close 1013.
+    let mut got = 0u64;
+    let code = loop {
+        match tokio::time::timeout(Duration::from_secs(10), slow.ws.next())
+            .await
+            .expect("frames")
+        {
+            Some(Ok(Message::Text(_))) => got += 1,
+            Some(Ok(Message::Close(f))) => break f.map(|f| u16::from(f.code)).unwrap_or(0),
+            Some(Ok(_)) => {}
+            other => panic!("socket ended without a close frame after {got} frames: {other:?}"),
+        }
+    };
+    assert_eq!(code, 1013);
+    assert!(
+        got < total,
+        "the slow client was cut off before the end ({got} frames)"
+    );
+    let p = fast
+        .request(json!({"type": "presence", "room": "firehose"}))
+        .await;
+    assert_eq!(
+        p["members"].as_array().unwrap().len(),
+        1,
+        "the slow client left the room: {p}"
+    );
+}
+
+/// A bad or expired token is refused with 401 before the upgrade; a token
+/// that expires mid-session closes the socket with 1008.
+#[actix_rt::test]
+async fn tokens_are_checked_before_the_upgrade_and_on_expiry() {
+    let mut s = settings();
+    s.auth.jwt_secret = holdfast::server::config::Secret::new("right");
+    let server = start(s).await;
+    let addr = server.addr();
+    assert_eq!(
+        try_connect(addr, "", &[]).await.err(),
+        Some(401),
+        "no token"
+    );
+    assert_eq!(
+        try_connect(addr, "?token=garbage", &[]).await.err(),
+        Some(401),
+        "malformed"
+    );
+    let wrong = token("wrong", "u", 600, None);
+    assert_eq!(
+        try_connect(addr, &format!("?token={wrong}"), &[])
+            .await
+            .err(),
+        Some(401),
+        "wrong key"
+    );
+    let expired = token("right", "u", -10, None);
+    assert_eq!(
+        try_connect(addr, &format!("?token={expired}"), &[])
+            .await
+            .err(),
+        Some(401),
+        "expired"
+    );
+    let short = token("right", "dave", 2, None);
+    let mut c = try_connect(addr, &format!("?token={short}"), &[])
+        .await
+        .expect("a valid token connects");
+    assert_eq!(c.user(), "dave");
+    assert_eq!(c.close_code().await, 1008);
+    let res = reqwest::Client::new()
+        .get(format!("http://{addr}/ws"))
+        .header("Authorization", "Bearer nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["code"], "unauthorized");
+    assert!(
+        !body.to_string().contains("nope"),
+        "the token is not echoed: {body}"
+    );
+}
+
+/// Past `max_connections` the upgrade is refused with 503; an origin outside
+/// the allow-list with 403.
+#[actix_rt::test]
+async fn connection_limit_and_origin_allow_list() {
+    let mut s = settings();
+    s.ws.max_connections = 2;
+    s.ws.allowed_origins = vec!["https://app.example".into()];
+    let server = start(s).await;
+    let addr = server.addr();
+    let _a = connect(addr).await;
+    let _b = try_connect(addr, "", &[("origin", "https://app.example")])
+        .await
+        .unwrap();
+    assert_eq!(try_connect(addr, "", &[]).await.err(), Some(503));
+    drop(_a);
+    wait_until("a free slot", Duration::from_secs(5), || async {
+        try_connect(addr, "", &[("origin", "https://evil.example")])
+            .await
+            .err()
+            == Some(403)
+    })
+    .await;
+}
+
+/// A hub panicking in the middle of a stream of publishes: every client
+/// stays connected, membership is intact, offsets continue without a gap or
+/// a reset, every acked message is delivered, and a publish that arrives
+/// while the hub restarts gets `unavailable`.
+#[actix_rt::test]
+async fn a_hub_crash_mid_stream_loses_nothing_that_was_acked() {
+    let mut s = settings();
+    s.rooms.shards = 1;
+    s.ws.rate_per_sec = 1e6;
+    s.ws.rate_burst = 1e6;
+    s.supervision.backoff_min_ms = 1500; // the second crash in a row waits this long
+    let server = start(s).await;
+    let addr = server.addr();
+    let mut subs = Vec::new();
+    for _ in 0..3 {
+        let mut c = connect(addr).await;
+        c.join("stream").await;
+        subs.push(c);
+    }
+    let mut p = connect(addr).await;
+    let epoch = p.join("stream").await["epoch"].clone();
+    let mut acked = Vec::new();
+    let mut unavailable = 0;
+    let mut i = 0;
+    let (mut first_crash, mut second_crash) = (false, false);
+    while acked.len() < 200 {
+        if acked.len() == 100 && !first_crash {
+            first_crash = true;
+            server.rooms().crash(0);
+        }
+        if acked.len() == 150 && !second_crash {
+            second_crash = true;
+            // Two crashes in a row: the restart now waits for the back-off.
+            server.rooms().crash(0);
+            wait_until("the restart", Duration::from_secs(5), || async {
+                get(&server, "/health/rooms-0").await.2["restarts"].as_u64() >= Some(2)
+            })
+            .await;
+            server.rooms().crash(0);
+            wait_until("the hub to go down", Duration::from_secs(5), || async {
+                get(&server, "/health/rooms-0").await.2["status"] == "unhealthy"
+            })
+            .await;
+            let reply = p
+                .request(json!({"type": "publish", "room": "stream", "data": "during", "id": "x"}))
+                .await;
+            assert_eq!(
+                (reply["code"].as_str(), &reply["id"]),
+                (Some("unavailable"), &json!("x")),
+                "{reply}"
+            );
+        }
+        i += 1;
+        let reply = p
+            .request(json!({"type": "publish", "room": "stream", "data": acked.len(), "id": i}))
+            .await;
+        match reply["type"].as_str() {
+            Some("ack") => acked.push(reply["offset"].as_u64().unwrap()),
+            Some("error") if reply["code"] == "unavailable" => {
+                // What a real client does with `unavailable`: back off a little, retry.
+                unavailable += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            _ => panic!("unexpected {reply}"),
+        }
+    }
+    assert!(
+        unavailable >= 1,
+        "the restart window answered `unavailable`"
+    );
+    assert_eq!(
+        acked,
+        (1..=200).collect::<Vec<_>>(),
+        "offsets continue without a gap or a reset"
+    );
+    for c in &mut subs {
+        assert_eq!(
+            offsets(c, "stream", 200).await,
+            (1..=200).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            c.request(json!({"type": "ping", "id": 1})).await["type"],
+            "pong",
+            "still connected"
+        );
+    }
+    let presence = p
+        .request(json!({"type": "presence", "room": "stream"}))
+        .await;
+    assert_eq!(
+        presence["members"].as_array().unwrap().len(),
+        4,
+        "membership intact: {presence}"
+    );
+    let mut late = connect(addr).await;
+    assert_eq!(
+        late.join("stream").await["epoch"],
+        epoch,
+        "same epoch after the crashes"
+    );
+    let (_, _, hub) = get(&server, "/health/rooms-0").await;
+    assert_eq!(hub["restarts"], 3);
+    assert!(hub["last_failure"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("crash requested"));
+}
+
+/// A shutdown sends every client `draining` with a `reconnect_after_ms`
+/// inside the configured spread, then closes with 1001; the process exit
+/// code is 0 and the `connections` stage is in the report.
+#[actix_rt::test]
+async fn shutdown_drains_clients_with_draining_then_1001() {
+    let mut s = settings();
+    s.ws.drain_spread_ms = 3000;
+    let server = start(s).await;
+    let addr = server.addr();
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        let mut c = connect(addr).await;
+        c.join("bye").await;
+        clients.push(c);
+    }
+    server
+        .shutdown_handle()
+        .request(ShutdownReason::Requested { by: "test".into() });
+    let running = actix_rt::spawn(server.run_until_stopped());
+    let mut spreads = HashMap::new();
+    for (i, c) in clients.iter_mut().enumerate() {
+        let d = c.recv().await;
+        assert_eq!(d["type"], "draining", "{d}");
+        let after = d["reconnect_after_ms"].as_u64().unwrap();
+        assert!(after < 3000, "{after}");
+        spreads.insert(i, after);
+        assert_eq!(c.close_code().await, 1001);
+    }
+    let report = running.await.unwrap();
+    assert_eq!(report.exit_code, 0);
+    let conns = report.actor("connections").unwrap();
+    assert_eq!(conns.outcome, Outcome::Stopped);
+    assert!(
+        spreads
+            .values()
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+            > 1,
+        "spread: {spreads:?}"
+    );
+}
