@@ -372,11 +372,7 @@ async fn readiness_is_503_for_the_whole_shutdown() {
     // The listener stays open this long after the request, so readiness can
     // be read; with no delay the intake stage may already have closed it.
     s.shutdown.drain_delay_ms = 2000;
-    let server = Builder::new(s)
-        .service(slow.spec)
-        .start()
-        .await
-        .unwrap();
+    let server = Builder::new(s).service(slow.spec).start().await.unwrap();
     let addr = server.addr();
     server
         .shutdown_handle()
