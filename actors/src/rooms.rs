@@ -7,6 +7,11 @@
 //! [`Crash`] (chaos), through the [`Rooms`] handle.
 //! Fan-out: a published message is serialized once, into a [`ByteString`],
 //! and that same buffer goes to every member (and into the history ring).
+//! A member is reached through its [`Inbox`]: an actor's mailbox (one send
+//! per member), or an [`Outlet`] that serves many members, such as an HTTP
+//! worker thread with its WebSocket connections. A room sends a message to
+//! each outlet once, however many of its members the outlet serves, so
+//! fan-out to a thousand members costs the hub a few sends, not a thousand.
 //! Restart policy: permanent, critical, stage `connections`.
 //! Lost on a crash: only the request being handled when the hub panicked. A
 //! shard's state lives outside its hub (in [`Rooms`]) and every incarnation
@@ -109,7 +114,56 @@ pub struct Member {
     /// Its user id.
     pub user: Arc<str>,
     /// Where its events go.
-    pub recipient: Recipient<RoomEvent>,
+    pub inbox: Inbox,
+}
+
+/// Where a member's events go.
+#[derive(Clone)]
+pub enum Inbox {
+    /// An actor's mailbox: every event is one message to it.
+    Actor(Recipient<RoomEvent>),
+    /// One of the members an [`Outlet`] serves, known to it as `slot`.
+    Outlet {
+        /// The outlet.
+        outlet: Arc<dyn Outlet>,
+        /// The member's number at that outlet.
+        slot: u64,
+    },
+}
+
+impl Inbox {
+    fn send(&self, event: RoomEvent) {
+        match self {
+            Self::Actor(recipient) => recipient.do_send(event),
+            Self::Outlet { outlet, slot } => outlet.direct(*slot, event),
+        }
+    }
+
+    fn connected(&self) -> bool {
+        match self {
+            Self::Actor(recipient) => recipient.connected(),
+            Self::Outlet { outlet, slot } => outlet.connected(*slot),
+        }
+    }
+}
+
+/// Serves many members at once, e.g. every connection of one HTTP worker
+/// thread. Calls come from hub threads and must not block.
+pub trait Outlet: Send + Sync {
+    /// A message of `room`, for every member of the room this outlet serves.
+    /// Outlets see a room's messages in offset order, after the `Joined` or
+    /// `Replayed` of each member they serve.
+    fn broadcast(
+        &self,
+        room: &Arc<str>,
+        offset: u64,
+        frame: &ByteString,
+        published_at: Option<Instant>,
+    );
+    /// An event for the one member `slot` (joined, replayed, a replayed message).
+    fn direct(&self, slot: u64, event: RoomEvent);
+    /// Whether member `slot` is still connected.
+    fn connected(&self, slot: u64) -> bool;
 }
 
 /// One message of history.
@@ -123,6 +177,10 @@ struct Entry {
 struct Room {
     /// Members by session id.
     members: HashMap<Arc<str>, Member>,
+    /// The outlets serving members, with how many each serves.
+    outlets: Vec<(Arc<dyn Outlet>, usize)>,
+    /// Members reached through an actor's mailbox.
+    actors: usize,
     /// The latest offset assigned; the next message gets `offset + 1`.
     offset: u64,
     /// Changes whenever offsets restart (a new room, history lost).
@@ -142,12 +200,68 @@ impl Room {
     fn new() -> Self {
         Self {
             members: HashMap::new(),
+            outlets: Vec::new(),
+            actors: 0,
             offset: 0,
             epoch: new_epoch().into(),
             history: VecDeque::new(),
             synced: false,
             held: BTreeMap::new(),
             filling: false,
+        }
+    }
+
+    /// Adds (or replaces) a member.
+    fn add(&mut self, member: Member) {
+        self.count(&member.inbox, true);
+        if let Some(old) = self.members.insert(member.session.clone(), member) {
+            self.count(&old.inbox, false);
+        }
+    }
+
+    /// Removes a member.
+    fn remove(&mut self, session: &str) {
+        if let Some(old) = self.members.remove(session) {
+            self.count(&old.inbox, false);
+        }
+    }
+
+    /// Drops members whose connection is gone.
+    fn retain_connected(&mut self) {
+        let before = self.members.len();
+        self.members.retain(|_, m| m.inbox.connected());
+        if self.members.len() != before {
+            self.outlets.clear();
+            self.actors = 0;
+            let inboxes: Vec<Inbox> = self.members.values().map(|m| m.inbox.clone()).collect();
+            for inbox in &inboxes {
+                self.count(inbox, true);
+            }
+        }
+    }
+
+    /// Keeps `outlets` and `actors` in step with `members`.
+    fn count(&mut self, inbox: &Inbox, add: bool) {
+        match inbox {
+            Inbox::Actor(_) if add => self.actors += 1,
+            Inbox::Actor(_) => self.actors -= 1,
+            Inbox::Outlet { outlet, .. } => {
+                let at = self
+                    .outlets
+                    .iter()
+                    .position(|(o, _)| std::ptr::addr_eq(Arc::as_ptr(o), Arc::as_ptr(outlet)));
+                match (at, add) {
+                    (Some(i), true) => self.outlets[i].1 += 1,
+                    (None, true) => self.outlets.push((outlet.clone(), 1)),
+                    (Some(i), false) => {
+                        self.outlets[i].1 -= 1;
+                        if self.outlets[i].1 == 0 {
+                            self.outlets.swap_remove(i);
+                        }
+                    }
+                    (None, false) => {}
+                }
+            }
         }
     }
 
@@ -181,13 +295,20 @@ impl Room {
         });
         self.offset = offset;
         self.prune(config, now);
-        for member in self.members.values() {
-            member.recipient.do_send(RoomEvent::Message {
-                room: room.clone(),
-                offset,
-                frame: frame.clone(),
-                published_at: at,
-            });
+        if self.actors > 0 {
+            for member in self.members.values() {
+                if let Inbox::Actor(recipient) = &member.inbox {
+                    recipient.do_send(RoomEvent::Message {
+                        room: room.clone(),
+                        offset,
+                        frame: frame.clone(),
+                        published_at: at,
+                    });
+                }
+            }
+        }
+        for (outlet, _) in &self.outlets {
+            outlet.broadcast(room, offset, &frame, at);
         }
     }
 
@@ -406,7 +527,7 @@ impl Rooms {
         let shard = self.shard(room);
         let mut state = shard.state.lock();
         if let Some(r) = state.rooms.get_mut(room) {
-            r.members.remove(session);
+            r.remove(session);
             if r.members.is_empty() && r.history.is_empty() {
                 state.rooms.remove(room);
             }
@@ -666,13 +787,13 @@ impl Hub {
             .rooms
             .entry(msg.room.clone())
             .or_insert_with(Room::new);
-        msg.member.recipient.do_send(RoomEvent::Joined {
+        msg.member.inbox.send(RoomEvent::Joined {
             room: msg.room,
             offset: room.offset,
             epoch: room.epoch.clone(),
             id: msg.id,
         });
-        room.members.insert(msg.member.session.clone(), msg.member);
+        room.add(msg.member);
     }
 
     /// Replays to a resuming member: from the cluster's stream when given,
@@ -689,7 +810,7 @@ impl Hub {
             room.sync(r.epoch.clone(), r.latest.max(room.offset));
         }
         room.prune(&config, now);
-        let to = &msg.member.recipient;
+        let to = &msg.member.inbox;
         let same_epoch = msg.epoch.as_deref().is_none_or(|e| e == &*room.epoch);
         let mut replayed = 0;
         let complete = if !same_epoch || msg.after > room.offset {
@@ -702,7 +823,7 @@ impl Hub {
                 Some(r) => {
                     for (offset, frame) in &r.entries {
                         if *offset > sent {
-                            to.do_send(RoomEvent::Message {
+                            to.send(RoomEvent::Message {
                                 room: msg.room.clone(),
                                 offset: *offset,
                                 frame: frame.clone(),
@@ -722,7 +843,7 @@ impl Hub {
             // Messages this node applied after the stream was read.
             for entry in &room.history {
                 if entry.offset > sent {
-                    to.do_send(RoomEvent::Message {
+                    to.send(RoomEvent::Message {
                         room: msg.room.clone(),
                         offset: entry.offset,
                         frame: entry.frame.clone(),
@@ -734,14 +855,14 @@ impl Hub {
             }
             complete
         };
-        to.do_send(RoomEvent::Replayed {
+        to.send(RoomEvent::Replayed {
             room: msg.room.clone(),
             replayed,
             complete,
             epoch: room.epoch.clone(),
             offset: room.offset,
         });
-        room.members.insert(msg.member.session.clone(), msg.member);
+        room.add(msg.member);
     }
 
     /// Drops members whose connection is gone without a `Leave` (it crashed,
@@ -750,7 +871,7 @@ impl Hub {
         let mut state = self.state.lock();
         let now = Instant::now();
         for room in state.rooms.values_mut() {
-            room.members.retain(|_, m| m.recipient.connected());
+            room.retain_connected();
             room.prune(&self.config, now);
         }
         state

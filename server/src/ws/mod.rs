@@ -4,28 +4,32 @@
 //! This is the only module that uses `actix-web-actors` (deprecated
 //! upstream): a move to `actix-ws` touches this folder alone.
 //!
-//! The session actor owns: the connection's identity, its rooms with the last
-//! offset delivered, its rate-limit bucket and heartbeat clock, and the
-//! pending `resume`. It answers client frames, [`RoomEvent`]s from the room
-//! hubs and [`Drain`] from the `connections` actor. It is not supervised (a
-//! connection is temporary); a panic in it ends that one connection, and its
-//! `Drop` releases its rooms and its registration either way.
+//! The session actor owns: the connection's identity, its rate-limit bucket
+//! and heartbeat clock, and the pending `resume`. It answers client frames,
+//! the end of a resume replay and [`Drain`] from the `connections` actor. It
+//! is not supervised (a connection is temporary); a panic in it ends that one
+//! connection, and its `Drop` releases its rooms and its registration either
+//! way.
+//!
+//! Fan-out: room messages do not pass through the session actor. Each HTTP
+//! worker thread is one outlet of the room hubs: a hub hands a message to
+//! each worker once, and the worker pushes the frame, encoded once, into the
+//! outbound queue of each of its connections in the room (`fanout`).
 //!
 //! Back-pressure: with actix-web-actors the session actor runs only while the
 //! HTTP layer polls the response body, so a client that stops reading would
 //! freeze its actor (no heartbeat, no close). Here a driver task polls the
-//! actor instead and moves each encoded chunk into an unbounded channel that
-//! the response body drains; [`Outbound`] counts what waits in it (bytes and
-//! messages). Past either configured bound the connection is closed with
-//! 1013; nobody else in its rooms waits for it, since hubs only ever
-//! `do_send` to a member.
+//! actor instead, and every frame goes into the connection's outbound queue,
+//! bounded in bytes and messages, which the response body drains. Past
+//! either bound the connection is closed with 1013; nobody else in its rooms
+//! waits for it, since a push never blocks.
 //!
 //! Files: [`protocol`] (close and error codes, request parsing), [`metrics`],
-//! `outbound` (the queue and driver behind back-pressure), `session` (the
-//! actor), and here the shared state and the upgrade handler.
+//! `fanout` (the per-worker fan-out, the outbound queue and the driver),
+//! `session` (the actor), and here the shared state and the upgrade handler.
 
+mod fanout;
 mod metrics;
-mod outbound;
 pub mod protocol;
 mod session;
 
@@ -44,8 +48,8 @@ use crate::auth::{self, Verifier};
 use crate::config::WsSettings;
 use crate::http::error::ApiError;
 
+use fanout::Worker;
 pub use metrics::WsMetrics;
-use outbound::{drive, Outbound};
 pub use protocol::{close, code, valid_room};
 pub use session::WsSession;
 
@@ -109,9 +113,10 @@ pub async fn upgrade(
         reject("handshake");
         ApiError::BadRequest(format!("not a WebSocket handshake: {e}"))
     })?;
-    let outbound = Arc::new(Outbound::default());
-    let session = WsSession::new(shared.clone().into_inner(), identity, outbound.clone());
+    let worker = Worker::current(&shared);
+    let conn = worker.connect();
+    let session = WsSession::new(shared.clone().into_inner(), identity, worker, conn.clone());
     let codec = Codec::new().max_size(shared.settings.max_frame_bytes);
     let actor = ws::WebsocketContext::with_codec(session, payload, codec);
-    Ok(handshake.streaming(drive(actor, outbound, shared.metrics.clone())))
+    Ok(handshake.streaming(fanout::body(conn, actor)))
 }

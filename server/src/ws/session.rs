@@ -1,19 +1,20 @@
 //! The session actor: one per connection.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::Ordering;
+use std::collections::{BTreeMap, VecDeque};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
-use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError};
+use actix_http::ws::OpCode;
+use actix_web_actors::ws::{self, ProtocolError};
 use bytestring::ByteString;
 use serde_json::{json, Value};
 
 use holdfast_actors::connections::Drain;
 use holdfast_actors::rooms::{Member, RoomError, RoomEvent};
 
-use super::outbound::Outbound;
+use super::fanout::{encode, Conn, Worker};
 use super::protocol::{
     close, code, valid_id, valid_room, IdOnly, Request, MAX_RESUME_ROOMS, RESTARTING,
 };
@@ -57,14 +58,15 @@ pub struct WsSession {
     /// The user id.
     user: Arc<str>,
     identity: Identity,
-    /// Joined rooms with the last offset delivered.
-    rooms: HashMap<Arc<str>, u64>,
     /// When the client last sent anything (frame, ping, pong).
     last_heard: Instant,
     bucket: Bucket,
     /// Rate-limited frames inside the abuse window.
     abuse: VecDeque<Instant>,
-    outbound: Arc<Outbound>,
+    /// This thread's fan-out, which also serves this connection's rooms.
+    worker: Rc<Worker>,
+    /// The outbound queue and the joined rooms, shared with `worker`.
+    conn: Rc<Conn>,
     resume: Option<PendingResume>,
     /// The close code this connection ends with, for the metrics.
     close_code: u16,
@@ -73,7 +75,12 @@ pub struct WsSession {
 }
 
 impl WsSession {
-    pub(super) fn new(shared: Arc<WsShared>, identity: Identity, outbound: Arc<Outbound>) -> Self {
+    pub(super) fn new(
+        shared: Arc<WsShared>,
+        identity: Identity,
+        worker: Rc<Worker>,
+        conn: Rc<Conn>,
+    ) -> Self {
         let s = &shared.settings;
         let bucket = Bucket {
             tokens: s.rate_burst,
@@ -85,11 +92,11 @@ impl WsSession {
             id: format!("{:032x}", rand::random::<u128>()).into(),
             user: identity.user.clone().into(),
             identity,
-            rooms: HashMap::new(),
             last_heard: Instant::now(),
             bucket,
             abuse: VecDeque::new(),
-            outbound,
+            worker,
+            conn,
             resume: None,
             close_code: close::ABNORMAL,
             closing: false,
@@ -97,39 +104,24 @@ impl WsSession {
         }
     }
 
-    fn member(&self, ctx: &ws::WebsocketContext<Self>) -> Member {
+    fn member(&self) -> Member {
         Member {
             session: self.id.clone(),
             user: self.user.clone(),
-            recipient: ctx.address().recipient(),
+            inbox: self.worker.inbox(&self.conn),
         }
     }
 
-    /// Writes one frame unless the outbound queue is over its bounds, in
-    /// which case the connection closes with 1013.
-    fn send(&mut self, ctx: &mut ws::WebsocketContext<Self>, frame: ByteString) {
+    /// Queues one frame unless the outbound queue is over its bounds, in
+    /// which case the connection closes with 1013 (see [`Overflowed`]).
+    fn send(&mut self, _ctx: &mut ws::WebsocketContext<Self>, frame: ByteString) {
         if self.closing {
             return;
         }
-        let s = &self.shared.settings;
-        let out = &self.outbound;
-        if out.bytes.load(Ordering::Relaxed) >= s.outbound_max_bytes
-            || out.messages() >= s.outbound_max_messages
-        {
-            self.shared.metrics.slow_consumers.inc();
-            tracing::warn!(session = %self.id, user = %self.user, queued_bytes = out.bytes.load(Ordering::Relaxed),
-                queued_messages = out.messages(), "slow consumer; closing with 1013");
-            self.close(
-                ctx,
-                close::TRY_AGAIN_LATER,
-                "slow consumer: outbound queue full; reconnect and resume",
-            );
-            return;
+        if self.conn.push(encode(OpCode::Text, frame.as_bytes())) {
+            self.shared.metrics.frames_out.inc();
+            self.shared.metrics.bytes_out.inc_by(frame.len() as u64);
         }
-        self.shared.metrics.frames_out.inc();
-        self.shared.metrics.bytes_out.inc_by(frame.len() as u64);
-        out.written.fetch_add(1, Ordering::Relaxed);
-        ctx.text(frame);
     }
 
     fn send_json(
@@ -165,10 +157,7 @@ impl WsSession {
         }
         self.closing = true;
         self.close_code = code;
-        ctx.close(Some(CloseReason {
-            code: CloseCode::from(code),
-            description: Some(reason.to_owned()),
-        }));
+        self.conn.close(code, reason);
         ctx.stop();
     }
 
@@ -267,14 +256,16 @@ impl WsSession {
                     );
                 }
                 // `joined` itself comes through the room's event channel.
-                let fut = self.shared.rooms.join(&room, self.member(ctx), id.clone());
+                let fut = self.shared.rooms.join(&room, self.member(), id.clone());
                 self.on_room(ctx, fut, id, RESTARTING, |_, _, (), _| {});
             }
             "leave" => {
                 let Some(room) = self.room_arg(ctx, &req.room, &id) else {
                     return;
                 };
-                if self.rooms.remove(room.as_str()).is_some() {
+                let joined = self.conn.rooms.borrow_mut().remove(room.as_str());
+                if joined.is_some() {
+                    self.worker.unindex(&room, &self.conn);
                     self.shared.rooms.leave(&room, &self.id);
                 }
                 self.send_json(ctx, json!({"type": "left", "room": room}), id);
@@ -373,7 +364,7 @@ impl WsSession {
             .publish_without_join
             .iter()
             .any(|p| room.starts_with(p.as_str()));
-        if !open && !self.rooms.contains_key(room.as_str()) {
+        if !open && !self.conn.rooms.borrow().contains_key(room.as_str()) {
             return self.error(
                 ctx,
                 id,
@@ -498,10 +489,11 @@ impl WsSession {
             if *self.id != *old.id {
                 self.shared.connections.deregister(&self.id);
                 self.shared.sessions.remove(&self.id);
-                for room in self.rooms.keys() {
+                let rooms = std::mem::take(&mut *self.conn.rooms.borrow_mut());
+                for room in rooms.keys() {
+                    self.worker.unindex(room, &self.conn);
                     self.shared.rooms.leave(room, &self.id);
                 }
-                self.rooms.clear();
                 self.id = old.id.clone().into();
                 self.user = old.user.clone().into();
                 self.shared.sessions.attach(&self.id);
@@ -523,11 +515,11 @@ impl WsSession {
             rooms: serde_json::Map::new(),
         });
         for (room, after, epoch) in wanted {
-            self.rooms.insert(room.as_str().into(), after);
-            let fut = self
-                .shared
+            self.conn
                 .rooms
-                .resume(&room, self.member(ctx), after, epoch);
+                .borrow_mut()
+                .insert(room.as_str().into(), after);
+            let fut = self.shared.rooms.resume(&room, self.member(), after, epoch);
             let id = id.clone();
             ctx.spawn(
                 actix::fut::wrap_future(fut).map(move |res, act: &mut Self, ctx| {
@@ -546,64 +538,31 @@ impl WsSession {
         }
     }
 
+    /// The hubs' events reach the connection through its worker (see
+    /// `fanout`); the worker hands over `Replayed`, which ends a resume.
     fn on_room_event(&mut self, ctx: &mut ws::WebsocketContext<Self>, event: RoomEvent) {
-        match event {
-            RoomEvent::Message {
-                room,
-                offset,
-                frame,
-                published_at,
-            } => {
-                let Some(seen) = self.rooms.get_mut(&room) else {
-                    return;
-                }; // left meanwhile
-                *seen = (*seen).max(offset);
-                if let Some(at) = published_at {
-                    self.shared
-                        .metrics
-                        .latency
-                        .observe(at.elapsed().as_secs_f64());
-                }
-                self.send(ctx, frame);
-            }
-            RoomEvent::Joined {
-                room,
-                offset,
-                epoch,
-                id,
-            } => {
-                self.rooms.insert(room.clone(), offset);
-                self.send_json(
-                    ctx,
-                    json!({"type": "joined", "room": &*room, "offset": offset, "epoch": &*epoch}),
-                    id,
-                );
-            }
-            RoomEvent::Replayed {
-                room,
-                replayed,
-                complete,
-                epoch,
-                offset,
-            } => {
-                if let Some(seen) = self.rooms.get_mut(&room) {
-                    *seen = (*seen).max(if complete { offset } else { *seen });
-                }
-                let Some(pending) = self.resume.as_mut() else {
-                    return;
-                };
-                pending.rooms.insert(
-                    room.to_string(),
-                    json!({"replayed": replayed, "complete": complete, "epoch": &*epoch}),
-                );
-                pending.waiting -= 1;
-                if pending.waiting == 0 {
-                    if let Some(done) = self.resume.take() {
-                        let frame =
-                            json!({"type": "resumed", "session": &*self.id, "rooms": done.rooms});
-                        self.send_json(ctx, frame, done.id);
-                    }
-                }
+        let RoomEvent::Replayed {
+            room,
+            replayed,
+            complete,
+            epoch,
+            ..
+        } = event
+        else {
+            return self.worker.direct(&self.conn, event);
+        };
+        let Some(pending) = self.resume.as_mut() else {
+            return;
+        };
+        pending.rooms.insert(
+            room.to_string(),
+            json!({"replayed": replayed, "complete": complete, "epoch": &*epoch}),
+        );
+        pending.waiting -= 1;
+        if pending.waiting == 0 {
+            if let Some(done) = self.resume.take() {
+                let frame = json!({"type": "resumed", "session": &*self.id, "rooms": done.rooms});
+                self.send_json(ctx, frame, done.id);
             }
         }
     }
@@ -615,6 +574,7 @@ impl Actor for WsSession {
     /// Registers the connection, sends `welcome`, starts the heartbeat and
     /// the token-expiry timer. Cannot fail.
     fn started(&mut self, ctx: &mut Self::Context) {
+        self.conn.attach(ctx.address());
         let shared = self.shared.clone();
         shared
             .connections
@@ -636,7 +596,7 @@ impl Actor for WsSession {
                 act.close_code = close::ABNORMAL;
                 ctx.stop();
             } else {
-                ctx.ping(b"");
+                act.conn.control(OpCode::Ping, b"");
             }
         });
         if let Some(exp) = self.identity.expires_at {
@@ -656,14 +616,17 @@ impl Drop for WsSession {
     /// releases its rooms and registration and detaches its session.
     fn drop(&mut self) {
         let shared = &self.shared;
-        for room in self.rooms.keys() {
-            shared.rooms.leave(room, &self.id);
-        }
+        self.worker.disconnect(&self.conn);
         let rooms: BTreeMap<String, u64> = self
+            .conn
             .rooms
+            .borrow()
             .iter()
             .map(|(r, o)| (r.to_string(), *o))
             .collect();
+        for room in rooms.keys() {
+            shared.rooms.leave(room, &self.id);
+        }
         shared.sessions.detach(&self.id, rooms);
         shared.connections.deregister(&self.id);
         shared.metrics.connections.dec();
@@ -715,7 +678,7 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for WsSession {
                     "fragmented frames are not supported",
                 );
             }
-            ws::Message::Ping(p) => ctx.pong(&p),
+            ws::Message::Ping(p) => self.conn.control(OpCode::Pong, &p),
             ws::Message::Pong(_) | ws::Message::Nop => {}
             ws::Message::Close(reason) => {
                 self.close_code = reason
@@ -723,7 +686,7 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for WsSession {
                     .map(|r| u16::from(r.code))
                     .unwrap_or(close::NORMAL);
                 self.closing = true;
-                ctx.close(reason);
+                self.conn.echo_close(reason);
                 ctx.stop();
             }
         }
@@ -757,5 +720,27 @@ impl Handler<Drain> for WsSession {
             close::GOING_AWAY,
             "server shutting down; reconnect and resume",
         );
+    }
+}
+
+/// The outbound queue overflowed: its close frame (1013) is queued already.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct Overflowed;
+
+impl Handler<Overflowed> for WsSession {
+    type Result = ();
+
+    fn handle(&mut self, _: Overflowed, ctx: &mut Self::Context) {
+        if self.closing {
+            return;
+        }
+        let (bytes, messages) = self.conn.depth();
+        self.shared.metrics.slow_consumers.inc();
+        tracing::warn!(session = %self.id, user = %self.user, queued_bytes = bytes,
+            queued_messages = messages, "slow consumer; closing with 1013");
+        self.closing = true;
+        self.close_code = close::TRY_AGAIN_LATER;
+        ctx.stop();
     }
 }

@@ -1,0 +1,578 @@
+//! Worker-local fan-out, and each connection's outbound queue.
+//!
+//! Every HTTP worker thread has one [`Worker`], which the room hubs know as
+//! an [`Outlet`]: a hub hands a room's message to each worker once, and the
+//! worker encodes the WebSocket frame once and pushes that one buffer into
+//! the outbound queue of each of its connections in the room. What crosses
+//! threads is one event per worker and message, not one per member; a member
+//! costs a queue push and a wake on its own thread.
+//!
+//! [`Conn`] is one connection's state, shared on its worker thread by the
+//! session actor, the worker and the response body: the outbound queue of
+//! encoded frames, bounded in bytes and in messages; the rooms joined, with
+//! the last offset delivered; and whether the connection is closing.
+//!
+//! Back-pressure: the session actor and the worker only ever push into the
+//! queue; past either bound the connection is closed with 1013 and nobody
+//! else waits. The response body takes from the queue as the socket drains.
+//! A driver task polls the session actor, so that it keeps running
+//! (heartbeats, timers, close) while the socket does not drain.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::pin::Pin;
+use std::rc::{Rc, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use actix::Addr;
+use actix_http::ws::{CloseCode, CloseReason, OpCode, Parser};
+use bytes::{Bytes, BytesMut};
+use bytestring::ByteString;
+use futures::{Stream, StreamExt};
+use indexmap::IndexMap;
+use prometheus::local::LocalHistogram;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use holdfast_actors::rooms::{Inbox, Outlet, RoomEvent};
+
+use super::metrics::WsMetrics;
+use super::session::{Overflowed, WsSession};
+use super::WsShared;
+
+/// How long a closing connection's last frames may wait for the client to
+/// read before the connection is cut.
+pub(super) const SLOW_CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// Most hub events handled per wake of a worker.
+const BATCH: usize = 256;
+/// How often a worker publishes its queue gauges when it has no events.
+const GAUGE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Numbers connections across the process, so that a slot never repeats.
+static NEXT_SLOT: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// This thread's worker, once a connection was accepted on it.
+    static WORKER: RefCell<Option<Rc<Worker>>> = const { RefCell::new(None) };
+}
+
+/// What a hub hands to a worker.
+enum Event {
+    /// A room's message for every member on the worker.
+    Broadcast {
+        room: Arc<str>,
+        offset: u64,
+        frame: ByteString,
+        at: Option<Instant>,
+    },
+    /// An event for one connection.
+    Direct { slot: u64, event: RoomEvent },
+}
+
+/// The hubs' side of a worker: thread-safe, never blocks.
+pub(super) struct Remote {
+    tx: mpsc::UnboundedSender<Event>,
+    /// The slots of the worker's open connections.
+    live: Mutex<HashSet<u64>>,
+}
+
+impl Remote {
+    fn live(&self) -> std::sync::MutexGuard<'_, HashSet<u64>> {
+        self.live.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Outlet for Remote {
+    fn broadcast(
+        &self,
+        room: &Arc<str>,
+        offset: u64,
+        frame: &ByteString,
+        published_at: Option<Instant>,
+    ) {
+        // A closed channel means the worker thread is gone, and its connections with it.
+        let _ = self.tx.send(Event::Broadcast {
+            room: room.clone(),
+            offset,
+            frame: frame.clone(),
+            at: published_at,
+        });
+    }
+
+    fn direct(&self, slot: u64, event: RoomEvent) {
+        let _ = self.tx.send(Event::Direct { slot, event });
+    }
+
+    fn connected(&self, slot: u64) -> bool {
+        !self.tx.is_closed() && self.live().contains(&slot)
+    }
+}
+
+/// A room's connections on one worker, by slot.
+type Members = IndexMap<u64, Rc<Conn>>;
+
+/// One HTTP worker thread's connections and their rooms.
+pub(super) struct Worker {
+    remote: Arc<Remote>,
+    /// Open connections by slot.
+    conns: RefCell<HashMap<u64, Weak<Conn>>>,
+    /// For each room, the connections on this worker that receive its messages.
+    rooms: RefCell<HashMap<Arc<str>, Members>>,
+    metrics: WsMetrics,
+    /// Publish-to-deliver latency, observed here and flushed once per batch.
+    latency: LocalHistogram,
+    max_bytes: usize,
+    max_messages: usize,
+    /// Changes to the queue gauges not yet published.
+    queued_bytes: Cell<i64>,
+    queued_messages: Cell<i64>,
+}
+
+impl Worker {
+    /// This thread's worker, started on first use.
+    pub(super) fn current(shared: &WsShared) -> Rc<Self> {
+        WORKER.with(|w| {
+            w.borrow_mut()
+                .get_or_insert_with(|| Self::start(shared))
+                .clone()
+        })
+    }
+
+    fn start(shared: &WsShared) -> Rc<Self> {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let worker = Rc::new(Self {
+            remote: Arc::new(Remote {
+                tx,
+                live: Mutex::new(HashSet::new()),
+            }),
+            conns: RefCell::new(HashMap::new()),
+            rooms: RefCell::new(HashMap::new()),
+            metrics: shared.metrics.clone(),
+            latency: shared.metrics.latency.local(),
+            max_bytes: shared.settings.outbound_max_bytes,
+            max_messages: shared.settings.outbound_max_messages,
+            queued_bytes: Cell::new(0),
+            queued_messages: Cell::new(0),
+        });
+        let w = worker.clone();
+        actix_rt::spawn(async move {
+            let mut batch = Vec::with_capacity(BATCH);
+            let mut tick = tokio::time::interval(GAUGE_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    n = rx.recv_many(&mut batch, BATCH) => {
+                        if n == 0 {
+                            break;
+                        }
+                        for event in batch.drain(..) {
+                            w.handle(event);
+                        }
+                        w.latency.flush();
+                    }
+                    _ = tick.tick() => {}
+                }
+                w.publish_gauges();
+            }
+        });
+        worker
+    }
+
+    /// A new connection on this worker.
+    pub(super) fn connect(self: &Rc<Self>) -> Rc<Conn> {
+        let slot = NEXT_SLOT.fetch_add(1, Ordering::Relaxed);
+        let conn = Rc::new(Conn {
+            slot,
+            worker: self.clone(),
+            queue: RefCell::new(VecDeque::new()),
+            bytes: Cell::new(0),
+            rooms: RefCell::new(HashMap::new()),
+            waker: RefCell::new(None),
+            closing: Cell::new(false),
+            finished: Cell::new(false),
+            aborted: Cell::new(false),
+            actor: RefCell::new(None),
+        });
+        self.conns.borrow_mut().insert(slot, Rc::downgrade(&conn));
+        self.remote.live().insert(slot);
+        conn
+    }
+
+    /// Where the hubs send `conn`'s events.
+    pub(super) fn inbox(&self, conn: &Conn) -> Inbox {
+        Inbox::Outlet {
+            outlet: self.remote.clone(),
+            slot: conn.slot,
+        }
+    }
+
+    /// `conn` receives `room`'s messages from now on.
+    fn index(&self, room: &Arc<str>, conn: &Rc<Conn>) {
+        self.rooms
+            .borrow_mut()
+            .entry(room.clone())
+            .or_default()
+            .insert(conn.slot, conn.clone());
+    }
+
+    /// `conn` no longer receives `room`'s messages.
+    pub(super) fn unindex(&self, room: &str, conn: &Conn) {
+        let mut rooms = self.rooms.borrow_mut();
+        if let Some(members) = rooms.get_mut(room) {
+            members.swap_remove(&conn.slot);
+            if members.is_empty() {
+                rooms.remove(room);
+            }
+        }
+    }
+
+    /// The connection is gone: nothing reaches it any more.
+    pub(super) fn disconnect(&self, conn: &Conn) {
+        let rooms: Vec<Arc<str>> = conn.rooms.borrow().keys().cloned().collect();
+        for room in &rooms {
+            self.unindex(room, conn);
+        }
+        self.conns.borrow_mut().remove(&conn.slot);
+        self.remote.live().remove(&conn.slot);
+        conn.actor.borrow_mut().take();
+    }
+
+    fn handle(&self, event: Event) {
+        match event {
+            Event::Broadcast {
+                room,
+                offset,
+                frame,
+                at,
+            } => {
+                let rooms = self.rooms.borrow();
+                let Some(members) = rooms.get(&room) else {
+                    return; // every member here left meanwhile
+                };
+                let encoded = encode(OpCode::Text, frame.as_bytes());
+                let mut sent = 0u64;
+                for conn in members.values() {
+                    sent += u64::from(conn.deliver(&room, offset, &encoded));
+                }
+                self.count_out(sent, frame.len(), at);
+            }
+            Event::Direct { slot, event } => {
+                let Some(conn) = self.conns.borrow().get(&slot).and_then(Weak::upgrade) else {
+                    return; // closed meanwhile
+                };
+                self.direct(&conn, event);
+            }
+        }
+    }
+
+    pub(super) fn direct(&self, conn: &Rc<Conn>, event: RoomEvent) {
+        match event {
+            RoomEvent::Message {
+                room,
+                offset,
+                frame,
+                published_at,
+            } => {
+                let encoded = encode(OpCode::Text, frame.as_bytes());
+                let sent = conn.deliver(&room, offset, &encoded);
+                self.count_out(u64::from(sent), frame.len(), published_at);
+            }
+            RoomEvent::Joined {
+                room,
+                offset,
+                epoch,
+                id,
+            } => {
+                conn.rooms.borrow_mut().insert(room.clone(), offset);
+                self.index(&room, conn);
+                let mut frame =
+                    json!({"type": "joined", "room": &*room, "offset": offset, "epoch": &*epoch});
+                if let Some(id) = id {
+                    frame["id"] = id;
+                }
+                let text = frame.to_string();
+                let sent = conn.push(encode(OpCode::Text, text.as_bytes()));
+                self.count_out(u64::from(sent), text.len(), None);
+            }
+            RoomEvent::Replayed {
+                ref room,
+                complete,
+                offset,
+                ..
+            } => {
+                // Every replayed message is queued; from here on the room's
+                // messages come by broadcast, unless the client left meanwhile.
+                let wanted = match conn.rooms.borrow_mut().get_mut(room) {
+                    Some(seen) => {
+                        if complete {
+                            *seen = (*seen).max(offset);
+                        }
+                        true
+                    }
+                    None => false,
+                };
+                if wanted {
+                    self.index(room, conn);
+                }
+                // The session answers `resumed` once every room is replayed.
+                if let Some(actor) = conn.actor.borrow().as_ref() {
+                    actor.do_send(event);
+                }
+            }
+        }
+    }
+
+    fn count_out(&self, frames: u64, len: usize, published_at: Option<Instant>) {
+        if frames == 0 {
+            return;
+        }
+        self.metrics.frames_out.inc_by(frames);
+        self.metrics.bytes_out.inc_by(frames * len as u64);
+        if let Some(at) = published_at {
+            let seconds = at.elapsed().as_secs_f64();
+            for _ in 0..frames {
+                self.latency.observe(seconds);
+            }
+        }
+    }
+
+    fn queued(&self, bytes: i64, messages: i64) {
+        self.queued_bytes.set(self.queued_bytes.get() + bytes);
+        self.queued_messages
+            .set(self.queued_messages.get() + messages);
+    }
+
+    fn publish_gauges(&self) {
+        self.metrics.queued_bytes.add(self.queued_bytes.replace(0));
+        self.metrics
+            .queued_messages
+            .add(self.queued_messages.replace(0));
+    }
+}
+
+/// A server frame (unmasked, final).
+pub(super) fn encode(op: OpCode, payload: &[u8]) -> Bytes {
+    let mut dst = BytesMut::with_capacity(payload.len() + 10);
+    Parser::write_message(&mut dst, payload, op, true, false);
+    dst.freeze()
+}
+
+/// One connection's state on its worker thread. See the module docs.
+pub(super) struct Conn {
+    slot: u64,
+    worker: Rc<Worker>,
+    /// Encoded frames waiting for the socket, oldest first.
+    queue: RefCell<VecDeque<Bytes>>,
+    /// Bytes in `queue`.
+    bytes: Cell<usize>,
+    /// Joined rooms with the last offset delivered.
+    pub(super) rooms: RefCell<HashMap<Arc<str>, u64>>,
+    /// The response body, waiting for frames.
+    waker: RefCell<Option<Waker>>,
+    /// A close frame is queued; nothing more is written.
+    closing: Cell<bool>,
+    /// The session actor is gone; the body ends once the queue is empty.
+    finished: Cell<bool>,
+    /// The client did not take its last frames in time: the body sends the
+    /// close frame alone and ends.
+    aborted: Cell<bool>,
+    /// The session actor, told when the queue overflows or a resume replayed.
+    actor: RefCell<Option<Addr<WsSession>>>,
+}
+
+impl Conn {
+    pub(super) fn attach(&self, actor: Addr<WsSession>) {
+        *self.actor.borrow_mut() = Some(actor);
+    }
+
+    /// Bytes and messages waiting for the socket.
+    pub(super) fn depth(&self) -> (usize, usize) {
+        (self.bytes.get(), self.queue.borrow().len())
+    }
+
+    /// A room's message: queued when the connection is in the room.
+    fn deliver(&self, room: &Arc<str>, offset: u64, encoded: &Bytes) -> bool {
+        {
+            let mut rooms = self.rooms.borrow_mut();
+            let Some(seen) = rooms.get_mut(room) else {
+                return false; // left meanwhile
+            };
+            *seen = (*seen).max(offset);
+        }
+        self.push(encoded.clone())
+    }
+
+    /// Queues one data frame unless the queue is over a bound, in which case
+    /// the connection closes with 1013. Answers whether it was queued.
+    pub(super) fn push(&self, frame: Bytes) -> bool {
+        if self.closing.get() {
+            return false;
+        }
+        let w = &self.worker;
+        if self.bytes.get() >= w.max_bytes || self.queue.borrow().len() >= w.max_messages {
+            self.closing.set(true);
+            self.enqueue(close_frame(
+                super::close::TRY_AGAIN_LATER,
+                "slow consumer: outbound queue full; reconnect and resume",
+            ));
+            if let Some(actor) = self.actor.borrow().as_ref() {
+                actor.do_send(Overflowed);
+            }
+            return false;
+        }
+        self.enqueue(frame);
+        true
+    }
+
+    /// Queues a control frame (ping, pong), outside the bounds.
+    pub(super) fn control(&self, op: OpCode, payload: &[u8]) {
+        if !self.closing.get() {
+            self.enqueue(encode(op, payload));
+        }
+    }
+
+    /// Queues the close frame; nothing is written after it.
+    pub(super) fn close(&self, code: u16, reason: &str) {
+        if !self.closing.replace(true) {
+            self.enqueue(close_frame(code, reason));
+        }
+    }
+
+    /// Answers the client's close with the same code (an empty close when it gave none).
+    pub(super) fn echo_close(&self, reason: Option<CloseReason>) {
+        if !self.closing.replace(true) {
+            let mut dst = BytesMut::new();
+            Parser::write_close(&mut dst, reason, false);
+            self.enqueue(dst.freeze());
+        }
+    }
+
+    fn enqueue(&self, frame: Bytes) {
+        let len = frame.len();
+        self.bytes.set(self.bytes.get() + len);
+        self.queue.borrow_mut().push_back(frame);
+        self.worker.queued(len as i64, 1);
+        self.wake();
+    }
+
+    fn wake(&self) {
+        if let Some(waker) = self.waker.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+
+    /// Drops everything queued.
+    fn clear(&self) {
+        let frames = std::mem::take(&mut *self.queue.borrow_mut()).len();
+        let bytes = self.bytes.replace(0);
+        self.worker.queued(-(bytes as i64), -(frames as i64));
+    }
+
+    /// Everything queued, as one chunk; `None` when the queue is empty.
+    fn take(&self) -> Option<Bytes> {
+        let mut queue = self.queue.borrow_mut();
+        let frames = queue.len();
+        let chunk = match frames {
+            0 => return None,
+            1 => queue.pop_front()?,
+            _ => {
+                let mut all = BytesMut::with_capacity(self.bytes.get());
+                for frame in queue.drain(..) {
+                    all.extend_from_slice(&frame);
+                }
+                all.freeze()
+            }
+        };
+        drop(queue);
+        self.bytes.set(self.bytes.get() - chunk.len());
+        self.worker.queued(-(chunk.len() as i64), -(frames as i64));
+        Some(chunk)
+    }
+}
+
+/// The response body: the connection's queue, taken as the socket drains.
+pub(super) struct Body {
+    conn: Rc<Conn>,
+}
+
+impl Stream for Body {
+    type Item = Result<Bytes, actix_web::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let conn = &self.conn;
+        if conn.aborted.replace(false) {
+            // Past the grace: what the client did not take is dropped, but
+            // for the close frame, which is always the last one queued.
+            let close = conn
+                .closing
+                .get()
+                .then(|| conn.queue.borrow_mut().pop_back());
+            conn.clear();
+            if let Some(Some(frame)) = close {
+                return Poll::Ready(Some(Ok(frame)));
+            }
+        }
+        if let Some(chunk) = conn.take() {
+            return Poll::Ready(Some(Ok(chunk)));
+        }
+        if conn.finished.get() {
+            return Poll::Ready(None);
+        }
+        let mut waker = conn.waker.borrow_mut();
+        if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            *waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Body {
+    /// A body dropped early (the client went away) releases what it never
+    /// sent; nothing more is queued after it.
+    fn drop(&mut self) {
+        self.conn.closing.set(true);
+        self.conn.clear();
+    }
+}
+
+/// The response body for `conn`, and the driver task that polls the session
+/// actor (`actor`, the WebSocket context) on its own, so that the actor
+/// keeps running while the socket does not drain. Once the actor has stopped,
+/// the body ends when its queue is empty, or after [`SLOW_CLOSE_GRACE`] if
+/// the client does not read it.
+pub(super) fn body(
+    conn: Rc<Conn>,
+    actor: impl Stream<Item = Result<Bytes, actix_web::Error>> + 'static,
+) -> Body {
+    let c = conn.clone();
+    actix_rt::spawn(async move {
+        let mut actor = Box::pin(actor);
+        while let Some(Ok(chunk)) = actor.next().await {
+            c.enqueue(chunk); // a frame the context wrote itself
+        }
+        // The session is done: dropping it releases its rooms and registration now.
+        drop(actor);
+        c.finished.set(true);
+        c.wake();
+        tokio::time::sleep(SLOW_CLOSE_GRACE).await;
+        c.aborted.set(true);
+        c.wake();
+    });
+    Body { conn }
+}
+
+fn close_frame(code: u16, reason: &str) -> Bytes {
+    let mut dst = BytesMut::new();
+    Parser::write_close(
+        &mut dst,
+        Some(CloseReason {
+            code: CloseCode::from(code),
+            description: Some(reason.to_owned()),
+        }),
+        false,
+    );
+    dst.freeze()
+}
