@@ -321,6 +321,9 @@ impl Builder {
             )
         })
         .disable_signals()
+        // Realtime frames are small and must not wait for Nagle's algorithm
+        // (with delayed ACKs on the client, up to 40 ms per frame).
+        .tcp_nodelay(true)
         .shutdown_timeout(settings.shutdown.http_timeout_ms.div_ceil(1000).max(1));
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
