@@ -19,7 +19,7 @@
 //! (heartbeats, timers, close) while the socket does not drain.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -111,8 +111,12 @@ impl Outlet for Remote {
     }
 }
 
-/// A room's connections on one worker, by slot.
-type Members = IndexMap<u64, Rc<Conn>>;
+/// A room's connections on one worker, by slot, each with its last offset
+/// delivered in that room (shared with [`Conn::rooms`]).
+type Members = IndexMap<u64, (Rc<Conn>, Seen)>;
+
+/// The last offset delivered to one connection in one room.
+type Seen = Rc<Cell<u64>>;
 
 /// One HTTP worker thread's connections and their rooms.
 pub(super) struct Worker {
@@ -209,13 +213,16 @@ impl Worker {
         }
     }
 
-    /// `conn` receives `room`'s messages from now on.
+    /// `conn` receives `room`'s messages from now on, if it is in the room.
     fn index(&self, room: &Arc<str>, conn: &Rc<Conn>) {
+        let Some(seen) = conn.rooms.borrow().get(room).cloned() else {
+            return; // left meanwhile
+        };
         self.rooms
             .borrow_mut()
             .entry(room.clone())
             .or_default()
-            .insert(conn.slot, conn.clone());
+            .insert(conn.slot, (conn.clone(), seen));
     }
 
     /// `conn` no longer receives `room`'s messages.
@@ -254,8 +261,11 @@ impl Worker {
                 };
                 let encoded = encode(OpCode::Text, frame.as_bytes());
                 let mut sent = 0u64;
-                for conn in members.values() {
-                    sent += u64::from(conn.deliver(&room, offset, &encoded));
+                for (conn, seen) in members.values() {
+                    if conn.push(encoded.clone()) {
+                        seen.set(seen.get().max(offset));
+                        sent += 1;
+                    }
                 }
                 self.count_out(sent, frame.len(), at);
             }
@@ -277,7 +287,7 @@ impl Worker {
                 published_at,
             } => {
                 let encoded = encode(OpCode::Text, frame.as_bytes());
-                let sent = conn.deliver(&room, offset, &encoded);
+                let sent = conn.deliver(&room, offset, encoded);
                 self.count_out(u64::from(sent), frame.len(), published_at);
             }
             RoomEvent::Joined {
@@ -286,7 +296,7 @@ impl Worker {
                 epoch,
                 id,
             } => {
-                conn.rooms.borrow_mut().insert(room.clone(), offset);
+                conn.join(&room, offset);
                 self.index(&room, conn);
                 let mut frame =
                     json!({"type": "joined", "room": &*room, "offset": offset, "epoch": &*epoch});
@@ -305,18 +315,12 @@ impl Worker {
             } => {
                 // Every replayed message is queued; from here on the room's
                 // messages come by broadcast, unless the client left meanwhile.
-                let wanted = match conn.rooms.borrow_mut().get_mut(room) {
-                    Some(seen) => {
-                        if complete {
-                            *seen = (*seen).max(offset);
-                        }
-                        true
+                if complete {
+                    if let Some(seen) = conn.rooms.borrow().get(room) {
+                        seen.set(seen.get().max(offset));
                     }
-                    None => false,
-                };
-                if wanted {
-                    self.index(room, conn);
                 }
+                self.index(room, conn);
                 // The session answers `resumed` once every room is replayed.
                 if let Some(actor) = conn.actor.borrow().as_ref() {
                     actor.do_send(event);
@@ -369,7 +373,7 @@ pub(super) struct Conn {
     /// Bytes in `queue`.
     bytes: Cell<usize>,
     /// Joined rooms with the last offset delivered.
-    pub(super) rooms: RefCell<HashMap<Arc<str>, u64>>,
+    rooms: RefCell<HashMap<Arc<str>, Seen>>,
     /// The response body, waiting for frames.
     waker: RefCell<Option<Waker>>,
     /// A close frame is queued; nothing more is written.
@@ -393,16 +397,44 @@ impl Conn {
         (self.bytes.get(), self.queue.borrow().len())
     }
 
-    /// A room's message: queued when the connection is in the room.
-    fn deliver(&self, room: &Arc<str>, offset: u64, encoded: &Bytes) -> bool {
-        {
-            let mut rooms = self.rooms.borrow_mut();
-            let Some(seen) = rooms.get_mut(room) else {
-                return false; // left meanwhile
-            };
-            *seen = (*seen).max(offset);
+    /// A room's message for this connection alone (a replay): queued when
+    /// the connection is in the room.
+    fn deliver(&self, room: &Arc<str>, offset: u64, encoded: Bytes) -> bool {
+        let Some(seen) = self.rooms.borrow().get(room).cloned() else {
+            return false; // left meanwhile
+        };
+        let sent = self.push(encoded);
+        if sent {
+            seen.set(seen.get().max(offset));
         }
-        self.push(encoded.clone())
+        sent
+    }
+
+    /// The connection is in `room`, having seen up to `offset`.
+    pub(super) fn join(&self, room: &Arc<str>, offset: u64) {
+        self.rooms
+            .borrow_mut()
+            .insert(room.clone(), Rc::new(Cell::new(offset)));
+    }
+
+    /// Whether the connection is in `room`.
+    pub(super) fn in_room(&self, room: &str) -> bool {
+        self.rooms.borrow().contains_key(room)
+    }
+
+    /// Leaves `room`; answers whether the connection was in it. The caller
+    /// also removes it from the worker's index ([`Worker::unindex`]).
+    pub(super) fn leave(&self, room: &str) -> bool {
+        self.rooms.borrow_mut().remove(room).is_some()
+    }
+
+    /// The rooms, with the last offset delivered in each.
+    pub(super) fn offsets(&self) -> BTreeMap<String, u64> {
+        self.rooms
+            .borrow()
+            .iter()
+            .map(|(room, seen)| (room.to_string(), seen.get()))
+            .collect()
     }
 
     /// Queues one data frame unless the queue is over a bound, in which case
@@ -471,25 +503,13 @@ impl Conn {
         self.worker.queued(-(bytes as i64), -(frames as i64));
     }
 
-    /// Everything queued, as one chunk; `None` when the queue is empty.
+    /// The oldest queued frame. One at a time: the HTTP layer copies each
+    /// into its write buffer and writes them with one syscall.
     fn take(&self) -> Option<Bytes> {
-        let mut queue = self.queue.borrow_mut();
-        let frames = queue.len();
-        let chunk = match frames {
-            0 => return None,
-            1 => queue.pop_front()?,
-            _ => {
-                let mut all = BytesMut::with_capacity(self.bytes.get());
-                for frame in queue.drain(..) {
-                    all.extend_from_slice(&frame);
-                }
-                all.freeze()
-            }
-        };
-        drop(queue);
-        self.bytes.set(self.bytes.get() - chunk.len());
-        self.worker.queued(-(chunk.len() as i64), -(frames as i64));
-        Some(chunk)
+        let frame = self.queue.borrow_mut().pop_front()?;
+        self.bytes.set(self.bytes.get() - frame.len());
+        self.worker.queued(-(frame.len() as i64), -1);
+        Some(frame)
     }
 }
 

@@ -263,8 +263,7 @@ impl WsSession {
                 let Some(room) = self.room_arg(ctx, &req.room, &id) else {
                     return;
                 };
-                let joined = self.conn.rooms.borrow_mut().remove(room.as_str());
-                if joined.is_some() {
+                if self.conn.leave(&room) {
                     self.worker.unindex(&room, &self.conn);
                     self.shared.rooms.leave(&room, &self.id);
                 }
@@ -364,7 +363,7 @@ impl WsSession {
             .publish_without_join
             .iter()
             .any(|p| room.starts_with(p.as_str()));
-        if !open && !self.conn.rooms.borrow().contains_key(room.as_str()) {
+        if !open && !self.conn.in_room(&room) {
             return self.error(
                 ctx,
                 id,
@@ -489,10 +488,10 @@ impl WsSession {
             if *self.id != *old.id {
                 self.shared.connections.deregister(&self.id);
                 self.shared.sessions.remove(&self.id);
-                let rooms = std::mem::take(&mut *self.conn.rooms.borrow_mut());
-                for room in rooms.keys() {
-                    self.worker.unindex(room, &self.conn);
-                    self.shared.rooms.leave(room, &self.id);
+                for room in self.conn.offsets().into_keys() {
+                    self.conn.leave(&room);
+                    self.worker.unindex(&room, &self.conn);
+                    self.shared.rooms.leave(&room, &self.id);
                 }
                 self.id = old.id.clone().into();
                 self.user = old.user.clone().into();
@@ -515,10 +514,7 @@ impl WsSession {
             rooms: serde_json::Map::new(),
         });
         for (room, after, epoch) in wanted {
-            self.conn
-                .rooms
-                .borrow_mut()
-                .insert(room.as_str().into(), after);
+            self.conn.join(&room.as_str().into(), after);
             let fut = self.shared.rooms.resume(&room, self.member(), after, epoch);
             let id = id.clone();
             ctx.spawn(
@@ -617,13 +613,7 @@ impl Drop for WsSession {
     fn drop(&mut self) {
         let shared = &self.shared;
         self.worker.disconnect(&self.conn);
-        let rooms: BTreeMap<String, u64> = self
-            .conn
-            .rooms
-            .borrow()
-            .iter()
-            .map(|(r, o)| (r.to_string(), *o))
-            .collect();
+        let rooms: BTreeMap<String, u64> = self.conn.offsets();
         for room in rooms.keys() {
             shared.rooms.leave(room, &self.id);
         }
