@@ -419,3 +419,40 @@ async fn a_service_added_at_run_time_appears_in_health() {
     let report = server.run_until_stopped().await;
     assert_eq!(report.actor("late").unwrap().outcome, Outcome::Stopped);
 }
+
+/// Liveness reflects progress: an event loop whose thread is blocked (a
+/// handler stuck in a blocking call) turns `/health/live` into 503 naming
+/// that loop, and liveness is 200 again once the loop runs.
+#[actix_rt::test]
+async fn a_stalled_event_loop_fails_liveness_until_it_runs_again() {
+    let mut s = settings();
+    s.health.timeout_ms = 200;
+    let server = Builder::new(s).start().await.unwrap();
+    let (status, _, body) = get(&server, "/health/live").await;
+    assert_eq!((status, &body["status"]), (200, &serde_json::json!("live")));
+
+    let (_, rooms_0) = server
+        .event_loops()
+        .iter()
+        .find(|(name, _)| name == "rooms-0")
+        .expect("rooms-0 is watched")
+        .clone();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (blocked_tx, blocked) = tokio::sync::oneshot::channel();
+    assert!(rooms_0.spawn(async move {
+        let _ = blocked_tx.send(());
+        // Blocks the loop's thread on purpose, until the test releases it.
+        let _ = released.recv();
+    }));
+    blocked.await.unwrap();
+    let (status, _, body) = get(&server, "/health/live").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["status"], "stalled");
+    assert_eq!(body["stalled"], serde_json::json!(["rooms-0"]));
+
+    release.send(()).unwrap();
+    wait_until("liveness is 200 again", Duration::from_secs(5), || async {
+        get(&server, "/health/live").await.0 == 200
+    })
+    .await;
+}

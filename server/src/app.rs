@@ -481,6 +481,12 @@ impl Server {
         &self.rooms
     }
 
+    /// The event loops that liveness watches (`/health/live`, the systemd
+    /// watchdog), by name: `main` and one per room shard (`rooms-0`, ...).
+    pub fn event_loops(&self) -> &[(String, ArbiterHandle)] {
+        &self.state.arbiters
+    }
+
     /// The scheduler.
     pub fn scheduler(&self) -> &SchedulerHandle {
         &self.scheduler
