@@ -74,6 +74,8 @@ enum Event {
 
 /// The hubs' side of a worker: thread-safe, never blocks.
 pub(super) struct Remote {
+    /// To the worker's event loop; unbounded because a hub must never wait
+    /// for a worker (each connection's own queue is what is bounded).
     tx: mpsc::UnboundedSender<Event>,
     /// The slots of the worker's open connections.
     live: Mutex<HashSet<u64>>,
@@ -120,15 +122,19 @@ type Seen = Rc<Cell<u64>>;
 
 /// One HTTP worker thread's connections and their rooms.
 pub(super) struct Worker {
+    /// What the hubs hold for this worker's connections.
     remote: Arc<Remote>,
     /// Open connections by slot.
     conns: RefCell<HashMap<u64, Weak<Conn>>>,
     /// For each room, the connections on this worker that receive its messages.
     rooms: RefCell<HashMap<Arc<str>, Members>>,
+    /// Frames and bytes out, queue gauges.
     metrics: WsMetrics,
     /// Publish-to-deliver latency, observed here and flushed once per batch.
     latency: LocalHistogram,
+    /// Each connection's outbound bound in bytes (`ws.outbound_max_bytes`).
     max_bytes: usize,
+    /// ... and in messages (`ws.outbound_max_messages`).
     max_messages: usize,
     /// Changes to the queue gauges not yet published.
     queued_bytes: Cell<i64>,
@@ -366,7 +372,9 @@ pub(super) fn encode(op: OpCode, payload: &[u8]) -> Bytes {
 
 /// One connection's state on its worker thread. See the module docs.
 pub(super) struct Conn {
+    /// Its number at its worker's outlet.
     slot: u64,
+    /// The worker it belongs to (its bounds, its gauges).
     worker: Rc<Worker>,
     /// Encoded frames waiting for the socket, oldest first.
     queue: RefCell<VecDeque<Bytes>>,
