@@ -324,3 +324,54 @@ async fn pool_saturation_and_recovery_are_published() {
     assert!(text.contains("holdfast_db_pool_saturation_events_total{kind=\"recovered\"} 1"));
     stop(server).await;
 }
+
+/// Two nodes on one PostgreSQL: a session created on node A, after its
+/// socket closed there, is adopted by a `resume` on node B (which never had
+/// it in memory: B started before the session existed).
+#[actix_rt::test]
+async fn a_session_created_on_another_node_is_adopted_from_the_database() {
+    if postgres("a_session_created_on_another_node_is_adopted_from_the_database")
+        .await
+        .is_none()
+    {
+        return;
+    }
+    let (name, url) = fresh_database().await;
+    let a = start(with_db(&url)).await;
+    let b = start(with_db(&url)).await;
+
+    let mut c = connect(a.addr()).await;
+    let session = c.session();
+    c.join("desk").await;
+    c.ws.close(None).await.unwrap();
+    // Node A writes the closed session behind, with its expiry.
+    wait_until("the detached session row", Duration::from_secs(10), || async {
+        stored_sessions(&url)
+            .await
+            .iter()
+            .any(|(id, expires)| *id == session && expires.is_some())
+    })
+    .await;
+
+    let mut c = connect(b.addr()).await;
+    assert_ne!(c.session(), session);
+    let resumed = c
+        .request(json!({"type": "resume", "session": session, "rooms": {"desk": 0}, "id": 1}))
+        .await;
+    assert_eq!(resumed["type"], "resumed", "{resumed}");
+    assert_eq!(
+        resumed["session"],
+        session.as_str(),
+        "node B adopted node A's session: {resumed}"
+    );
+    assert_eq!(resumed["rooms"]["desk"]["complete"], true, "{resumed}");
+    // The adopted session is in the desk room on node B.
+    let ack = c
+        .request(json!({"type": "publish", "room": "desk", "data": "here"}))
+        .await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+
+    stop(a).await;
+    stop(b).await;
+    drop_database(&name).await;
+}

@@ -12,7 +12,9 @@
 //! never waits on the database. Fail-open: with the database down, sessions
 //! keep working from memory and pending writes are kept (at most
 //! `max_pending`; past that the oldest are dropped and counted) and flushed
-//! when it returns. At shutdown (stage `core`, after the connections closed)
+//! when it returns. A `resume` of a session the cache does not hold reads
+//! it from the database ([`SessionStore::fetch`]), so a session created on
+//! another node sharing the database is adopted. At shutdown (stage `core`, after the connections closed)
 //! it flushes what is pending and checkpoints every room's epoch and offset,
 //! so that offsets continue after a graceful restart; after a crash the rooms
 //! start new epochs instead, so an offset never repeats within an epoch.
@@ -23,6 +25,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use futures::future::BoxFuture;
 use parking_lot::Mutex;
 
 /// One session.
@@ -47,6 +50,12 @@ pub trait SessionStore: Send + Sync + 'static {
     fn create(&self, id: &str, user: &str);
     /// The session, if it exists and has not expired.
     fn get(&self, id: &str) -> Option<SessionRecord>;
+    /// [`get`](Self::get), and on a miss, a read of the backing store where
+    /// there is one: a session that another node created, or that this node
+    /// has not loaded yet. The only call that may wait on the database.
+    fn fetch(self: Arc<Self>, id: String) -> BoxFuture<'static, Option<SessionRecord>> {
+        Box::pin(std::future::ready(self.get(&id)))
+    }
     /// Marks the session attached to a live socket (it does not expire while attached).
     fn attach(&self, id: &str);
     /// Marks the session detached with its rooms; it expires `ttl` from now.
@@ -496,6 +505,37 @@ async fn write_batch(
     Ok(())
 }
 
+impl PersistentSessions {
+    /// One session from the database into the cache (unless the cache got it
+    /// meanwhile); `None` when it is not there or has expired.
+    async fn load_one(&self, id: String) -> Result<Option<SessionRecord>, crate::db::DbError> {
+        use crate::db::schema::sessions::dsl;
+        use diesel::prelude::*;
+        use diesel_async::RunQueryDsl;
+        let now = now_ms();
+        let row: Option<Row> = crate::with_conn!(self.db, |conn| {
+            dsl::sessions
+                .filter(dsl::id.eq(&id))
+                .filter(dsl::expires_at.is_null().or(dsl::expires_at.gt(now)))
+                .select(Row::as_select())
+                .first(conn)
+                .await
+                .optional()?
+        });
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let ttl = i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX);
+        let expires_at = Some(row.expires_at.unwrap_or(now.saturating_add(ttl)));
+        let mut cache = self.cache.lock();
+        let cached = cache.entry(row.id.clone()).or_insert_with(|| Cached {
+            record: row.record(),
+            expires_at,
+        });
+        Ok(Some(cached.record.clone()))
+    }
+}
+
 impl SessionStore for PersistentSessions {
     fn create(&self, id: &str, user: &str) {
         let now = SystemTime::now();
@@ -511,6 +551,21 @@ impl SessionStore for PersistentSessions {
         };
         self.upsert(&cached);
         self.cache.lock().insert(id.to_owned(), cached);
+    }
+
+    fn fetch(self: Arc<Self>, id: String) -> BoxFuture<'static, Option<SessionRecord>> {
+        Box::pin(async move {
+            if let Some(record) = self.get(&id) {
+                return Some(record);
+            }
+            if !self.db.is_up() {
+                return None; // fail open: as if unknown, never a wait on a dead database
+            }
+            self.load_one(id).await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "session not read from the database; resuming as a new session");
+                None
+            })
+        })
     }
 
     fn get(&self, id: &str) -> Option<SessionRecord> {

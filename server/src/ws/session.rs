@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 
 use holdfast_actors::connections::Drain;
 use holdfast_actors::rooms::{Member, RoomError, RoomEvent};
+use holdfast_actors::sessions::SessionRecord;
 
 use super::fanout::{encode, Conn, Worker};
 use super::protocol::{
@@ -475,8 +476,37 @@ impl WsSession {
             };
             wanted.push((room.clone(), after, epoch));
         }
-        // Adopt the old session when it is still valid and this client may have it.
-        if let Some(old) = self.shared.sessions.get(&session) {
+        match self.shared.sessions.get(&session) {
+            Some(old) => self.resume_as(ctx, Some(old), wanted, id),
+            None => {
+                // Not in this node's memory: perhaps created on another node
+                // sharing the database. Meanwhile a second resume is refused.
+                self.resume = Some(PendingResume {
+                    id: id.clone(),
+                    waiting: wanted.len(),
+                    rooms: serde_json::Map::new(),
+                });
+                let fetch = self.shared.sessions.clone().fetch(session);
+                ctx.spawn(
+                    actix::fut::wrap_future(fetch).map(move |old, act: &mut Self, ctx| {
+                        act.resume = None;
+                        act.resume_as(ctx, old, wanted, id);
+                    }),
+                );
+            }
+        }
+    }
+
+    /// The rest of a `resume`: adopts `old` when this client may have it,
+    /// then re-joins the `wanted` rooms, each replaying what followed its offset.
+    fn resume_as(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        old: Option<SessionRecord>,
+        wanted: Vec<(String, u64, Option<String>)>,
+        id: Option<Value>,
+    ) {
+        if let Some(old) = old {
             if self.identity.authenticated && old.user != *self.user {
                 return self.error(
                     ctx,
