@@ -1,5 +1,6 @@
 //! The domain services against things the tests control: `trending` against
-//! a local HTTP server, `printers` against fake OctoPrint servers, `files`
+//! a local HTTP server (and an HTTPS one whose certificate a CA made for the
+//! test signed), `printers` against fake OctoPrint servers, `files`
 //! against a temporary directory and the server's own SQLite file. What they
 //! broadcast is read by a real WebSocket client in the system rooms.
 
@@ -17,8 +18,9 @@ use holdfast::server::config::{FeedSettings, PrinterSettings, Secret};
 use holdfast::server::{Builder, Server, Settings};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use common::tls::TestPki;
 use common::ws::{connect, Client};
 use common::{get, settings, wait_until};
 
@@ -88,6 +90,8 @@ struct FakeState {
 
 struct Fake {
     addr: SocketAddr,
+    /// `http` or `https`.
+    scheme: &'static str,
     state: Arc<Mutex<FakeState>>,
     gate: tokio::sync::watch::Sender<bool>,
     _stop: tokio::sync::oneshot::Sender<()>,
@@ -96,6 +100,16 @@ struct Fake {
 impl Fake {
     /// A fake answering every request; with `gated`, replies wait for `open`.
     fn start(gated: bool) -> Fake {
+        Self::launch(gated, None)
+    }
+
+    /// The same over TLS, with the certificate `tls` serves (`https://` URLs).
+    fn start_tls(gated: bool, tls: tokio_rustls::TlsAcceptor) -> Fake {
+        Self::launch(gated, Some(tls))
+    }
+
+    fn launch(gated: bool, tls: Option<tokio_rustls::TlsAcceptor>) -> Fake {
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -113,7 +127,20 @@ impl Fake {
                 let accept = async {
                     while let Ok((stream, _)) = listener.accept().await {
                         shared.lock().unwrap().connections += 1;
-                        tokio::spawn(serve(stream, shared.clone(), gate_rx.clone()));
+                        let (state, gate) = (shared.clone(), gate_rx.clone());
+                        match tls.clone() {
+                            None => {
+                                tokio::spawn(serve(stream, state, gate));
+                            }
+                            Some(tls) => {
+                                tokio::spawn(async move {
+                                    // A client that refuses the certificate ends here.
+                                    if let Ok(stream) = tls.accept(stream).await {
+                                        serve(stream, state, gate).await;
+                                    }
+                                });
+                            }
+                        }
                     }
                 };
                 tokio::select! {
@@ -124,6 +151,7 @@ impl Fake {
         });
         Fake {
             addr,
+            scheme,
             state,
             gate,
             _stop: stop,
@@ -131,7 +159,7 @@ impl Fake {
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("{}://{}{path}", self.scheme, self.addr)
     }
 
     fn open(&self) {
@@ -168,9 +196,9 @@ impl Fake {
     }
 }
 
-/// Serves one connection: HTTP/1.1 GETs, kept alive.
+/// Serves one connection (TCP, or TLS over it): HTTP/1.1 GETs, kept alive.
 async fn serve(
-    mut stream: tokio::net::TcpStream,
+    mut stream: impl AsyncRead + AsyncWrite + Unpin,
     state: Arc<Mutex<FakeState>>,
     mut gate: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -633,6 +661,80 @@ async fn documents_are_cached_for_their_ttl() {
     stop(server).await;
 }
 
+/// An `https://` feed whose certificate a private CA signed is fetched once
+/// `tls.ca_file` names that CA: the document reaches `$trending` and the
+/// statistics count one successful request.
+#[actix_rt::test]
+async fn an_https_feed_is_fetched_when_tls_ca_file_trusts_its_ca() {
+    let pki = TestPki::new();
+    let fake = Fake::start_tls(true, pki.acceptor());
+    let doc = json!({"top": ["benchy over TLS"]});
+    fake.set("/feed", Reply::json(doc.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = trending(&[("secure", fake.url("/feed"))]);
+    assert!(fake.url("/feed").starts_with("https://127.0.0.1:"));
+    s.tls.ca_file = pki.write_ca(dir.path()).display().to_string();
+    let server = start(s).await;
+    let mut c = member_of(&server, "$trending").await;
+    fake.open();
+
+    let update = next_in(&mut c, "$trending").await;
+    assert_eq!(update["feed"], "secure", "{update}");
+    assert_eq!(update["data"], doc);
+    let s = stats_when(&server, "the fetch succeeded", |s| {
+        s["successful_fetches"] == 1
+    })
+    .await;
+    assert_eq!(s["total_requests"], 1, "{s}");
+    assert_eq!(s["failed_requests"], 0, "{s}");
+    assert_eq!(fake.count("/feed"), 1, "the request came through TLS");
+    stop(server).await;
+}
+
+/// The same `https://` feed without its CA in `tls.ca_file`: the handshake
+/// fails on the unknown issuer, so no request reaches the feed; each try
+/// counts as a failed request (a connect error, retried like one), the
+/// error says what is wrong with the certificate, and the breaker opens at
+/// its threshold exactly as for any other failure.
+#[actix_rt::test]
+async fn an_https_feed_with_an_untrusted_certificate_fails_and_opens_the_breaker() {
+    let pki = TestPki::new();
+    let fake = Fake::start_tls(false, pki.acceptor());
+    fake.set("/feed", Reply::json(json!({"never": "served"})));
+    let mut s = trending(&[("untrusted", fake.url("/feed"))]);
+    s.trending.retry_tries = 3;
+    s.trending.breaker_failure_threshold = 3;
+    s.trending.breaker_open_ms = 60_000;
+    let server = start(s).await;
+    let s = stats_when(&server, "the fetch gave up", |s| {
+        s["feeds"]["untrusted"]["failed_fetches"] == 1
+    })
+    .await;
+    assert_eq!(s["total_requests"], 3, "{s}");
+    assert_eq!(s["failed_requests"], 3, "{s}");
+    assert_eq!(s["successful_fetches"], 0, "{s}");
+    assert_eq!(s["retries"], 2, "retried as a connect error: {s}");
+    let error = s["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("untrusted: connect error") && error.contains("UnknownIssuer"),
+        "{error}"
+    );
+    assert_eq!(s["breakers"]["untrusted"], "open", "{s}");
+    assert_eq!(fake.count("/feed"), 0, "no request got past the handshake");
+    assert_eq!(fake.connections(), 3, "one handshake per try");
+    assert_eq!(
+        metric(
+            &server,
+            "holdfast_trending_request_failures_total{feed=\"untrusted\",reason=\"connect\"}"
+        )
+        .await,
+        Some(3.0)
+    );
+    let (_, _, check) = get(&server, "/health/trending").await;
+    assert_eq!(check["status"], "degraded", "{check}");
+    stop(server).await;
+}
+
 // ---------------------------------------------------------------------------
 // printers
 // ---------------------------------------------------------------------------
@@ -675,6 +777,31 @@ fn printers(fakes: &[(&str, &Fake)]) -> Settings {
         })
         .collect();
     s
+}
+
+/// An OctoPrint behind `https://`, its certificate signed by the CA that
+/// `tls.ca_file` names, is polled like any other: its state reaches
+/// `$printers` and the request carried the API key through TLS.
+#[actix_rt::test]
+async fn an_https_printer_is_polled_when_tls_ca_file_trusts_its_ca() {
+    let pki = TestPki::new();
+    let fake = Fake::start_tls(true, pki.acceptor());
+    fake.set("/api/printer", printer("Operational", false, false));
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = printers(&[("secure-mk4", &fake)]);
+    s.tls.ca_file = pki.write_ca(dir.path()).display().to_string();
+    let server = start(s).await;
+    let mut c = member_of(&server, "$printers").await;
+    fake.open();
+    let idle = next_in(&mut c, "$printers").await;
+    assert_eq!(
+        (idle["printer"].as_str(), idle["state"].as_str()),
+        (Some("secure-mk4"), Some("idle")),
+        "{idle}"
+    );
+    let seen = fake.seen("/api/printer");
+    assert_eq!(seen[0].api_key.as_deref(), Some(KEY));
+    stop(server).await;
 }
 
 /// Idle, printing (with progress and file), progress moving, error: each

@@ -15,6 +15,7 @@
 //! - [`redis`]: the `redis` actor and [`redis::Cluster`]: rooms that span nodes through Redis.
 //! - [`rooms`]: the `rooms` actors, sharded room hubs (membership, offsets, history, presence).
 //! - [`services`]: the `trending`, `printers` and `files` actors, broadcasting to system rooms.
+//! - [`tls`]: TLS for outbound clients (HTTPS, SMTP): ring, the system's CA certificates plus an optional bundle.
 #![warn(missing_docs)]
 
 pub mod connections;
@@ -30,5 +31,6 @@ pub mod services;
 pub mod sessions;
 pub mod shutdown;
 pub mod supervision;
+pub mod tls;
 
 pub use kernel::{Kernel, KernelSettings, Tree, TreeHealth};

@@ -47,6 +47,10 @@ pub const EXIT_SOFTWARE: i32 = 70;
 /// Why the server did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// A setting that validation would have refused (settings built in code
+    /// skip [`Settings::load`]), e.g. an unreadable `tls.ca_file`.
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
     /// The address is taken, or not ours to bind.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -74,6 +78,7 @@ impl StartError {
     pub fn exit_code(&self) -> i32 {
         match self {
             StartError::Bind { .. } => EXIT_UNAVAILABLE,
+            StartError::Config(_) => crate::config::EXIT_CONFIG,
             _ => EXIT_SOFTWARE,
         }
     }
@@ -123,6 +128,8 @@ impl Builder {
             services,
             scheduler,
         } = self;
+        // Before the bind: a bad CA bundle is a config error, no port taken.
+        let tls = settings.tls.client()?;
         let listener = bind(&settings.server.host, settings.server.port)?;
         let addr = listener.local_addr().map_err(|source| StartError::Bind {
             addr: format!("{}:{}", settings.server.host, settings.server.port),
@@ -235,12 +242,14 @@ impl Builder {
         // The domain services: always in the tree, idle when not configured.
         let trending = holdfast_actors::services::trending::Trending::new(
             settings.trending.actor_settings(),
+            &tls,
             rooms.clone(),
             &registry,
         )
         .map_err(StartError::Services)?;
         let printers = holdfast_actors::services::printers::Printers::new(
             settings.printers.actor_settings(),
+            &tls,
             rooms.clone(),
             &registry,
         )

@@ -191,8 +191,15 @@ fn check(settings: &Settings, url: Option<String>, timeout: Duration) -> i32 {
             return 1;
         }
     };
+    let tls = match settings.tls.client() {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("holdfast: {e}");
+            return EXIT_CONFIG;
+        }
+    };
     runtime.block_on(async {
-        let client = match reqwest::Client::builder().timeout(timeout).build() {
+        let client = match tls.http_client().timeout(timeout).build() {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("holdfast check: {e}");

@@ -85,6 +85,44 @@ pub struct Settings {
     pub printers: PrintersSettings,
     /// The `files` service.
     pub files: FilesSettings,
+    /// TLS of outbound connections (`https://` feeds, printers, the
+    /// monitor's webhook, SMTP over TLS).
+    pub tls: TlsSettings,
+}
+
+/// `[tls]`: what outbound TLS connections trust.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// A PEM bundle of CA certificates trusted beside the system's (a
+    /// private CA); empty: the system's only.
+    pub ca_file: String,
+}
+
+impl TlsSettings {
+    /// Reads `ca_file`, so that a bad bundle stops the start-up naming its
+    /// key (the server and the monitor read it again when they build clients).
+    ///
+    /// # Errors
+    /// `tls.ca_file` cannot be read or holds no usable certificate.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.ca_file.is_empty() {
+            holdfast_actors::tls::read_bundle(Path::new(&self.ca_file))
+                .map_err(|e| ConfigError::key("tls.ca_file", e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// The TLS setup of every outbound client: the system's CA certificates
+    /// plus `ca_file`'s.
+    ///
+    /// # Errors
+    /// `tls.ca_file` cannot be read or holds no usable certificate.
+    pub fn client(&self) -> Result<holdfast_actors::tls::ClientTls, ConfigError> {
+        let ca_file = (!self.ca_file.is_empty()).then(|| Path::new(&self.ca_file));
+        holdfast_actors::tls::ClientTls::load(ca_file)
+            .map_err(|e| ConfigError::key("tls.ca_file", e.to_string()))
+    }
 }
 
 /// `[ws]`
@@ -270,7 +308,10 @@ pub struct MonitorSettings {
     pub smtp_host: String,
     /// Its port.
     pub smtp_port: u16,
-    /// Optional SMTP login (sent on a plain connection: use a local relay).
+    /// How the SMTP connection is secured.
+    pub smtp_security: SmtpSecurity,
+    /// Optional SMTP login (with `smtp_security = "none"` it crosses the
+    /// network in clear: use it only with a local relay).
     pub smtp_username: String,
     /// Its password.
     pub smtp_password: Secret,
@@ -278,6 +319,36 @@ pub struct MonitorSettings {
     pub smtp_from: String,
     /// Recipients. Env: a comma-separated list.
     pub smtp_to: Vec<String>,
+}
+
+/// How the monitor's SMTP connection is secured (`monitor.smtp_security`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+pub enum SmtpSecurity {
+    /// Plain SMTP, no TLS (a local relay; usually port 25).
+    None,
+    /// Plain connect, then `STARTTLS`, required: a server that does not
+    /// offer it gets no mail (usually port 587).
+    Starttls,
+    /// TLS from the first byte, "implicit TLS" (usually port 465).
+    Tls,
+}
+
+impl TryFrom<String> for SmtpSecurity {
+    type Error = String;
+
+    /// Parses the config value; an unknown one is refused listing the choices
+    /// (the `config` crate's own enum message does not).
+    fn try_from(value: String) -> Result<Self, String> {
+        match value.as_str() {
+            "none" => Ok(SmtpSecurity::None),
+            "starttls" => Ok(SmtpSecurity::Starttls),
+            "tls" => Ok(SmtpSecurity::Tls),
+            _ => Err(format!(
+                "'{value}' is not one of \"none\", \"starttls\", \"tls\""
+            )),
+        }
+    }
 }
 
 impl MonitorSettings {
@@ -300,19 +371,18 @@ impl MonitorSettings {
                 return Err(ConfigError::key(key, "must be at least 1"));
             }
         }
-        // This build speaks plain HTTP only (no TLS stack is linked).
-        if !self.url.is_empty() && !self.url.starts_with("http://") {
+        if !self.url.is_empty() && !is_http_url(&self.url) {
             return Err(ConfigError::key(
                 "monitor.url",
-                format!("'{}' is not an http:// URL", self.url),
+                format!("'{}' is not an http:// or https:// URL", self.url),
             ));
         }
         let webhook = self.webhook_url.expose();
-        if !webhook.is_empty() && !webhook.starts_with("http://") {
+        if !webhook.is_empty() && !is_http_url(webhook) {
             // The message never shows the URL: it may hold a credential.
             return Err(ConfigError::key(
                 "monitor.webhook_url",
-                "must be an http:// URL (for https, relay through a local proxy)",
+                "must be an http:// or https:// URL",
             ));
         }
         if !self.smtp_host.is_empty() {
@@ -331,6 +401,11 @@ impl MonitorSettings {
         }
         Ok(())
     }
+}
+
+/// Whether `url` is one the outbound HTTP clients speak: `http://` or `https://`.
+fn is_http_url(url: &str) -> bool {
+    url.starts_with("http://") || url.starts_with("https://")
 }
 
 /// A database URL: printed and serialized with its password replaced by `***`.
@@ -690,6 +765,7 @@ impl Settings {
         self.trending.validate()?;
         self.printers.validate()?;
         self.files.validate()?;
+        self.tls.validate()?;
         Ok(())
     }
 
@@ -769,7 +845,8 @@ pub struct TrendingSettings {
 pub struct FeedSettings {
     /// Unique name: in broadcasts, statistics, metrics and logs.
     pub name: String,
-    /// `http://` URL of the JSON document; its password, if any, is redacted.
+    /// `http://` or `https://` URL of the JSON document; its password, if
+    /// any, is redacted.
     pub url: DbUrl,
 }
 
@@ -791,7 +868,7 @@ pub struct PrintersSettings {
 pub struct PrinterSettings {
     /// Unique name.
     pub name: String,
-    /// OctoPrint's base URL, `http://host[:port]`.
+    /// OctoPrint's base URL, `http[s]://host[:port]`.
     pub url: DbUrl,
     /// OctoPrint's API key (`X-Api-Key`); a secret.
     pub api_key: Secret,
@@ -820,7 +897,8 @@ pub struct FilesSettings {
     pub recursive: bool,
 }
 
-/// Checks a list of named `http://` endpoints: names non-empty and unique.
+/// Checks a list of named endpoints: names non-empty and unique, URLs
+/// `http://` or `https://`.
 fn check_endpoints<'a>(
     section: &str,
     entries: impl Iterator<Item = (&'a str, &'a DbUrl)>,
@@ -839,11 +917,11 @@ fn check_endpoints<'a>(
                 format!("'{name}' is used twice"),
             ));
         }
-        // This build has no TLS stack; the URL is not shown (it may hold a credential).
-        if !url.expose().starts_with("http://") {
+        // The URL is not shown: it may hold a credential.
+        if !is_http_url(url.expose()) {
             return Err(ConfigError::key(
                 &format!("{section}[{i}].url"),
-                "must be an http:// URL",
+                "must be an http:// or https:// URL",
             ));
         }
     }
@@ -1096,13 +1174,18 @@ mod tests {
             err.contains("admin.token") && !err.contains("short-t0ken"),
             "{err}"
         );
-        let err = from_toml("[monitor]\nwebhook_url = \"https://hooks.local/s3cr3t\"\n")
+        let s = from_toml("[monitor]\nwebhook_url = \"https://hooks.local/s3cr3t\"\n")
+            .unwrap_or_else(|e| panic!("an https:// webhook is accepted: {e}"));
+        assert_eq!(s.monitor.webhook_url.expose(), "https://hooks.local/s3cr3t");
+        let err = from_toml("[monitor]\nwebhook_url = \"ftp://hooks.local/s3cr3t\"\n")
             .unwrap_err()
             .to_string();
         assert!(
             err.contains("monitor.webhook_url") && !err.contains("s3cr3t"),
             "{err}"
         );
+        from_toml("[monitor]\nurl = \"https://web-1.local/health/live\"\n")
+            .unwrap_or_else(|e| panic!("an https:// liveness URL is accepted: {e}"));
         let err = from_toml("[monitor]\nfailures = 0\n")
             .unwrap_err()
             .to_string();
@@ -1139,7 +1222,20 @@ mod tests {
         }
         let again = from_toml(&s.to_toml()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(again.printers.devices[0].name, "mk4");
-        let err = from_toml("[[trending.feeds]]\nname = \"x\"\nurl = \"https://a/s3cr3t\"\n")
+        let s = from_toml(
+            "[[trending.feeds]]\nname = \"x\"\nurl = \"https://u:s3cr3t@a/t.json\"\n\
+             [[printers.devices]]\nname = \"p\"\nurl = \"https://octo.local\"\napi_key = \"k\"\n",
+        )
+        .unwrap_or_else(|e| panic!("https:// feeds and printers are accepted: {e}"));
+        assert_eq!(
+            s.trending.actor_settings().feeds[0].url,
+            "https://u:s3cr3t@a/t.json"
+        );
+        assert_eq!(
+            s.printers.actor_settings().printers[0].url,
+            "https://octo.local"
+        );
+        let err = from_toml("[[trending.feeds]]\nname = \"x\"\nurl = \"ftp://u:s3cr3t@a/\"\n")
             .unwrap_err()
             .to_string();
         assert!(
@@ -1157,5 +1253,52 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("files.extensions"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_ca_file_is_refused_naming_its_key() {
+        let err = from_toml("[tls]\nca_file = \"/no/such/ca.pem\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("tls.ca_file") && err.contains("/no/such/ca.pem"),
+            "{err}"
+        );
+        let dir = std::env::temp_dir().join(format!("holdfast-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let not_pem = dir.join("not-a-bundle.pem");
+        std::fs::write(&not_pem, "no certificate here\n").unwrap();
+        let err = from_toml(&format!("[tls]\nca_file = \"{}\"\n", not_pem.display()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("tls.ca_file") && err.contains("no PEM certificate"),
+            "{err}"
+        );
+        assert_eq!(Settings::defaults().tls.ca_file, "", "no bundle by default");
+    }
+
+    #[test]
+    fn smtp_security_is_none_starttls_or_tls() {
+        assert_eq!(
+            Settings::defaults().monitor.smtp_security,
+            SmtpSecurity::None,
+            "today's plain SMTP stays the default"
+        );
+        for (value, expected) in [
+            ("none", SmtpSecurity::None),
+            ("starttls", SmtpSecurity::Starttls),
+            ("tls", SmtpSecurity::Tls),
+        ] {
+            let s = from_toml(&format!("[monitor]\nsmtp_security = \"{value}\"\n")).unwrap();
+            assert_eq!(s.monitor.smtp_security, expected);
+        }
+        let err = from_toml("[monitor]\nsmtp_security = \"ssl\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("monitor.smtp_security") && err.contains("starttls"),
+            "{err}"
+        );
     }
 }

@@ -30,6 +30,11 @@
 //! way, then exits 0. On Linux the child also gets SIGTERM if the monitor
 //! dies, so no server is left without its watchdog.
 //!
+//! The liveness URL and the webhook may be `https://`, and email may go
+//! over STARTTLS or implicit TLS (`monitor.smtp_security`); all of them
+//! trust what `[tls]` trusts (the system's CA certificates plus
+//! `tls.ca_file`).
+//!
 //! The monitor logs JSON lines like the server (the `[log]` section). The
 //! webhook URL and the SMTP password are secrets: they never appear in a
 //! log line.
@@ -42,11 +47,15 @@ use std::time::{Duration, Instant};
 use lettre::message::header::ContentType;
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use serde::Serialize;
 use tracing::{debug, error, info, warn};
 
-use crate::config::{ConfigError, MonitorSettings, Secret, Settings, EXIT_CONFIG};
+use holdfast_actors::services::error_chain;
+use holdfast_actors::tls::ClientTls;
+
+use crate::config::{ConfigError, MonitorSettings, Secret, Settings, SmtpSecurity, EXIT_CONFIG};
 
 /// Bound on delivering one alert to one channel.
 pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -373,10 +382,14 @@ struct Email {
 }
 
 impl Channels {
+    /// Both channels speak TLS as `tls` sets it up.
+    ///
     /// # Errors
-    /// An address that does not parse, named by its key.
-    fn new(m: &MonitorSettings) -> Result<Self, ConfigError> {
-        let http = reqwest::Client::builder()
+    /// An address that does not parse, or SMTP TLS that cannot be set up,
+    /// named by its key.
+    fn new(m: &MonitorSettings, tls: &ClientTls) -> Result<Self, ConfigError> {
+        let http = tls
+            .http_client()
             .timeout(DELIVERY_TIMEOUT)
             .build()
             .map_err(|e| ConfigError::Source(format!("cannot build the HTTP client: {e}")))?;
@@ -398,11 +411,16 @@ impl Channels {
                 .map(|t| t.parse::<Mailbox>())
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| bad("monitor.smtp_to", e))?;
-            // Plain SMTP: this build links no TLS stack; relay through a local MTA.
+            // "dangerous" only means no TLS yet: `smtp_security` decides it next.
             let mut builder =
                 AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(m.smtp_host.as_str())
                     .port(m.smtp_port)
                     .timeout(Some(DELIVERY_TIMEOUT));
+            builder = match m.smtp_security {
+                SmtpSecurity::None => builder,
+                SmtpSecurity::Starttls => builder.tls(Tls::Required(smtp_tls(m, tls)?)),
+                SmtpSecurity::Tls => builder.tls(Tls::Wrapper(smtp_tls(m, tls)?)),
+            };
             if !m.smtp_username.is_empty() {
                 builder = builder.credentials(Credentials::new(
                     m.smtp_username.clone(),
@@ -433,7 +451,12 @@ impl Channels {
                 match sent.and_then(|r| r.error_for_status()) {
                     Ok(_) => debug!(kind = alert.kind, "alert delivered to the webhook"),
                     Err(e) => {
-                        warn!(kind = alert.kind, error = %e.without_url(), "alert not delivered to the webhook")
+                        // Without the URL: it may hold a credential.
+                        let error = error_chain(&e.without_url());
+                        warn!(
+                            kind = alert.kind,
+                            error, "alert not delivered to the webhook"
+                        )
                     }
                 }
             }
@@ -445,6 +468,26 @@ impl Channels {
             }
         });
     }
+}
+
+/// lettre's TLS for `smtp_host`: the system's CA certificates plus those of
+/// `tls.ca_file` (lettre builds its own rustls configuration, with ring).
+///
+/// # Errors
+/// The TLS configuration cannot be built (e.g. no CA certificate at all).
+fn smtp_tls(m: &MonitorSettings, tls: &ClientTls) -> Result<TlsParameters, ConfigError> {
+    let mut params = TlsParameters::builder(m.smtp_host.clone());
+    for der in tls.extra_roots() {
+        let cert = Certificate::from_der(der.to_vec()).map_err(|e| ConfigError::Key {
+            key: "tls.ca_file".into(),
+            message: format!("not usable for SMTP: {e}"),
+        })?;
+        params = params.add_root_certificate(cert);
+    }
+    params.build_rustls().map_err(|e| ConfigError::Key {
+        key: "monitor.smtp_security".into(),
+        message: format!("cannot set up TLS: {e}"),
+    })
 }
 
 impl Email {
@@ -476,7 +519,7 @@ impl Email {
             .send(message)
             .await
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(|e| error_chain(&e))
     }
 }
 
@@ -675,7 +718,14 @@ pub fn run(settings: &Settings, target: Target) -> i32 {
         }
     };
     let m = &settings.monitor;
-    let channels = match Channels::new(m) {
+    let tls = match settings.tls.client() {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("holdfast: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    let channels = match Channels::new(m, &tls) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("holdfast: {e}");
@@ -703,7 +753,7 @@ pub fn run(settings: &Settings, target: Target) -> i32 {
         target: target.url().to_owned(),
         inflight: tokio::task::JoinSet::new(),
     };
-    let code = runtime.block_on(Monitor::new(m, target, alerter).run());
+    let code = runtime.block_on(Monitor::new(m, &tls, target, alerter).run());
     drop(guard);
     code
 }
@@ -725,8 +775,9 @@ struct Monitor {
 }
 
 impl Monitor {
-    fn new(m: &MonitorSettings, target: Target, alerter: Alerter) -> Self {
-        let poller = reqwest::Client::builder()
+    fn new(m: &MonitorSettings, tls: &ClientTls, target: Target, alerter: Alerter) -> Self {
+        let poller = tls
+            .http_client()
             .timeout(Duration::from_millis(m.timeout_ms))
             .build()
             .ok();
@@ -827,7 +878,7 @@ impl Monitor {
                 false
             }
             Err(e) => {
-                debug!(error = %e, "liveness did not answer");
+                debug!(error = error_chain(&e), "liveness did not answer");
                 false
             }
         }

@@ -1,8 +1,13 @@
 //! `holdfast monitor`, the real binary, against servers the tests control: a
 //! liveness endpoint the test flips between 200 and 500, a child process
 //! (a shell that records its pid and start time, then sleeps) whose restarts
-//! the test observes, a webhook receiver and a minimal SMTP server.
+//! the test observes, a webhook receiver and a minimal SMTP server, each
+//! also over TLS with a certificate that a CA made for the test signed.
 
+#[path = "../../tests/common/tls.rs"]
+mod tls;
+
+use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -11,8 +16,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader as TokioBufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{
+    AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt,
+    BufReader as TokioBufReader,
+};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use tls::TestPki;
 
 const BIN: &str = env!("CARGO_BIN_EXE_holdfast");
 
@@ -35,8 +46,46 @@ fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
+/// A connection, plain TCP or TLS over it.
+trait Conn: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Conn for T {}
+
+/// Accepts connections on `listener`, over TLS with `tls`, and hands each to
+/// `handle` in a task of its own. A failed handshake just drops the connection.
+fn accept_each<F, Fut>(listener: TcpListener, tls: Option<TlsAcceptor>, handle: F)
+where
+    F: Fn(Box<dyn Conn>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let handle = Arc::new(handle);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (tls, handle) = (tls.clone(), handle.clone());
+            tokio::spawn(async move {
+                let conn: Box<dyn Conn> = match tls {
+                    None => Box::new(tcp),
+                    Some(tls) => match tls.accept(tcp).await {
+                        Ok(stream) => Box::new(stream),
+                        Err(_) => return,
+                    },
+                };
+                handle(conn).await;
+            });
+        }
+    });
+}
+
+/// `http` or `https`, as `tls` decides.
+fn scheme(tls: &Option<TlsAcceptor>) -> &'static str {
+    if tls.is_some() {
+        "https"
+    } else {
+        "http"
+    }
+}
+
 /// Reads one HTTP/1.1 request (head and `Content-Length` body).
-async fn read_request(stream: &mut TcpStream) -> Option<(String, Vec<u8>)> {
+async fn read_request(stream: &mut (impl AsyncRead + Unpin)) -> Option<(String, Vec<u8>)> {
     let mut buf = Vec::new();
     let head_end = loop {
         let mut chunk = [0u8; 4096];
@@ -70,7 +119,7 @@ async fn read_request(stream: &mut TcpStream) -> Option<(String, Vec<u8>)> {
     Some((head, body))
 }
 
-async fn respond(stream: &mut TcpStream, status: u16) {
+async fn respond(stream: &mut (impl AsyncWrite + Unpin), status: u16) {
     let reply = format!(
         "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}"
     );
@@ -98,34 +147,45 @@ struct Liveness {
 
 impl Liveness {
     async fn start(pids: Option<PathBuf>) -> Liveness {
+        Self::launch(pids, None).await
+    }
+
+    /// The same over TLS (an `https://` URL on 127.0.0.1).
+    async fn start_tls(tls: TlsAcceptor) -> Liveness {
+        Self::launch(None, Some(tls)).await
+    }
+
+    async fn launch(pids: Option<PathBuf>, tls: Option<TlsAcceptor>) -> Liveness {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/health/live", listener.local_addr().unwrap());
+        let url = format!(
+            "{}://{}/health/live",
+            scheme(&tls),
+            listener.local_addr().unwrap()
+        );
         let me = Liveness {
             url,
             status: Arc::new(AtomicU16::new(200)),
             served: Arc::default(),
         };
         let state = me.clone();
-        tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                let state = state.clone();
-                let pids = pids.clone();
-                tokio::spawn(async move {
-                    if read_request(&mut stream).await.is_none() {
-                        return;
-                    }
-                    let status = state.status.load(Ordering::SeqCst);
-                    let first_child_alive = pids
-                        .as_deref()
-                        .and_then(|p| starts(p).first().map(|s| alive(s.0)))
-                        .unwrap_or(false);
-                    state.served.lock().unwrap().push(Served {
-                        status,
-                        at_ms: now_ms(),
-                        first_child_alive,
-                    });
-                    respond(&mut stream, status).await;
+        accept_each(listener, tls, move |mut stream| {
+            let state = state.clone();
+            let pids = pids.clone();
+            async move {
+                if read_request(&mut stream).await.is_none() {
+                    return;
+                }
+                let status = state.status.load(Ordering::SeqCst);
+                let first_child_alive = pids
+                    .as_deref()
+                    .and_then(|p| starts(p).first().map(|s| alive(s.0)))
+                    .unwrap_or(false);
+                state.served.lock().unwrap().push(Served {
+                    status,
+                    at_ms: now_ms(),
+                    first_child_alive,
                 });
+                respond(&mut stream, status).await;
             }
         });
         me
@@ -153,22 +213,35 @@ struct Webhook {
 
 impl Webhook {
     async fn start(path: &str) -> Webhook {
+        Self::launch(path, None).await
+    }
+
+    /// The same over TLS, at `https://localhost:{port}{path}` (so the
+    /// certificate is checked against a host name).
+    async fn start_tls(path: &str, tls: TlsAcceptor) -> Webhook {
+        Self::launch(path, Some(tls)).await
+    }
+
+    async fn launch(path: &str, tls: Option<TlsAcceptor>) -> Webhook {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}{path}", listener.local_addr().unwrap());
+        let host = if tls.is_some() {
+            format!("localhost:{}", listener.local_addr().unwrap().port())
+        } else {
+            listener.local_addr().unwrap().to_string()
+        };
+        let url = format!("{}://{host}{path}", scheme(&tls));
         let alerts: Arc<Mutex<Vec<Value>>> = Arc::default();
         let sink = alerts.clone();
-        tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                let sink = sink.clone();
-                tokio::spawn(async move {
-                    if let Some((head, body)) = read_request(&mut stream).await {
-                        assert!(head.starts_with("POST "), "{head}");
-                        sink.lock()
-                            .unwrap()
-                            .push(serde_json::from_slice(&body).expect("a JSON alert"));
-                    }
-                    respond(&mut stream, 200).await;
-                });
+        accept_each(listener, tls, move |mut stream| {
+            let sink = sink.clone();
+            async move {
+                if let Some((head, body)) = read_request(&mut stream).await {
+                    assert!(head.starts_with("POST "), "{head}");
+                    sink.lock()
+                        .unwrap()
+                        .push(serde_json::from_slice(&body).expect("a JSON alert"));
+                }
+                respond(&mut stream, 200).await;
             }
         });
         Webhook { url, alerts }
@@ -191,55 +264,131 @@ struct Mail {
     from: String,
     to: Vec<String>,
     data: String,
+    /// Whether it came over TLS (STARTTLS or implicit).
+    over_tls: bool,
 }
 
-/// A minimal SMTP server (EHLO, MAIL, RCPT, DATA, QUIT) that keeps what it gets.
-async fn smtp_server() -> (u16, Arc<Mutex<Vec<Mail>>>) {
+/// How the minimal SMTP server secures its connections.
+#[derive(Clone)]
+enum SmtpMode {
+    /// Plain SMTP, STARTTLS not offered.
+    Plain,
+    /// STARTTLS offered in the EHLO answer; upgrades when asked.
+    StartTls(TlsAcceptor),
+    /// TLS from the first byte.
+    Implicit(TlsAcceptor),
+}
+
+/// A minimal SMTP server (EHLO, STARTTLS, MAIL, RCPT, DATA, QUIT) that keeps
+/// what it gets.
+async fn smtp_server(mode: SmtpMode) -> (u16, Arc<Mutex<Vec<Mail>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let mails: Arc<Mutex<Vec<Mail>>> = Arc::default();
     let sink = mails.clone();
     tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let sink = sink.clone();
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (sink, mode) = (sink.clone(), mode.clone());
             tokio::spawn(async move {
-                let (read, mut write) = stream.into_split();
-                let mut lines = TokioBufReader::new(read).lines();
-                let _ = write.write_all(b"220 test.local ESMTP\r\n").await;
-                let mut mail = Mail::default();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    let upper = line.to_ascii_uppercase();
-                    let reply: &[u8] = if upper.starts_with("EHLO") || upper.starts_with("HELO") {
-                        b"250 test.local\r\n"
-                    } else if upper.starts_with("MAIL FROM:") {
-                        mail.from = line[10..].trim().to_owned();
-                        b"250 OK\r\n"
-                    } else if upper.starts_with("RCPT TO:") {
-                        mail.to.push(line[8..].trim().to_owned());
-                        b"250 OK\r\n"
-                    } else if upper == "DATA" {
-                        let _ = write.write_all(b"354 go ahead\r\n").await;
-                        while let Ok(Some(l)) = lines.next_line().await {
-                            if l == "." {
-                                break;
+                match mode {
+                    SmtpMode::Plain => {
+                        smtp_session(tcp, &sink, false, false).await;
+                    }
+                    SmtpMode::StartTls(tls) => {
+                        if let Some(tcp) = smtp_session(tcp, &sink, true, false).await {
+                            if let Ok(stream) = tls.accept(tcp).await {
+                                smtp_session(stream, &sink, false, true).await;
                             }
-                            mail.data.push_str(&l);
-                            mail.data.push('\n');
                         }
-                        sink.lock().unwrap().push(std::mem::take(&mut mail));
-                        b"250 queued\r\n"
-                    } else if upper == "QUIT" {
-                        let _ = write.write_all(b"221 bye\r\n").await;
-                        break;
-                    } else {
-                        b"250 OK\r\n"
-                    };
-                    let _ = write.write_all(reply).await;
+                    }
+                    SmtpMode::Implicit(tls) => {
+                        if let Ok(stream) = tls.accept(tcp).await {
+                            smtp_session(stream, &sink, false, true).await;
+                        }
+                    }
                 }
             });
         }
     });
     (port, mails)
+}
+
+/// One SMTP conversation on `stream`, from the greeting (after a STARTTLS
+/// upgrade: from the EHLO that follows it). Answers the stream back when the
+/// client asked for STARTTLS, so that the caller can wrap it in TLS.
+async fn smtp_session<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    sink: &Mutex<Vec<Mail>>,
+    offer_starttls: bool,
+    over_tls: bool,
+) -> Option<S> {
+    let mut stream = TokioBufReader::new(stream);
+    let _ = stream
+        .get_mut()
+        .write_all(b"220 test.local ESMTP\r\n")
+        .await;
+    let mut mail = Mail {
+        over_tls,
+        ..Mail::default()
+    };
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match stream.read_line(&mut line).await {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => {}
+        }
+        let line = line.trim_end_matches(['\r', '\n']).to_owned();
+        let upper = line.to_ascii_uppercase();
+        let reply: &[u8] = if upper.starts_with("EHLO") || upper.starts_with("HELO") {
+            if offer_starttls {
+                b"250-test.local\r\n250 STARTTLS\r\n"
+            } else {
+                b"250 test.local\r\n"
+            }
+        } else if upper == "STARTTLS" && offer_starttls {
+            let _ = stream.get_mut().write_all(b"220 ready for TLS\r\n").await;
+            // The client waits for the 220 before its handshake: nothing is buffered.
+            return Some(stream.into_inner());
+        } else if upper.starts_with("MAIL FROM:") {
+            mail.from = line[10..].trim().to_owned();
+            b"250 OK\r\n"
+        } else if upper.starts_with("RCPT TO:") {
+            mail.to.push(line[8..].trim().to_owned());
+            b"250 OK\r\n"
+        } else if upper == "DATA" {
+            let _ = stream.get_mut().write_all(b"354 go ahead\r\n").await;
+            let mut data = String::new();
+            loop {
+                data.clear();
+                match stream.read_line(&mut data).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(_) => {}
+                }
+                let l = data.trim_end_matches(['\r', '\n']);
+                if l == "." {
+                    break;
+                }
+                mail.data.push_str(l);
+                mail.data.push('\n');
+            }
+            let done = std::mem::replace(
+                &mut mail,
+                Mail {
+                    over_tls,
+                    ..Mail::default()
+                },
+            );
+            sink.lock().unwrap().push(done);
+            b"250 queued\r\n"
+        } else if upper == "QUIT" {
+            let _ = stream.get_mut().write_all(b"221 bye\r\n").await;
+            return None;
+        } else {
+            b"250 OK\r\n"
+        };
+        let _ = stream.get_mut().write_all(reply).await;
+    }
 }
 
 /// The `pid start_ms` lines the child script writes, one per incarnation.
@@ -565,7 +714,7 @@ async fn webhook_alerts_are_deduplicated() {
 #[tokio::test]
 async fn alerts_are_emailed_over_smtp() {
     let live = Liveness::start(None).await;
-    let (port, mails) = smtp_server().await;
+    let (port, mails) = smtp_server(SmtpMode::Plain).await;
     live.set(500);
     let port = port.to_string();
     let _monitor = Monitor::start(
@@ -611,6 +760,191 @@ async fn alerts_are_emailed_over_smtp() {
     );
 }
 
+/// Alerts reach an `https://` webhook (at `localhost`) whose certificate a
+/// CA made for the test signed, once `tls.ca_file` names that CA; the
+/// liveness poll goes over `https://` with the same trust. The webhook's
+/// secret path stays out of the log.
+#[tokio::test]
+async fn alerts_reach_an_https_webhook_when_tls_ca_file_trusts_its_ca() {
+    let pki = TestPki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = pki.write_ca(dir.path());
+    let live = Liveness::start_tls(pki.acceptor()).await;
+    let hook = Webhook::start_tls("/hooks/s3cr3t-hook-credential", pki.acceptor()).await;
+    assert!(hook.url.starts_with("https://localhost:"), "{}", hook.url);
+    assert!(live.url.starts_with("https://127.0.0.1:"), "{}", live.url);
+    let monitor = Monitor::start(
+        &["--url", &live.url],
+        &[
+            ("HOLDFAST__MONITOR__FAILURES", "1"),
+            ("HOLDFAST__MONITOR__WEBHOOK_URL", &hook.url),
+            ("HOLDFAST__TLS__CA_FILE", ca.to_str().unwrap()),
+        ],
+    );
+    wait_until("healthy polls over https", Duration::from_secs(10), || {
+        live.served().iter().filter(|s| s.status == 200).count() >= 3
+    })
+    .await;
+    live.set(500);
+    wait_until(
+        "the unhealthy alert over https",
+        Duration::from_secs(10),
+        || !hook.of_kind("unhealthy").is_empty(),
+    )
+    .await;
+    let alert = &hook.of_kind("unhealthy")[0];
+    assert_eq!(alert["target"], live.url.as_str(), "{alert}");
+    assert_eq!(alert["source"], "holdfast monitor", "{alert}");
+    assert!(
+        !monitor.log_text().contains("s3cr3t"),
+        "the webhook URL leaked into the log"
+    );
+}
+
+/// Without its CA in `tls.ca_file`, an `https://` webhook gets nothing: the
+/// handshake fails, and the log says why (an unknown issuer) without
+/// showing the webhook's URL.
+#[tokio::test]
+async fn an_untrusted_https_webhook_gets_nothing_and_the_log_says_why() {
+    let pki = TestPki::new();
+    let live = Liveness::start(None).await;
+    let hook = Webhook::start_tls("/hooks/s3cr3t-hook-credential", pki.acceptor()).await;
+    live.set(500);
+    let monitor = Monitor::start(
+        &["--url", &live.url],
+        &[
+            ("HOLDFAST__MONITOR__FAILURES", "1"),
+            ("HOLDFAST__MONITOR__WEBHOOK_URL", &hook.url),
+        ],
+    );
+    wait_until("a failed delivery", Duration::from_secs(10), || {
+        !monitor
+            .logged("alert not delivered to the webhook")
+            .is_empty()
+    })
+    .await;
+    let line = &monitor.logged("alert not delivered to the webhook")[0];
+    let error = line["error"].as_str().unwrap_or_default();
+    assert!(error.contains("UnknownIssuer"), "{line}");
+    assert!(hook.alerts.lock().unwrap().is_empty());
+    assert!(
+        !monitor.log_text().contains("s3cr3t"),
+        "the webhook URL leaked into the log"
+    );
+}
+
+/// Runs a monitor whose target fails at once, emailing through a minimal
+/// SMTP server in `mode` at `host` with `monitor.smtp_security = security`,
+/// trusting the CA of `pki`; answers the first mail.
+async fn one_emailed_alert(mode: SmtpMode, host: &str, security: &str, pki: &TestPki) -> Mail {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = pki.write_ca(dir.path());
+    let live = Liveness::start(None).await;
+    let (port, mails) = smtp_server(mode).await;
+    live.set(500);
+    let port = port.to_string();
+    let monitor = Monitor::start(
+        &["--url", &live.url],
+        &[
+            ("HOLDFAST__MONITOR__FAILURES", "1"),
+            ("HOLDFAST__MONITOR__SMTP_HOST", host),
+            ("HOLDFAST__MONITOR__SMTP_PORT", &port),
+            ("HOLDFAST__MONITOR__SMTP_SECURITY", security),
+            ("HOLDFAST__MONITOR__SMTP_FROM", "monitor@example.test"),
+            ("HOLDFAST__MONITOR__SMTP_TO", "ops@example.test"),
+            ("HOLDFAST__TLS__CA_FILE", ca.to_str().unwrap()),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while mails.lock().unwrap().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no email within 10 s: {}",
+            monitor.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mail = mails.lock().unwrap()[0].clone();
+    mail
+}
+
+/// With `smtp_security = "starttls"` the alert goes over TLS after STARTTLS,
+/// to a relay at `localhost` whose certificate the `tls.ca_file` CA signed.
+#[tokio::test]
+async fn alerts_are_emailed_over_starttls() {
+    let pki = TestPki::new();
+    let mail = one_emailed_alert(
+        SmtpMode::StartTls(pki.acceptor()),
+        "localhost",
+        "starttls",
+        &pki,
+    )
+    .await;
+    assert!(mail.over_tls, "{mail:?}");
+    assert!(mail.from.contains("<monitor@example.test>"), "{mail:?}");
+    assert!(mail.data.contains("unhealthy"), "{}", mail.data);
+}
+
+/// With `smtp_security = "tls"` the alert goes over TLS from the first byte
+/// (implicit TLS) to a relay at 127.0.0.1, checked against its IP address.
+#[tokio::test]
+async fn alerts_are_emailed_over_implicit_tls() {
+    let pki = TestPki::new();
+    let mail =
+        one_emailed_alert(SmtpMode::Implicit(pki.acceptor()), "127.0.0.1", "tls", &pki).await;
+    assert!(mail.over_tls, "{mail:?}");
+    assert!(mail.to[0].contains("ops@example.test"), "{mail:?}");
+}
+
+/// `starttls` is required, not hoped for: a relay that does not offer
+/// STARTTLS gets no mail (no silent fall-back to plain text), and the log
+/// says the alert was not emailed.
+#[tokio::test]
+async fn starttls_is_required_not_optional() {
+    let live = Liveness::start(None).await;
+    let (port, mails) = smtp_server(SmtpMode::Plain).await;
+    live.set(500);
+    let port = port.to_string();
+    let monitor = Monitor::start(
+        &["--url", &live.url],
+        &[
+            ("HOLDFAST__MONITOR__FAILURES", "1"),
+            ("HOLDFAST__MONITOR__SMTP_HOST", "127.0.0.1"),
+            ("HOLDFAST__MONITOR__SMTP_PORT", &port),
+            ("HOLDFAST__MONITOR__SMTP_SECURITY", "starttls"),
+            ("HOLDFAST__MONITOR__SMTP_FROM", "monitor@example.test"),
+            ("HOLDFAST__MONITOR__SMTP_TO", "ops@example.test"),
+        ],
+    );
+    wait_until("the failed email", Duration::from_secs(10), || {
+        !monitor.logged("alert not emailed").is_empty()
+    })
+    .await;
+    assert!(
+        mails.lock().unwrap().is_empty(),
+        "{:?}",
+        mails.lock().unwrap()
+    );
+}
+
+/// A `tls.ca_file` that cannot be read stops the monitor before it starts
+/// anything: exit 64, the key named.
+#[tokio::test]
+async fn an_unreadable_ca_file_exits_64_naming_the_key() {
+    let out = Command::new(BIN)
+        .args(["monitor", "--url", "https://127.0.0.1:1/health/live"])
+        .env_remove("HOLDFAST_ENV")
+        .env("HOLDFAST__TLS__CA_FILE", "/no/such/ca.pem")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(
+        err.contains("tls.ca_file") && err.contains("/no/such/ca.pem"),
+        "{err}"
+    );
+}
+
 /// By default the child is this very binary's `serve`: the monitor starts a
 /// real server, starts it again when it dies (SIGKILL), and on SIGTERM stops
 /// it gracefully (the server's shutdown report) before exiting 0.
@@ -635,6 +969,8 @@ async fn the_default_child_is_the_server_and_a_killed_one_comes_back() {
             ("HOLDFAST__MONITOR__STARTUP_GRACE_MS", "30000"),
         ],
     );
+    // reqwest in this process is built without a crypto provider of its own.
+    holdfast_actors::tls::install_default_provider();
     // Ready, not only live: the server has installed its signal handlers.
     let ready_url = url.replace("/health/live", "/health/ready");
     let live = || {

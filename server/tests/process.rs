@@ -91,6 +91,8 @@ impl Drop for Server {
 }
 
 fn get(url: &str) -> (u16, String) {
+    // reqwest is built without a crypto provider of its own.
+    holdfast_actors::tls::install_default_provider();
     let client = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
@@ -188,6 +190,7 @@ fn second_sigint_exits_at_once() {
 #[test]
 fn requests_are_logged_with_their_request_id() {
     let server = Server::start(&[]);
+    holdfast_actors::tls::install_default_provider();
     let client = reqwest::blocking::Client::new();
     let res = client
         .get(format!("http://{}/health/live", server.addr))
@@ -221,6 +224,12 @@ fn bad_config_value_exits_64_naming_the_key() {
     let (code, _, err) = run(&[], &[("HOLDFAST__SUPERVISION__BACKOFF_JITTER", "3")]);
     assert_eq!(code, 64, "{err}");
     assert!(err.contains("supervision.backoff_jitter"), "{err}");
+    let (code, _, err) = run(&[], &[("HOLDFAST__TLS__CA_FILE", "/no/such/ca.pem")]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("tls.ca_file"), "{err}");
+    let (code, _, err) = run(&[], &[("HOLDFAST__MONITOR__SMTP_SECURITY", "ssl")]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("monitor.smtp_security"), "{err}");
 }
 
 /// An unknown key, from the environment or a --config file, exits 64 naming it.

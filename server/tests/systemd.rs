@@ -99,6 +99,8 @@ impl Drop for Notified {
 }
 
 fn ready_status(addr: &str) -> u16 {
+    // reqwest is built without a crypto provider of its own.
+    holdfast_actors::tls::install_default_provider();
     reqwest::blocking::get(format!("http://{addr}/health/ready"))
         .map(|r| r.status().as_u16())
         .unwrap_or(0)

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod services;
+pub mod tls;
 pub mod ws;
 
 use std::future::Future;

@@ -69,8 +69,10 @@ pub fn broadcast(rooms: &Rooms, room: &'static str, data: &impl Serialize) {
 }
 
 /// An error with its sources, `outer: inner: root`, for a log line or a
-/// `last_error` that says what actually happened ("connection refused").
-pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+/// `last_error` that says what actually happened ("connection refused",
+/// "invalid peer certificate: UnknownIssuer"), where the outer error alone
+/// says only "error sending request".
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -47,6 +47,7 @@ use crate::health::{now_rfc3339, Health, HealthReply};
 use crate::rooms::Rooms;
 use crate::shutdown::Stage;
 use crate::supervision::{Child, ChildSpec};
+use crate::tls::ClientTls;
 
 /// The system room state changes go to.
 pub const ROOM: &str = "$printers";
@@ -73,7 +74,7 @@ impl std::fmt::Debug for ApiKey {
 pub struct PrinterConfig {
     /// Its name, unique: in broadcasts, health and logs.
     pub name: String,
-    /// OctoPrint's base URL (`http://host[:port][/prefix]`).
+    /// OctoPrint's base URL (`http[s]://host[:port][/prefix]`).
     pub url: String,
     /// OctoPrint's API key, sent as `X-Api-Key`.
     pub api_key: ApiKey,
@@ -250,13 +251,15 @@ struct Progress {
 }
 
 impl Printers {
-    /// A handle for `settings`, broadcasting through `rooms`; registers
-    /// `holdfast_printers_state` and `holdfast_printers_polls_total`.
+    /// A handle for `settings`, polling with `tls` and broadcasting through
+    /// `rooms`; registers `holdfast_printers_state` and
+    /// `holdfast_printers_polls_total`.
     ///
     /// # Errors
     /// The metrics are registered already, or the HTTP client cannot be built.
     pub fn new(
         settings: PrintersSettings,
+        tls: &ClientTls,
         rooms: Rooms,
         registry: &Registry,
     ) -> Result<Self, String> {
@@ -280,7 +283,8 @@ impl Printers {
             .register(Box::new(state.clone()))
             .and_then(|_| registry.register(Box::new(polls.clone())))
             .map_err(|e| e.to_string())?;
-        let client = reqwest::Client::builder()
+        let client = tls
+            .http_client()
             .connect_timeout(settings.timeout)
             .timeout(settings.timeout)
             .user_agent(concat!("holdfast/", env!("CARGO_PKG_VERSION")))

@@ -27,8 +27,10 @@
 //! broadcast, publishes `{"feed", "fetched_at", "data"}` to `$trending`.
 //!
 //! HTTP: one pooled client (keep-alive) with a connect timeout, a read
-//! timeout and a total timeout per request; plain `http://` only (no TLS
-//! stack is linked). A feed's URL may carry a credential, so logs, health
+//! timeout and a total timeout per request; `http://` or `https://` (TLS as
+//! [`crate::tls`] sets it up: the system's CA certificates plus
+//! `tls.ca_file`). A certificate the client does not trust fails the request
+//! as a connect error. A feed's URL may carry a credential, so logs, health
 //! and statistics name feeds, never their URLs.
 //!
 //! Restart policy: permanent, non-critical, stage `services`.
@@ -56,6 +58,7 @@ use crate::health::{now_rfc3339, Health, HealthReply};
 use crate::rooms::Rooms;
 use crate::shutdown::Stage;
 use crate::supervision::{Child, ChildRef, ChildSpec};
+use crate::tls::ClientTls;
 
 /// The system room updates go to.
 pub const ROOM: &str = "$trending";
@@ -65,7 +68,8 @@ pub const ROOM: &str = "$trending";
 pub struct FeedConfig {
     /// Its name: in broadcasts, statistics, metrics labels and logs.
     pub name: String,
-    /// Where its JSON is (`http://`); may hold a credential, so never shown.
+    /// Where its JSON is (`http://` or `https://`); may hold a credential,
+    /// so never shown.
     pub url: String,
 }
 
@@ -512,18 +516,20 @@ pub struct Trending {
 }
 
 impl Trending {
-    /// A handle for `settings`, broadcasting through `rooms`; registers the
-    /// `holdfast_trending_*` metrics.
+    /// A handle for `settings`, fetching with `tls` and broadcasting through
+    /// `rooms`; registers the `holdfast_trending_*` metrics.
     ///
     /// # Errors
     /// The metrics are registered already, or the HTTP client cannot be built.
     pub fn new(
         settings: TrendingSettings,
+        tls: &ClientTls,
         rooms: Rooms,
         registry: &Registry,
     ) -> Result<Self, String> {
         let metrics = TrendingMetrics::new(registry).map_err(|e| e.to_string())?;
-        let mut builder = reqwest::Client::builder()
+        let mut builder = tls
+            .http_client()
             .connect_timeout(settings.connect_timeout)
             .read_timeout(settings.read_timeout)
             .timeout(settings.timeout)
