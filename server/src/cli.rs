@@ -218,6 +218,8 @@ fn check(settings: &Settings, url: Option<String>, timeout: Duration) -> i32 {
                 1
             }
             Err(e) => {
+                // The chain says why ("invalid peer certificate: UnknownIssuer").
+                let e = holdfast_actors::services::error_chain(&e.without_url());
                 eprintln!("not ready: {url}: {e}");
                 1
             }

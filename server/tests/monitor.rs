@@ -927,6 +927,41 @@ async fn starttls_is_required_not_optional() {
     );
 }
 
+/// A relay whose certificate no trusted CA signed (no `tls.ca_file`) gets
+/// nothing over implicit TLS, and the log says why.
+#[tokio::test]
+async fn an_untrusted_smtp_relay_gets_nothing_and_the_log_says_why() {
+    let pki = TestPki::new();
+    let live = Liveness::start(None).await;
+    let (port, mails) = smtp_server(SmtpMode::Implicit(pki.acceptor())).await;
+    live.set(500);
+    let port = port.to_string();
+    let monitor = Monitor::start(
+        &["--url", &live.url],
+        &[
+            ("HOLDFAST__MONITOR__FAILURES", "1"),
+            ("HOLDFAST__MONITOR__SMTP_HOST", "127.0.0.1"),
+            ("HOLDFAST__MONITOR__SMTP_PORT", &port),
+            ("HOLDFAST__MONITOR__SMTP_SECURITY", "tls"),
+            ("HOLDFAST__MONITOR__SMTP_FROM", "monitor@example.test"),
+            ("HOLDFAST__MONITOR__SMTP_TO", "ops@example.test"),
+        ],
+    );
+    wait_until("the failed email", Duration::from_secs(10), || {
+        !monitor.logged("alert not emailed").is_empty()
+    })
+    .await;
+    let line = &monitor.logged("alert not emailed")[0];
+    assert!(
+        line["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("UnknownIssuer"),
+        "{line}"
+    );
+    assert!(mails.lock().unwrap().is_empty());
+}
+
 /// A `tls.ca_file` that cannot be read stops the monitor before it starts
 /// anything: exit 64, the key named.
 #[tokio::test]

@@ -111,7 +111,8 @@ pub struct TrendingSettings {
 /// Why a request failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum FetchError {
-    /// No connection could be made. Retried.
+    /// No connection could be made: refused, unresolved, or a TLS handshake
+    /// that failed (a certificate the client does not trust). Retried.
     #[error("connect error: {0}")]
     Connect(String),
     /// Connecting, a read or the whole request timed out. Retried.
