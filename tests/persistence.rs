@@ -345,12 +345,16 @@ async fn a_session_created_on_another_node_is_adopted_from_the_database() {
     c.join("desk").await;
     c.ws.close(None).await.unwrap();
     // Node A writes the closed session behind, with its expiry.
-    wait_until("the detached session row", Duration::from_secs(10), || async {
-        stored_sessions(&url)
-            .await
-            .iter()
-            .any(|(id, expires)| *id == session && expires.is_some())
-    })
+    wait_until(
+        "the detached session row",
+        Duration::from_secs(10),
+        || async {
+            stored_sessions(&url)
+                .await
+                .iter()
+                .any(|(id, expires)| *id == session && expires.is_some())
+        },
+    )
     .await;
 
     let mut c = connect(b.addr()).await;
