@@ -1,0 +1,428 @@
+//! Configuration: typed sections, one per subsystem, layered with the
+//! `config` crate and validated once, before any port is bound.
+//!
+//! Layers, later ones winning: `config/default.toml` (embedded in the binary),
+//! `config/$HOLDFAST_ENV.toml` (optional, relative to the working directory),
+//! `--config FILE`, then `HOLDFAST__SECTION__KEY` environment variables.
+//! An unknown key or a bad value is a [`ConfigError`] that names the key; the
+//! binary prints it and exits with [`EXIT_CONFIG`].
+//!
+//! This file holds the [`Settings`] root, loading and layering, validation,
+//! the error type and the redacting [`Secret`] and [`DbUrl`]. The sections
+//! live by concern: `server` (server, log, health, shutdown), `kernel`
+//! (supervision, events), `ws` (ws, auth, rooms, session), `storage`
+//! (database, redis), `services` (trending, printers, files, tls) and
+//! `operations` (admin, monitor); all are re-exported here.
+
+mod kernel;
+mod operations;
+mod server;
+mod services;
+mod storage;
+#[cfg(test)]
+mod tests;
+mod ws;
+
+pub use kernel::{EventSettings, SupervisionSettings};
+pub use operations::{AdminSettings, MonitorSettings, SmtpSecurity, ADMIN_TOKEN_MIN_BYTES};
+pub use server::{HealthSettings, LogFormat, LogSettings, ServerSettings, ShutdownSettings};
+pub use services::{
+    FeedSettings, FilesSettings, PrinterSettings, PrintersSettings, TlsSettings, TrendingSettings,
+};
+pub use storage::{DatabaseSettings, RedisSettings};
+pub use ws::{AuthSettings, RoomSettings, SessionSettings, WsSettings};
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use config::{Config, Environment, File, FileFormat};
+use serde::{Deserialize, Serialize};
+
+use holdfast_actors::supervision::{Backoff, Intensity};
+use holdfast_actors::KernelSettings;
+
+/// The defaults, compiled in.
+pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
+
+/// Exit code for a configuration error (EX_USAGE).
+pub const EXIT_CONFIG: i32 = 64;
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A source could not be read or parsed (a missing `--config` file, bad TOML).
+    #[error("config error: {0}")]
+    Source(String),
+    /// A key that no section has, or a value of the wrong type.
+    #[error("config error: key `{key}`: {message}")]
+    Key {
+        /// The dotted key, e.g. `server.port`.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    fn key(key: &str, message: impl Into<String>) -> Self {
+        ConfigError::Key {
+            key: key.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// HTTP listener.
+    pub server: ServerSettings,
+    /// Logging.
+    pub log: LogSettings,
+    /// Health checks.
+    pub health: HealthSettings,
+    /// Staged shutdown.
+    pub shutdown: ShutdownSettings,
+    /// Restart policy of the supervisors.
+    pub supervision: SupervisionSettings,
+    /// The internal event bus.
+    pub events: EventSettings,
+    /// The WebSocket transport.
+    pub ws: WsSettings,
+    /// Client authentication.
+    pub auth: AuthSettings,
+    /// Room hubs.
+    pub rooms: RoomSettings,
+    /// Client sessions.
+    pub session: SessionSettings,
+    /// The database.
+    pub database: DatabaseSettings,
+    /// Redis, for rooms that span nodes.
+    pub redis: RedisSettings,
+    /// The admin API.
+    pub admin: AdminSettings,
+    /// `holdfast monitor`, the external watchdog.
+    pub monitor: MonitorSettings,
+    /// The `trending` service.
+    pub trending: TrendingSettings,
+    /// The `printers` service.
+    pub printers: PrintersSettings,
+    /// The `files` service.
+    pub files: FilesSettings,
+    /// TLS of outbound connections (`https://` feeds, printers, the
+    /// monitor's webhook, SMTP over TLS).
+    pub tls: TlsSettings,
+}
+
+/// Whether `url` is one the outbound HTTP clients speak: `http://` or `https://`.
+fn is_http_url(url: &str) -> bool {
+    url.starts_with("http://") || url.starts_with("https://")
+}
+
+/// A database URL: printed and serialized with its password replaced by `***`.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct DbUrl(String);
+
+impl DbUrl {
+    /// The clear URL, for the one place that connects.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for DbUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", holdfast_actors::db::redact_url(&self.0))
+    }
+}
+
+impl Serialize for DbUrl {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&holdfast_actors::db::redact_url(&self.0))
+    }
+}
+
+/// A secret: never printed, logged or serialized in clear.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// A secret holding `value`.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The clear value, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether no secret is set.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "\"\""
+        } else {
+            "\"[redacted]\""
+        })
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(if self.0.is_empty() { "" } else { "[redacted]" })
+    }
+}
+
+impl Settings {
+    /// Loads every layer and validates the result.
+    ///
+    /// # Errors
+    /// A source that cannot be read, an unknown key, a bad value.
+    pub fn load(explicit: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut builder =
+            Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
+        if let Ok(env) = std::env::var("HOLDFAST_ENV") {
+            if !env.is_empty() {
+                let path = PathBuf::from("config").join(format!("{env}.toml"));
+                builder = builder.add_source(File::from(path).required(false));
+            }
+        }
+        if let Some(path) = explicit {
+            builder = builder.add_source(File::from(path.to_path_buf()).required(true));
+        }
+        builder = builder.add_source(
+            Environment::with_prefix("HOLDFAST")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("server.cors_origins")
+                .with_list_parse_key("ws.allowed_origins")
+                .with_list_parse_key("ws.publish_without_join")
+                .with_list_parse_key("monitor.smtp_to")
+                .with_list_parse_key("files.directories")
+                .with_list_parse_key("files.extensions"),
+        );
+        let config = builder
+            .build()
+            .map_err(|e| ConfigError::Source(e.to_string()))?;
+        Self::from_config(config)
+    }
+
+    /// The defaults alone, as embedded (tests start from these).
+    pub fn defaults() -> Self {
+        let config = Config::builder()
+            .add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml))
+            .build()
+            .expect("the embedded default.toml parses: checked by a unit test");
+        Self::from_config(config).expect("the embedded defaults are valid: checked by a unit test")
+    }
+
+    fn from_config(config: Config) -> Result<Self, ConfigError> {
+        let settings: Settings = serde_path_to_error::deserialize(config).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            // config appends " for key `x`" to some messages; the key is already named.
+            let message = match inner.find(" for key `") {
+                Some(i) => inner[..i].to_owned(),
+                None => inner,
+            };
+            ConfigError::Key {
+                key: if key == "." { "(root)".into() } else { key },
+                message,
+            }
+        })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks what types cannot: ranges and combinations.
+    ///
+    /// # Errors
+    /// The first invalid key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.server.host.trim().is_empty() {
+            return Err(ConfigError::key("server.host", "must not be empty"));
+        }
+        for origin in &self.server.cors_origins {
+            let plain = origin.starts_with("http://") || origin.starts_with("https://");
+            if origin != "*" && (!plain || origin.trim_end_matches('/').matches('/').count() > 2) {
+                return Err(ConfigError::key(
+                    "server.cors_origins",
+                    format!("'{origin}' is not an origin (scheme://host[:port]) or \"*\""),
+                ));
+            }
+        }
+        if self.server.max_body_bytes == 0 {
+            return Err(ConfigError::key(
+                "server.max_body_bytes",
+                "must be at least 1",
+            ));
+        }
+        if self.health.timeout_ms == 0 {
+            return Err(ConfigError::key("health.timeout_ms", "must be at least 1"));
+        }
+        if self.health.watch_interval_ms < 100 {
+            return Err(ConfigError::key(
+                "health.watch_interval_ms",
+                "must be at least 100",
+            ));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(ConfigError::key(
+                "log.level",
+                format!("'{}' is not a valid filter", self.log.level),
+            ));
+        }
+        if !self.log.file.is_empty() && self.log.file_max_bytes < 1024 {
+            return Err(ConfigError::key(
+                "log.file_max_bytes",
+                "must be at least 1024",
+            ));
+        }
+        if self.log.file_max_files == 0 {
+            return Err(ConfigError::key("log.file_max_files", "must be at least 1"));
+        }
+        let s = &self.supervision;
+        if s.max_restarts == 0 {
+            return Err(ConfigError::key(
+                "supervision.max_restarts",
+                "must be at least 1",
+            ));
+        }
+        if s.window_ms == 0 {
+            return Err(ConfigError::key(
+                "supervision.window_ms",
+                "must be at least 1",
+            ));
+        }
+        if !(0.0..=1.0).contains(&s.backoff_jitter) {
+            return Err(ConfigError::key(
+                "supervision.backoff_jitter",
+                "must be between 0.0 and 1.0",
+            ));
+        }
+        if s.backoff_min_ms > s.backoff_max_ms {
+            return Err(ConfigError::key(
+                "supervision.backoff_min_ms",
+                "must not exceed supervision.backoff_max_ms",
+            ));
+        }
+        let ws = &self.ws;
+        let positive = [
+            ("ws.heartbeat_ms", ws.heartbeat_ms as f64),
+            ("ws.max_frame_bytes", ws.max_frame_bytes as f64),
+            ("ws.max_data_bytes", ws.max_data_bytes as f64),
+            ("ws.max_connections", ws.max_connections as f64),
+            ("ws.rate_per_sec", ws.rate_per_sec),
+            ("ws.rate_burst", ws.rate_burst),
+            ("ws.abuse_limit", f64::from(ws.abuse_limit)),
+            ("ws.outbound_max_messages", ws.outbound_max_messages as f64),
+            ("ws.outbound_max_bytes", ws.outbound_max_bytes as f64),
+            ("rooms.history_size", self.rooms.history_size as f64),
+            ("session.ttl_ms", self.session.ttl_ms as f64),
+        ];
+        for (key, value) in positive {
+            // NaN fails too: it is not greater than zero.
+            if value.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
+                return Err(ConfigError::key(key, "must be greater than 0"));
+            }
+        }
+        if holdfast_actors::db::Backend::of(self.database.url.expose()).is_none() {
+            return Err(ConfigError::key(
+                "database.url",
+                "must start with sqlite:// or postgres://",
+            ));
+        }
+        let redis = self.redis.url.expose();
+        if !(redis.is_empty() || redis.starts_with("redis://") || redis.starts_with("rediss://")) {
+            return Err(ConfigError::key(
+                "redis.url",
+                "must start with redis:// (or be empty)",
+            ));
+        }
+        if self.redis.prefix.is_empty() || self.redis.prefix.contains(['{', '}', ' ']) {
+            return Err(ConfigError::key(
+                "redis.prefix",
+                "must be non-empty, without spaces or braces",
+            ));
+        }
+        if self.database.max_size == 0 {
+            return Err(ConfigError::key("database.max_size", "must be at least 1"));
+        }
+        if self.database.connect_timeout_ms == 0
+            || self.database.probe_interval_ms == 0
+            || self.database.probe_timeout_ms == 0
+        {
+            return Err(ConfigError::key(
+                "database.connect_timeout_ms",
+                "timeouts must be at least 1 ms",
+            ));
+        }
+        if ws.max_data_bytes > ws.max_frame_bytes {
+            return Err(ConfigError::key(
+                "ws.max_data_bytes",
+                "must not exceed ws.max_frame_bytes",
+            ));
+        }
+        if self.events.capacity == 0 {
+            return Err(ConfigError::key("events.capacity", "must be at least 1"));
+        }
+        let token = self.admin.token.expose();
+        if !token.is_empty() && token.len() < ADMIN_TOKEN_MIN_BYTES {
+            // The message never shows the token itself.
+            return Err(ConfigError::key(
+                "admin.token",
+                format!("must be at least {ADMIN_TOKEN_MIN_BYTES} bytes"),
+            ));
+        }
+        self.monitor.validate()?;
+        self.trending.validate()?;
+        self.printers.validate()?;
+        self.files.validate()?;
+        self.tls.validate()?;
+        Ok(())
+    }
+
+    /// The kernel's settings.
+    pub fn kernel(&self) -> KernelSettings {
+        KernelSettings {
+            health_timeout: Duration::from_millis(self.health.timeout_ms),
+            event_capacity: self.events.capacity,
+        }
+    }
+
+    /// The restart intensity every supervisor uses.
+    pub fn intensity(&self) -> Intensity {
+        Intensity {
+            max_restarts: self.supervision.max_restarts,
+            window: Duration::from_millis(self.supervision.window_ms),
+        }
+    }
+
+    /// The restart back-off every child uses unless its spec says otherwise.
+    pub fn backoff(&self) -> Backoff {
+        let s = &self.supervision;
+        Backoff {
+            min: Duration::from_millis(s.backoff_min_ms),
+            max: Duration::from_millis(s.backoff_max_ms),
+            jitter: s.backoff_jitter,
+            reset_after: Duration::from_millis(s.reset_after_ms),
+        }
+    }
+
+    /// The effective configuration as TOML, secrets redacted (`holdfast config`).
+    pub fn to_toml(&self) -> String {
+        // Secrets serialize as "[redacted]".
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}

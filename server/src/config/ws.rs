@@ -1,0 +1,73 @@
+//! The sections of the client-facing real-time layer: `[ws]` (the WebSocket
+//! transport, its limits and rates), `[auth]`, `[rooms]` (room hubs) and
+//! `[session]` (client sessions and their resumption).
+
+use serde::{Deserialize, Serialize};
+
+use super::Secret;
+
+/// `[ws]`
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WsSettings {
+    /// Protocol ping interval; silence for twice this drops the client.
+    pub heartbeat_ms: u64,
+    /// Largest frame; larger closes with 1009.
+    pub max_frame_bytes: usize,
+    /// Largest `data` of a publish; larger gets `too_large`.
+    pub max_data_bytes: usize,
+    /// Connections beyond this get 503 before the upgrade.
+    pub max_connections: usize,
+    /// Token bucket refill, frames per second.
+    pub rate_per_sec: f64,
+    /// Token bucket size.
+    pub rate_burst: f64,
+    /// Rate-limited frames within the abuse window that close with 1008.
+    pub abuse_limit: u32,
+    /// The abuse window.
+    pub abuse_window_ms: u64,
+    /// Outbound queue bound, in messages.
+    pub outbound_max_messages: usize,
+    /// Outbound queue bound, in bytes.
+    pub outbound_max_bytes: usize,
+    /// Allowed `Origin`s; empty allows any.
+    pub allowed_origins: Vec<String>,
+    /// Room name prefixes a client may publish to without joining.
+    pub publish_without_join: Vec<String>,
+    /// Spread of `reconnect_after_ms` in the `draining` frame.
+    pub drain_spread_ms: u64,
+    /// Bound on the `connections` shutdown stage.
+    pub drain_timeout_ms: u64,
+}
+
+/// `[auth]`
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// HS256 secret; empty accepts anonymous clients.
+    pub jwt_secret: Secret,
+}
+
+/// `[rooms]`
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomSettings {
+    /// Hub shards; 0 means one per core.
+    pub shards: usize,
+    /// Messages of history per room.
+    pub history_size: usize,
+    /// Oldest history kept.
+    pub history_max_age_ms: u64,
+}
+
+/// `[session]`
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionSettings {
+    /// How long a closed session may be resumed.
+    pub ttl_ms: u64,
+    /// Interval of the write-behind flush.
+    pub flush_interval_ms: u64,
+    /// Changes kept while the database is down.
+    pub max_pending: usize,
+}
