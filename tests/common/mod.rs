@@ -51,17 +51,33 @@ pub async fn get(
 }
 
 /// Polls `cond` every 10 ms until it holds; panics naming `what` at the deadline.
-pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut cond: F)
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    assert!(
+        eventually(timeout, cond).await,
+        "timed out after {timeout:?} waiting for: {what}"
+    );
+}
+
+/// Polls `cond` every 10 ms until it holds (true) or `timeout` passes
+/// (false): for callers that report a timeout themselves. The one poll tick
+/// of the test helpers lives here.
+pub async fn eventually<F, Fut>(timeout: Duration, mut cond: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
     let deadline = Instant::now() + timeout;
-    while !cond().await {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for: {what}"
-        );
+    loop {
+        if cond().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

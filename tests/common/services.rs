@@ -210,14 +210,14 @@ impl OwnRedis {
             .spawn()
             .map_err(|e| e.to_string())?;
         self.child = Some(child);
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).await.is_err() {
-            if std::time::Instant::now() > deadline {
-                return Err("redis-server did not start".into());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Ok(())
+        let port = self.port;
+        let accepting = super::eventually(Duration::from_secs(10), || async move {
+            TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+        })
+        .await;
+        accepting
+            .then_some(())
+            .ok_or_else(|| "redis-server did not start".into())
     }
 
     /// Kills the server (its data is gone: it keeps nothing on disk).
