@@ -716,19 +716,12 @@ async fn alerts_are_emailed_over_smtp() {
     let live = Liveness::start(None).await;
     let (port, mails) = smtp_server(SmtpMode::Plain).await;
     live.set(500);
-    let port = port.to_string();
-    let _monitor = Monitor::start(
-        &["--url", &live.url],
-        &[
-            ("HOLDFAST__MONITOR__FAILURES", "1"),
-            ("HOLDFAST__MONITOR__SMTP_HOST", "127.0.0.1"),
-            ("HOLDFAST__MONITOR__SMTP_PORT", &port),
-            ("HOLDFAST__MONITOR__SMTP_FROM", "monitor@example.test"),
-            (
-                "HOLDFAST__MONITOR__SMTP_TO",
-                "ops@example.test,oncall@example.test",
-            ),
-        ],
+    let _monitor = emailing_monitor(
+        &live.url,
+        ("127.0.0.1", port),
+        "none",
+        "ops@example.test,oncall@example.test",
+        &[],
     );
     wait_until("an email", Duration::from_secs(10), || {
         !mails.lock().unwrap().is_empty()
@@ -833,6 +826,29 @@ async fn an_untrusted_https_webhook_gets_nothing_and_the_log_says_why() {
     );
 }
 
+/// A monitor watching `url` that alerts after one failed poll, by email
+/// through the relay at `relay` (host, port) with `monitor.smtp_security =
+/// security`, from monitor@example.test to `to`; `extra` adds settings.
+fn emailing_monitor(
+    url: &str,
+    relay: (&str, u16),
+    security: &str,
+    to: &str,
+    extra: &[(&str, &str)],
+) -> Monitor {
+    let port = relay.1.to_string();
+    let mut envs = vec![
+        ("HOLDFAST__MONITOR__FAILURES", "1"),
+        ("HOLDFAST__MONITOR__SMTP_HOST", relay.0),
+        ("HOLDFAST__MONITOR__SMTP_PORT", port.as_str()),
+        ("HOLDFAST__MONITOR__SMTP_SECURITY", security),
+        ("HOLDFAST__MONITOR__SMTP_FROM", "monitor@example.test"),
+        ("HOLDFAST__MONITOR__SMTP_TO", to),
+    ];
+    envs.extend_from_slice(extra);
+    Monitor::start(&["--url", url], &envs)
+}
+
 /// Runs a monitor whose target fails at once, emailing through a minimal
 /// SMTP server in `mode` at `host` with `monitor.smtp_security = security`,
 /// trusting the CA of `pki`; answers the first mail.
@@ -842,18 +858,12 @@ async fn one_emailed_alert(mode: SmtpMode, host: &str, security: &str, pki: &Tes
     let live = Liveness::start(None).await;
     let (port, mails) = smtp_server(mode).await;
     live.set(500);
-    let port = port.to_string();
-    let monitor = Monitor::start(
-        &["--url", &live.url],
-        &[
-            ("HOLDFAST__MONITOR__FAILURES", "1"),
-            ("HOLDFAST__MONITOR__SMTP_HOST", host),
-            ("HOLDFAST__MONITOR__SMTP_PORT", &port),
-            ("HOLDFAST__MONITOR__SMTP_SECURITY", security),
-            ("HOLDFAST__MONITOR__SMTP_FROM", "monitor@example.test"),
-            ("HOLDFAST__MONITOR__SMTP_TO", "ops@example.test"),
-            ("HOLDFAST__TLS__CA_FILE", ca.to_str().unwrap()),
-        ],
+    let monitor = emailing_monitor(
+        &live.url,
+        (host, port),
+        security,
+        "ops@example.test",
+        &[("HOLDFAST__TLS__CA_FILE", ca.to_str().unwrap())],
     );
     let deadline = Instant::now() + Duration::from_secs(10);
     while mails.lock().unwrap().is_empty() {
@@ -904,17 +914,12 @@ async fn starttls_is_required_not_optional() {
     let live = Liveness::start(None).await;
     let (port, mails) = smtp_server(SmtpMode::Plain).await;
     live.set(500);
-    let port = port.to_string();
-    let monitor = Monitor::start(
-        &["--url", &live.url],
-        &[
-            ("HOLDFAST__MONITOR__FAILURES", "1"),
-            ("HOLDFAST__MONITOR__SMTP_HOST", "127.0.0.1"),
-            ("HOLDFAST__MONITOR__SMTP_PORT", &port),
-            ("HOLDFAST__MONITOR__SMTP_SECURITY", "starttls"),
-            ("HOLDFAST__MONITOR__SMTP_FROM", "monitor@example.test"),
-            ("HOLDFAST__MONITOR__SMTP_TO", "ops@example.test"),
-        ],
+    let monitor = emailing_monitor(
+        &live.url,
+        ("127.0.0.1", port),
+        "starttls",
+        "ops@example.test",
+        &[],
     );
     wait_until("the failed email", Duration::from_secs(10), || {
         !monitor.logged("alert not emailed").is_empty()
@@ -935,17 +940,12 @@ async fn an_untrusted_smtp_relay_gets_nothing_and_the_log_says_why() {
     let live = Liveness::start(None).await;
     let (port, mails) = smtp_server(SmtpMode::Implicit(pki.acceptor())).await;
     live.set(500);
-    let port = port.to_string();
-    let monitor = Monitor::start(
-        &["--url", &live.url],
-        &[
-            ("HOLDFAST__MONITOR__FAILURES", "1"),
-            ("HOLDFAST__MONITOR__SMTP_HOST", "127.0.0.1"),
-            ("HOLDFAST__MONITOR__SMTP_PORT", &port),
-            ("HOLDFAST__MONITOR__SMTP_SECURITY", "tls"),
-            ("HOLDFAST__MONITOR__SMTP_FROM", "monitor@example.test"),
-            ("HOLDFAST__MONITOR__SMTP_TO", "ops@example.test"),
-        ],
+    let monitor = emailing_monitor(
+        &live.url,
+        ("127.0.0.1", port),
+        "tls",
+        "ops@example.test",
+        &[],
     );
     wait_until("the failed email", Duration::from_secs(10), || {
         !monitor.logged("alert not emailed").is_empty()
