@@ -6,7 +6,7 @@
 //!
 //! The session actor owns: the connection's identity, its rate-limit bucket
 //! and heartbeat clock, and the pending `resume`. It answers client frames,
-//! the end of a resume replay and [`Drain`] from the `connections` actor. It
+//! the end of a resume replay and [`Drain`](holdfast_actors::connections::Drain) from the `connections` actor. It
 //! is not supervised (a connection is temporary); a panic in it ends that one
 //! connection, and its `Drop` releases its rooms and its registration either
 //! way.
@@ -24,7 +24,7 @@
 //! either bound the connection is closed with 1013; nobody else in its rooms
 //! waits for it, since a push never blocks.
 //!
-//! Files: [`protocol`] (close and error codes, request parsing), [`metrics`],
+//! Files: [`protocol`] (close and error codes, request parsing), `metrics`,
 //! `fanout` (the per-worker fan-out, the outbound queue and the driver),
 //! `session` (the actor), and here the shared state and the upgrade handler.
 
