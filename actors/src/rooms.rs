@@ -231,38 +231,17 @@ impl Room {
         let before = self.members.len();
         self.members.retain(|_, m| m.inbox.connected());
         if self.members.len() != before {
-            self.outlets.clear();
-            self.actors = 0;
-            let inboxes: Vec<Inbox> = self.members.values().map(|m| m.inbox.clone()).collect();
-            for inbox in &inboxes {
-                self.count(inbox, true);
+            let (mut outlets, mut actors) = (Vec::new(), 0);
+            for member in self.members.values() {
+                tally(&mut outlets, &mut actors, &member.inbox, true);
             }
+            (self.outlets, self.actors) = (outlets, actors);
         }
     }
 
     /// Keeps `outlets` and `actors` in step with `members`.
     fn count(&mut self, inbox: &Inbox, add: bool) {
-        match inbox {
-            Inbox::Actor(_) if add => self.actors += 1,
-            Inbox::Actor(_) => self.actors -= 1,
-            Inbox::Outlet { outlet, .. } => {
-                let at = self
-                    .outlets
-                    .iter()
-                    .position(|(o, _)| std::ptr::addr_eq(Arc::as_ptr(o), Arc::as_ptr(outlet)));
-                match (at, add) {
-                    (Some(i), true) => self.outlets[i].1 += 1,
-                    (None, true) => self.outlets.push((outlet.clone(), 1)),
-                    (Some(i), false) => {
-                        self.outlets[i].1 -= 1;
-                        if self.outlets[i].1 == 0 {
-                            self.outlets.swap_remove(i);
-                        }
-                    }
-                    (None, false) => {}
-                }
-            }
-        }
+        tally(&mut self.outlets, &mut self.actors, inbox, add);
     }
 
     /// Adopts the cluster's epoch and offset; history of another epoch is dropped.
@@ -320,6 +299,35 @@ impl Room {
                 .is_some_and(|e| now.duration_since(e.at) > config.history_max_age)
         {
             self.history.pop_front();
+        }
+    }
+}
+
+/// Counts `inbox` into (or out of) a room's outlets and actor members.
+fn tally(
+    outlets: &mut Vec<(Arc<dyn Outlet>, usize)>,
+    actors: &mut usize,
+    inbox: &Inbox,
+    add: bool,
+) {
+    match inbox {
+        Inbox::Actor(_) if add => *actors += 1,
+        Inbox::Actor(_) => *actors -= 1,
+        Inbox::Outlet { outlet, .. } => {
+            let at = outlets
+                .iter()
+                .position(|(o, _)| std::ptr::addr_eq(Arc::as_ptr(o), Arc::as_ptr(outlet)));
+            match (at, add) {
+                (Some(i), true) => outlets[i].1 += 1,
+                (None, true) => outlets.push((outlet.clone(), 1)),
+                (Some(i), false) => {
+                    outlets[i].1 -= 1;
+                    if outlets[i].1 == 0 {
+                        outlets.swap_remove(i);
+                    }
+                }
+                (None, false) => {}
+            }
         }
     }
 }
