@@ -579,17 +579,56 @@ async fn heartbeat_timeout_drops_a_silent_client() {
     assert!(end.is_ok(), "the silent client's socket was not closed");
 }
 
-/// A client that never reads is closed with 1013 once its outbound queue is
-/// full; a second client in the room receives every message meanwhile.
+/// A client with a tiny receive buffer that reads late: what waited in its
+/// outbound queue (frames of very different sizes, some larger than the
+/// chunks the queue hands to the socket, several small ones per chunk)
+/// arrives whole, in order, each message its own WebSocket frame.
 #[actix_rt::test]
-async fn a_client_that_never_reads_is_closed_with_1013() {
+async fn frames_queued_for_a_late_reader_arrive_whole_and_in_order() {
     let mut s = settings();
-    s.ws.outbound_max_bytes = 256 * 1024;
     s.ws.rate_per_sec = 1e6;
     s.ws.rate_burst = 1e6;
     let server = start(s).await;
     let addr = server.addr();
-    // A tiny receive buffer, so the kernel absorbs little of what is sent.
+    let mut late = small_buffer_client(addr).await;
+    late.join("mixed").await;
+    let mut publisher = connect(addr).await;
+    publisher.join("mixed").await;
+    let sizes = [3usize, 20_000, 700, 9_000, 1, 16_000, 40];
+    let total = 70;
+    for i in 0..total {
+        let text = char::from(b'a' + (i % 26) as u8)
+            .to_string()
+            .repeat(sizes[i % sizes.len()]);
+        publisher
+            .send(json!({"type": "publish", "room": "mixed", "data": text, "id": i}))
+            .await;
+    }
+    let mut acked = 0;
+    while acked < total {
+        let v = publisher.recv().await;
+        match v["type"].as_str() {
+            Some("ack") => acked += 1,
+            Some("message") => {}
+            _ => panic!("the publisher got {v}"),
+        }
+    }
+    for i in 0..total {
+        let v = late.recv().await;
+        assert_eq!(v["type"], "message", "{v}");
+        assert_eq!(v["offset"].as_u64(), Some(i as u64 + 1), "in order, no gap");
+        let data = v["data"].as_str().unwrap();
+        assert_eq!(data.len(), sizes[i % sizes.len()], "message {i} whole");
+        assert!(
+            data.bytes().all(|b| b == b'a' + (i % 26) as u8),
+            "message {i} intact"
+        );
+    }
+}
+
+/// A client whose socket has a 4 KiB receive buffer, so the kernel absorbs
+/// little of what the server sends while it does not read.
+async fn small_buffer_client(addr: std::net::SocketAddr) -> Client {
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     sock.set_recv_buffer_size(4096).unwrap();
     sock.connect(&addr.into()).unwrap();
@@ -601,11 +640,25 @@ async fn a_client_that_never_reads_is_closed_with_1013() {
     )
     .await
     .unwrap();
-    let mut slow = Client {
+    let mut client = Client {
         ws,
         welcome: Value::Null,
     };
-    slow.welcome = slow.recv().await;
+    client.welcome = client.recv().await;
+    client
+}
+
+/// A client that never reads is closed with 1013 once its outbound queue is
+/// full; a second client in the room receives every message meanwhile.
+#[actix_rt::test]
+async fn a_client_that_never_reads_is_closed_with_1013() {
+    let mut s = settings();
+    s.ws.outbound_max_bytes = 256 * 1024;
+    s.ws.rate_per_sec = 1e6;
+    s.ws.rate_burst = 1e6;
+    let server = start(s).await;
+    let addr = server.addr();
+    let mut slow = small_buffer_client(addr).await;
     slow.join("firehose").await;
     let mut fast = connect(addr).await;
     fast.join("firehose").await;
