@@ -341,6 +341,7 @@ fn main() {
         &title,
         config,
         &setup,
+        &["connect rate", "server RSS per connection"],
         |rt, setup, server| run(rt, setup, server, cfg),
     );
 }

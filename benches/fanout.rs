@@ -511,7 +511,13 @@ fn main() {
         "window": cfg.rate.is_none().then_some(cfg.window), "rate_msg_per_s": cfg.rate,
         "connect_concurrency": cfg.connect_concurrency, "drain_timeout_ms": cfg.drain_timeout.as_millis() as u64,
     });
-    load::run_all("fanout", &title, config, &setup, |rt, setup, server| {
-        run(rt, setup, server, cfg)
-    });
+    let headlines = ["deliveries/s", "latency p50", "latency p99"];
+    load::run_all(
+        "fanout",
+        &title,
+        config,
+        &setup,
+        &headlines,
+        |rt, setup, server| run(rt, setup, server, cfg),
+    );
 }

@@ -163,7 +163,13 @@ fn main() {
         cfg.pings, cfg.connections
     );
     let config = json!({"pings": cfg.pings, "connections": cfg.connections, "warmup": cfg.warmup});
-    load::run_all("rtt", &title, config, &setup, |rt, setup, server| {
-        run(rt, setup, server, cfg)
-    });
+    let headlines = ["1 conn: rtt p50", "1 conn: rtt p99", "N conns: rtt p50"];
+    load::run_all(
+        "rtt",
+        &title,
+        config,
+        &setup,
+        &headlines,
+        |rt, setup, server| run(rt, setup, server, cfg),
+    );
 }

@@ -1520,48 +1520,242 @@ pub fn report(bench: &str, title: &str, config: Value, setup: &Setup, outcomes: 
 
 /// Runs the scenario against each planned target in turn and reports.
 /// `scenario` gets the running server and returns its figures.
-pub fn run_all<F>(bench: &str, title: &str, config: Value, setup: &Setup, mut scenario: F)
+///
+/// `BENCH_ROUNDS=N` (default 1) repeats the whole plan N times, targets
+/// alternating (holdfast, baseline, holdfast, …), each round with freshly
+/// started servers. On a shared machine one target's figure moves between
+/// runs more than the difference being measured; with rounds, each round's
+/// headline figures and ratio are printed as it ends, and the table gives
+/// every metric's median over the rounds (and the JSON each round's value).
+/// `headlines` names the metrics printed per round, with their ratios.
+pub fn run_all<F>(
+    bench: &str,
+    title: &str,
+    mut config: Value,
+    setup: &Setup,
+    headlines: &[&'static str],
+    mut scenario: F,
+) where
+    F: FnMut(&tokio::runtime::Runtime, &Setup, &mut Server) -> Result<Vec<Metric>, String>,
+{
+    let rounds: usize = env_or("BENCH_ROUNDS", 1usize).max(1);
+    let rt = setup.runtime();
+    let mut all: Vec<Vec<Outcome>> = Vec::new();
+    for round in 1..=rounds {
+        let mut outcomes = Vec::new();
+        for plan in plan(bench) {
+            outcomes.push(run_target(bench, &plan, setup, &rt, &mut scenario));
+        }
+        if rounds > 1 {
+            print_round(round, rounds, headlines, &outcomes);
+        }
+        all.push(outcomes);
+    }
+    drop(rt);
+    if rounds == 1 {
+        let outcomes = all.pop().unwrap_or_default();
+        report(bench, title, config, setup, &outcomes);
+        return;
+    }
+    config["rounds"] = json!(rounds);
+    config["per_round"] = per_round_json(&all);
+    config["round_ratios"] = print_round_ratios(headlines, &all);
+    let title = format!("{title}; median of {rounds} rounds");
+    report(bench, &title, config, setup, &median_outcomes(&all));
+}
+
+/// Starts one target, runs the scenario on it, stops it.
+fn run_target<F>(
+    bench: &str,
+    plan: &Plan,
+    setup: &Setup,
+    rt: &tokio::runtime::Runtime,
+    scenario: &mut F,
+) -> Outcome
 where
     F: FnMut(&tokio::runtime::Runtime, &Setup, &mut Server) -> Result<Vec<Metric>, String>,
 {
-    let rt = setup.runtime();
-    let mut outcomes = Vec::new();
-    for plan in plan(bench) {
-        eprintln!("{bench}: starting {}", plan.kind.label());
-        let outcome = match Server::start(&plan, setup, &rt) {
-            Ok(mut server) => {
-                eprintln!(
-                    "{bench}: {} at {} ({})",
-                    plan.kind.label(),
-                    server.url,
-                    server.describe
-                );
-                let result = scenario(&rt, setup, &mut server);
-                if let Err(e) = &result {
-                    eprintln!("{bench}: {} failed: {e}", plan.kind.label());
-                    server.print_log_tail();
-                }
-                let o = Outcome {
-                    kind: plan.kind,
-                    url: server.url.clone(),
-                    describe: server.describe.clone(),
-                    result,
-                };
-                server.stop();
-                o
+    eprintln!("{bench}: starting {}", plan.kind.label());
+    match Server::start(plan, setup, rt) {
+        Ok(mut server) => {
+            eprintln!(
+                "{bench}: {} at {} ({})",
+                plan.kind.label(),
+                server.url,
+                server.describe
+            );
+            let result = scenario(rt, setup, &mut server);
+            if let Err(e) = &result {
+                eprintln!("{bench}: {} failed: {e}", plan.kind.label());
+                server.print_log_tail();
             }
-            Err(e) => {
-                eprintln!("{bench}: {} unavailable: {e}", plan.kind.label());
-                Outcome {
-                    kind: plan.kind,
-                    url: plan.url.clone().unwrap_or_default(),
-                    describe: "not started".into(),
-                    result: Err(e),
-                }
+            let o = Outcome {
+                kind: plan.kind,
+                url: server.url.clone(),
+                describe: server.describe.clone(),
+                result,
+            };
+            server.stop();
+            o
+        }
+        Err(e) => {
+            eprintln!("{bench}: {} unavailable: {e}", plan.kind.label());
+            Outcome {
+                kind: plan.kind,
+                url: plan.url.clone().unwrap_or_default(),
+                describe: "not started".into(),
+                result: Err(e),
             }
-        };
-        outcomes.push(outcome);
+        }
     }
-    drop(rt);
-    report(bench, title, config, setup, &outcomes);
+}
+
+/// One line per headline metric of a round: each target's value and the ratio.
+fn print_round(round: usize, rounds: usize, headlines: &[&str], outcomes: &[Outcome]) {
+    let value = |kind: Kind, name: &str| {
+        outcomes
+            .iter()
+            .filter(|o| o.kind == kind)
+            .flat_map(|o| o.result.iter().flatten())
+            .find(|m| m.name == name)
+            .and_then(|m| m.value)
+    };
+    let unit = |name: &str| {
+        outcomes
+            .iter()
+            .flat_map(|o| o.result.iter().flatten())
+            .find(|m| m.name == name)
+            .map_or("", |m| m.unit)
+    };
+    for &name in headlines {
+        let (h, b) = (value(Kind::Holdfast, name), value(Kind::Baseline, name));
+        let ratio = match (h, b) {
+            (Some(h), Some(b)) if b != 0.0 => format!("{:.2}x", h / b),
+            _ => "-".into(),
+        };
+        println!(
+            "round {round}/{rounds}: {:<40} {:>12} {:>12} {:>7}",
+            format!("{name} ({})", unit(name)),
+            fmt_value(h),
+            fmt_value(b),
+            ratio
+        );
+    }
+}
+
+/// Each headline metric's ratio in every round and their median: what to
+/// read when the machine's speed drifts between rounds (the table's ratio
+/// is of the medians, which drift moves apart).
+fn print_round_ratios(headlines: &[&str], all: &[Vec<Outcome>]) -> Value {
+    let mut out = serde_json::Map::new();
+    for &name in headlines {
+        let mut ratios: Vec<f64> = all
+            .iter()
+            .filter_map(|outcomes| {
+                let value = |kind: Kind| {
+                    outcomes
+                        .iter()
+                        .filter(|o| o.kind == kind)
+                        .flat_map(|o| o.result.iter().flatten())
+                        .find(|m| m.name == name)
+                        .and_then(|m| m.value)
+                };
+                match (value(Kind::Holdfast), value(Kind::Baseline)) {
+                    (Some(h), Some(b)) if b != 0.0 => Some(h / b),
+                    _ => None,
+                }
+            })
+            .collect();
+        if ratios.is_empty() {
+            continue;
+        }
+        let listed: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+        ratios.sort_by(f64::total_cmp);
+        let mid = median(&ratios);
+        println!(
+            "{name}: ratio per round {}; median {}",
+            listed.join(", "),
+            mid.map_or_else(|| "-".into(), |m| format!("{m:.2}x"))
+        );
+        out.insert(name.to_owned(), json!({"per_round": listed, "median": mid}));
+    }
+    Value::Object(out)
+}
+
+/// Every round's value of every metric, by target.
+fn per_round_json(all: &[Vec<Outcome>]) -> Value {
+    let rounds: Vec<Value> = all
+        .iter()
+        .map(|outcomes| {
+            let targets: serde_json::Map<String, Value> = outcomes
+                .iter()
+                .map(|o| {
+                    let metrics: serde_json::Map<String, Value> = o
+                        .result
+                        .iter()
+                        .flatten()
+                        .map(|m| (m.name.to_owned(), json!(m.value)))
+                        .collect();
+                    (o.kind.label().to_owned(), Value::Object(metrics))
+                })
+                .collect();
+            Value::Object(targets)
+        })
+        .collect();
+    Value::Array(rounds)
+}
+
+/// One outcome per target: each metric's median over the rounds that
+/// produced it; an error only if no round of that target did.
+fn median_outcomes(all: &[Vec<Outcome>]) -> Vec<Outcome> {
+    let Some(first) = all.first() else {
+        return Vec::new();
+    };
+    first
+        .iter()
+        .map(|o| {
+            let runs: Vec<&Outcome> = all
+                .iter()
+                .flat_map(|round| round.iter().filter(|x| x.kind == o.kind))
+                .collect();
+            let ok: Vec<&Vec<Metric>> =
+                runs.iter().filter_map(|r| r.result.as_ref().ok()).collect();
+            let result = match ok.first() {
+                None => o.result.clone(),
+                Some(template) => Ok(template
+                    .iter()
+                    .map(|m| {
+                        let mut values: Vec<f64> = ok
+                            .iter()
+                            .filter_map(|ms| ms.iter().find(|x| x.name == m.name))
+                            .filter_map(|x| x.value)
+                            .collect();
+                        values.sort_by(f64::total_cmp);
+                        metric(m.name, m.unit, m.better, median(&values))
+                    })
+                    .collect()),
+            };
+            Outcome {
+                kind: o.kind,
+                url: o.url.clone(),
+                describe: format!(
+                    "{}; {} of {} rounds with figures",
+                    o.describe,
+                    ok.len(),
+                    runs.len()
+                ),
+                result,
+            }
+        })
+        .collect()
+}
+
+/// The median of sorted values (the mean of the middle two for an even count).
+fn median(sorted: &[f64]) -> Option<f64> {
+    let n = sorted.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(sorted[n / 2]),
+        _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
+    }
 }
