@@ -141,6 +141,8 @@ struct PubStats {
     first_error: Option<String>,
     /// When its last ack (or error) arrived (`now_ns`).
     done_ns: u64,
+    /// Ack receipt minus send time, ns, one per ack.
+    ack_latencies: Vec<u64>,
 }
 
 async fn publisher(
@@ -159,6 +161,9 @@ async fn publisher(
         None => cfg.window.max(1),
     };
     let window = Arc::new(Semaphore::new(permits));
+    // When each publish (by id) was written, for its ack's latency.
+    let sent_ns: Arc<Vec<AtomicU64>> = Arc::new((0..m).map(|_| AtomicU64::new(0)).collect());
+    let ack_latencies = Arc::new(std::sync::Mutex::new(Vec::with_capacity(m as usize)));
     let acks = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
@@ -177,13 +182,15 @@ async fn publisher(
     // stops, so that the publisher stays a well-behaved member throughout;
     // the writer below waits for the window to refill.
     let reader = {
-        let (window, acks, errors, first_error, closed) = (
+        let (window, acks, errors, first_error, closed, sent_ns) = (
             window.clone(),
             acks.clone(),
             errors.clone(),
             first_error.clone(),
             closed.clone(),
+            sent_ns.clone(),
         );
+        let ack_latencies = ack_latencies.clone();
         tokio::spawn(async move {
             loop {
                 let frame = tokio::select! {
@@ -208,6 +215,13 @@ async fn publisher(
                 };
                 let b = t.as_bytes();
                 if is_type(b, b"ack") {
+                    let at = now_ns();
+                    let sent = last_field_u64(b, b"\"id\":")
+                        .and_then(|id| sent_ns.get(id as usize))
+                        .map_or(0, |t| t.load(Ordering::Relaxed));
+                    if sent > 0 {
+                        ack_latencies.lock().unwrap().push(at.saturating_sub(sent));
+                    }
                     acks.fetch_add(1, Ordering::Relaxed);
                     window.add_permits(1);
                 } else if is_type(b, b"error") {
@@ -249,6 +263,8 @@ async fn publisher(
         let t = if t == 0 { now_ns() } else { t };
         let frame =
             format!(r#"{{"type":"publish","room":"{room}","id":{i},"data":{{"t":{t},"p":{p}}}}}"#);
+        // Scheduled time at a fixed rate (as for deliveries), else now.
+        sent_ns[i as usize].store(t, Ordering::Relaxed);
         sink.feed(Message::text(frame))
             .await
             .map_err(|e| fail(&e))?;
@@ -276,11 +292,13 @@ async fn publisher(
         drop(sink);
     });
     let first_error = first_error.lock().unwrap().take();
+    let ack_latencies = std::mem::take(&mut *ack_latencies.lock().unwrap());
     Ok(PubStats {
         acked,
         errors: errs,
         first_error,
         done_ns,
+        ack_latencies,
     })
 }
 
@@ -423,6 +441,12 @@ fn run(
         let secs = (total.last_ns.max(publish_done_ns) - start_ns) as f64 / 1e9;
         let publish_secs = (publish_done_ns - start_ns) as f64 / 1e9;
         let pct = |p| ms(load::pct(&latencies, p));
+        let mut ack_latencies: Vec<u64> = pub_stats
+            .iter()
+            .flat_map(|p| p.ack_latencies.iter().copied())
+            .collect();
+        ack_latencies.sort_unstable();
+        let ack_pct = |p| ms(load::pct(&ack_latencies, p));
         let mut out = vec![
             metric(
                 "deliveries/s",
@@ -478,6 +502,8 @@ fn run(
             metric("latency p99", "ms", Better::Lower, pct(99.0)),
             metric("latency p99.9", "ms", Better::Lower, pct(99.9)),
             metric("latency max", "ms", Better::Lower, pct(100.0)),
+            metric("publish-to-ack p50", "ms", Better::Lower, ack_pct(50.0)),
+            metric("publish-to-ack p99", "ms", Better::Lower, ack_pct(99.0)),
             metric("connect+join all clients", "s", Better::Lower, connect_s),
         ];
         out.extend(cpu);
