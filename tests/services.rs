@@ -346,8 +346,12 @@ fn trending(feeds: &[(&str, String)]) -> Settings {
     t.retry_base_ms = 20;
     t.retry_max_ms = 200;
     t.connect_timeout_ms = 1000;
-    t.read_timeout_ms = 1000;
-    t.timeout_ms = 2000;
+    // Long enough that a request held by a gated fake (`Fake::start(true)`)
+    // waits for `open` however long the test takes to join `$trending` on a
+    // loaded machine, instead of timing out and being retried, which would
+    // change the request counts the tests check.
+    t.read_timeout_ms = 20_000;
+    t.timeout_ms = 30_000;
     s
 }
 
