@@ -24,6 +24,13 @@
 //! It runs as a mode of the bench binaries themselves: with
 //! `HOLDFAST_BASELINE_LISTEN=host:port` set, [`serve_if_asked`] never returns,
 //! so the benches spawn it as a separate process that `taskset` can pin.
+//!
+//! `BASELINE_RUNTIME=current_thread` runs it on tokio's single-threaded
+//! scheduler instead, the kind of runtime actix-rt gives every actix-web
+//! worker (tasks run in wake order; the multi-threaded scheduler runs the
+//! task woken last first, from its LIFO slot). Against that baseline the
+//! comparison shows what the runtime Holdfast must use costs, apart from
+//! what Holdfast itself does.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -40,6 +47,15 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 /// Set to `host:port` to make a bench binary the baseline server.
 pub const LISTEN_ENV: &str = "HOLDFAST_BASELINE_LISTEN";
+
+/// `current_thread` for tokio's single-threaded scheduler; anything else
+/// (or unset): the multi-threaded one.
+pub const RUNTIME_ENV: &str = "BASELINE_RUNTIME";
+
+/// Whether [`RUNTIME_ENV`] asks for the single-threaded scheduler.
+pub fn current_thread() -> bool {
+    std::env::var(RUNTIME_ENV).is_ok_and(|v| v == "current_thread")
+}
 
 /// Same as Holdfast's default `max_frame_bytes`.
 const MAX_FRAME_BYTES: usize = 65536;
@@ -63,7 +79,12 @@ pub fn serve_if_asked() {
 }
 
 fn serve(addr: SocketAddr) -> ! {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = if current_thread() {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let rt = builder
         .enable_all()
         .build()
         .expect("baseline: tokio runtime");

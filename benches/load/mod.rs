@@ -1321,7 +1321,12 @@ fn spawn_baseline(setup: &Setup) -> Result<Server, String> {
         url: format!("ws://127.0.0.1:{port}/ws"),
         pid: Some(child.id()),
         describe: format!(
-            "tokio + tokio-tungstenite (benches/baseline), pid {}",
+            "tokio ({} runtime) + tokio-tungstenite (benches/baseline), pid {}",
+            if baseline::current_thread() {
+                "current_thread"
+            } else {
+                "multi_thread"
+            },
             child.id()
         ),
         child: Some(child),
