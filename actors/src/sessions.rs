@@ -229,6 +229,17 @@ struct Cached {
     expires_at: Option<i64>,
 }
 
+impl Cached {
+    /// A session read from the database at `now`: one that was attached when
+    /// its process stopped counts as detached from `now`, for `ttl` ms.
+    fn from_row(row: &Row, now: i64, ttl: i64) -> Self {
+        Cached {
+            record: row.record(),
+            expires_at: Some(row.expires_at.unwrap_or(now.saturating_add(ttl))),
+        }
+    }
+}
+
 /// The session store in front of the database. See the module docs.
 pub struct PersistentSessions {
     ttl: Duration,
@@ -398,25 +409,50 @@ impl PersistentSessions {
                 .load(conn)
                 .await?
         });
-        let ttl = i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX);
+        let ttl = self.ttl_ms();
         let mut cache = self.cache.lock();
         let mut loaded = 0;
         for row in rows {
             if cache.contains_key(&row.id) {
                 continue;
             }
-            let expires_at = Some(row.expires_at.unwrap_or(now.saturating_add(ttl)));
-            cache.insert(
-                row.id.clone(),
-                Cached {
-                    record: row.record(),
-                    expires_at,
-                },
-            );
+            cache.insert(row.id.clone(), Cached::from_row(&row, now, ttl));
             loaded += 1;
         }
         self.warmed.store(true, std::sync::atomic::Ordering::SeqCst);
         Ok(loaded)
+    }
+
+    /// One session from the database into the cache (unless the cache got it
+    /// meanwhile); `None` when it is not there or has expired.
+    async fn load_one(&self, id: String) -> Result<Option<SessionRecord>, crate::db::DbError> {
+        use crate::db::schema::sessions::dsl;
+        use diesel::prelude::*;
+        use diesel_async::RunQueryDsl;
+        let now = now_ms();
+        let row: Option<Row> = crate::with_conn!(self.db, |conn| {
+            dsl::sessions
+                .filter(dsl::id.eq(&id))
+                .filter(dsl::expires_at.is_null().or(dsl::expires_at.gt(now)))
+                .select(Row::as_select())
+                .first(conn)
+                .await
+                .optional()?
+        });
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let ttl = self.ttl_ms();
+        let mut cache = self.cache.lock();
+        let cached = cache
+            .entry(row.id.clone())
+            .or_insert_with(|| Cached::from_row(&row, now, ttl));
+        Ok(Some(cached.record.clone()))
+    }
+
+    /// `session.ttl` in milliseconds.
+    fn ttl_ms(&self) -> i64 {
+        i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX)
     }
 
     /// Deletes expired sessions from the cache and the database.
@@ -505,37 +541,6 @@ async fn write_batch(
     Ok(())
 }
 
-impl PersistentSessions {
-    /// One session from the database into the cache (unless the cache got it
-    /// meanwhile); `None` when it is not there or has expired.
-    async fn load_one(&self, id: String) -> Result<Option<SessionRecord>, crate::db::DbError> {
-        use crate::db::schema::sessions::dsl;
-        use diesel::prelude::*;
-        use diesel_async::RunQueryDsl;
-        let now = now_ms();
-        let row: Option<Row> = crate::with_conn!(self.db, |conn| {
-            dsl::sessions
-                .filter(dsl::id.eq(&id))
-                .filter(dsl::expires_at.is_null().or(dsl::expires_at.gt(now)))
-                .select(Row::as_select())
-                .first(conn)
-                .await
-                .optional()?
-        });
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let ttl = i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX);
-        let expires_at = Some(row.expires_at.unwrap_or(now.saturating_add(ttl)));
-        let mut cache = self.cache.lock();
-        let cached = cache.entry(row.id.clone()).or_insert_with(|| Cached {
-            record: row.record(),
-            expires_at,
-        });
-        Ok(Some(cached.record.clone()))
-    }
-}
-
 impl SessionStore for PersistentSessions {
     fn create(&self, id: &str, user: &str) {
         let now = SystemTime::now();
@@ -586,7 +591,7 @@ impl SessionStore for PersistentSessions {
     }
 
     fn detach(&self, id: &str, rooms: BTreeMap<String, u64>) {
-        let ttl = i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX);
+        let ttl = self.ttl_ms();
         let mut cache = self.cache.lock();
         if let Some(c) = cache.get_mut(id) {
             c.expires_at = Some(now_ms().saturating_add(ttl));

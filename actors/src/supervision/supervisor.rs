@@ -243,6 +243,21 @@ impl Supervisor {
         }
     }
 
+    /// Appends a child that has never run and starts it.
+    fn adopt(&mut self, spec: AnyChildSpec, ctx: &mut Context<Self>) {
+        self.children.push(Entry {
+            spec,
+            generation: 0,
+            state: ChildState::Stopped,
+            restarts: 0,
+            consecutive: 0,
+            last_failure: None,
+            started_at: None,
+        });
+        let i = self.children.len() - 1;
+        self.start_child(i, ctx);
+    }
+
     /// Starts (or restarts) the child at `i`.
     fn start_child(&mut self, i: usize, ctx: &mut Context<Self>) {
         let supervisor = ctx.address();
@@ -452,17 +467,7 @@ impl Actor for Supervisor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         let specs: Vec<AnyChildSpec> = self.spec.children.lock().clone();
         for spec in specs {
-            self.children.push(Entry {
-                spec,
-                generation: 0,
-                state: ChildState::Stopped,
-                restarts: 0,
-                consecutive: 0,
-                last_failure: None,
-                started_at: None,
-            });
-            let i = self.children.len() - 1;
-            self.start_child(i, ctx);
+            self.adopt(spec, ctx);
         }
     }
 }

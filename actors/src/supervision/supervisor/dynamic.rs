@@ -7,7 +7,7 @@ use actix::prelude::*;
 
 use super::super::child::AnyChildSpec;
 use super::super::SupervisionError;
-use super::{ChildState, Entry, StopPurpose, Supervisor};
+use super::{StopPurpose, Supervisor};
 use crate::shutdown::Outcome;
 
 /// Adds a child to a running supervisor and starts it.
@@ -33,17 +33,7 @@ impl Handler<AddChild> for Supervisor {
             .unwrap_or_else(|| vec![msg.spec.opts.name.clone()]);
         self.kernel.claim_names(&names)?;
         self.spec.children.lock().push(msg.spec.clone());
-        self.children.push(Entry {
-            spec: msg.spec,
-            generation: 0,
-            state: ChildState::Stopped,
-            restarts: 0,
-            consecutive: 0,
-            last_failure: None,
-            started_at: None,
-        });
-        let i = self.children.len() - 1;
-        self.start_child(i, ctx);
+        self.adopt(msg.spec, ctx);
         Ok(())
     }
 }
