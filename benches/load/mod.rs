@@ -1444,10 +1444,7 @@ pub fn report(bench: &str, title: &str, config: Value, setup: &Setup, outcomes: 
     for (name, unit, better) in &names {
         let h = get(Kind::Holdfast, name);
         let b = get(Kind::Baseline, name);
-        let ratio = match (h, b) {
-            (Some(h), Some(b)) if b != 0.0 => Some(h / b),
-            _ => None,
-        };
+        let ratio = ratio(h, b);
         let better_s = match better {
             Better::Higher => "higher",
             Better::Lower => "lower",
@@ -1617,34 +1614,44 @@ where
 
 /// One line per headline metric of a round: each target's value and the ratio.
 fn print_round(round: usize, rounds: usize, headlines: &[&str], outcomes: &[Outcome]) {
-    let value = |kind: Kind, name: &str| {
-        outcomes
-            .iter()
-            .filter(|o| o.kind == kind)
-            .flat_map(|o| o.result.iter().flatten())
-            .find(|m| m.name == name)
-            .and_then(|m| m.value)
-    };
-    let unit = |name: &str| {
-        outcomes
-            .iter()
-            .flat_map(|o| o.result.iter().flatten())
-            .find(|m| m.name == name)
-            .map_or("", |m| m.unit)
-    };
     for &name in headlines {
-        let (h, b) = (value(Kind::Holdfast, name), value(Kind::Baseline, name));
-        let ratio = match (h, b) {
-            (Some(h), Some(b)) if b != 0.0 => format!("{:.2}x", h / b),
-            _ => "-".into(),
-        };
+        let (h, b) = (
+            value(outcomes, Kind::Holdfast, name),
+            value(outcomes, Kind::Baseline, name),
+        );
+        let unit = [Kind::Holdfast, Kind::Baseline]
+            .into_iter()
+            .find_map(|k| metric_of(outcomes, k, name))
+            .map_or("", |m| m.unit);
         println!(
             "round {round}/{rounds}: {:<40} {:>12} {:>12} {:>7}",
-            format!("{name} ({})", unit(name)),
+            format!("{name} ({unit})"),
             fmt_value(h),
             fmt_value(b),
-            ratio
+            ratio(h, b).map_or_else(|| "-".into(), |r| format!("{r:.2}x"))
         );
+    }
+}
+
+/// Metric `name` of target `kind` in one round's outcomes.
+fn metric_of<'a>(outcomes: &'a [Outcome], kind: Kind, name: &str) -> Option<&'a Metric> {
+    outcomes
+        .iter()
+        .filter(|o| o.kind == kind)
+        .flat_map(|o| o.result.iter().flatten())
+        .find(|m| m.name == name)
+}
+
+/// The value of metric `name` of target `kind`, if measured.
+fn value(outcomes: &[Outcome], kind: Kind, name: &str) -> Option<f64> {
+    metric_of(outcomes, kind, name).and_then(|m| m.value)
+}
+
+/// holdfast / baseline, when both exist and the baseline is not 0.
+fn ratio(holdfast: Option<f64>, baseline: Option<f64>) -> Option<f64> {
+    match (holdfast, baseline) {
+        (Some(h), Some(b)) if b != 0.0 => Some(h / b),
+        _ => None,
     }
 }
 
@@ -1654,29 +1661,20 @@ fn print_round(round: usize, rounds: usize, headlines: &[&str], outcomes: &[Outc
 fn print_round_ratios(headlines: &[&str], all: &[Vec<Outcome>]) -> Value {
     let mut out = serde_json::Map::new();
     for &name in headlines {
-        let mut ratios: Vec<f64> = all
+        let ratios: Vec<f64> = all
             .iter()
             .filter_map(|outcomes| {
-                let value = |kind: Kind| {
-                    outcomes
-                        .iter()
-                        .filter(|o| o.kind == kind)
-                        .flat_map(|o| o.result.iter().flatten())
-                        .find(|m| m.name == name)
-                        .and_then(|m| m.value)
-                };
-                match (value(Kind::Holdfast), value(Kind::Baseline)) {
-                    (Some(h), Some(b)) if b != 0.0 => Some(h / b),
-                    _ => None,
-                }
+                ratio(
+                    value(outcomes, Kind::Holdfast, name),
+                    value(outcomes, Kind::Baseline, name),
+                )
             })
             .collect();
         if ratios.is_empty() {
             continue;
         }
         let listed: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
-        ratios.sort_by(f64::total_cmp);
-        let mid = median(&ratios);
+        let mid = median(ratios);
         println!(
             "{name}: ratio per round {}; median {}",
             listed.join(", "),
@@ -1711,7 +1709,10 @@ fn per_round_json(all: &[Vec<Outcome>]) -> Value {
 }
 
 /// One outcome per target: each metric's median over the rounds that
-/// produced it; an error only if no round of that target did.
+/// produced it, but for counts of failures (lost, duplicated, errors…) and
+/// the CPU that went to neither process, which take the worst round, so
+/// that one bad or disturbed round is never hidden; an error only if no
+/// round of that target did.
 fn median_outcomes(all: &[Vec<Outcome>]) -> Vec<Outcome> {
     let Some(first) = all.first() else {
         return Vec::new();
@@ -1730,13 +1731,20 @@ fn median_outcomes(all: &[Vec<Outcome>]) -> Vec<Outcome> {
                 Some(template) => Ok(template
                     .iter()
                     .map(|m| {
-                        let mut values: Vec<f64> = ok
+                        let values: Vec<f64> = ok
                             .iter()
                             .filter_map(|ms| ms.iter().find(|x| x.name == m.name))
                             .filter_map(|x| x.value)
                             .collect();
-                        values.sort_by(f64::total_cmp);
-                        metric(m.name, m.unit, m.better, median(&values))
+                        // Failures, and the disturbance `report` warns of: the worst round.
+                        let worst = (m.better == Better::Lower && m.unit == "count")
+                            || m.name.ends_with(OTHER_CPU);
+                        let v = if worst {
+                            values.into_iter().reduce(f64::max)
+                        } else {
+                            median(values)
+                        };
+                        metric(m.name, m.unit, m.better, v)
                     })
                     .collect()),
             };
@@ -1755,8 +1763,9 @@ fn median_outcomes(all: &[Vec<Outcome>]) -> Vec<Outcome> {
         .collect()
 }
 
-/// The median of sorted values (the mean of the middle two for an even count).
-fn median(sorted: &[f64]) -> Option<f64> {
+/// The median (the mean of the middle two for an even count).
+fn median(mut sorted: Vec<f64>) -> Option<f64> {
+    sorted.sort_by(f64::total_cmp);
     let n = sorted.len();
     match n {
         0 => None,
