@@ -45,7 +45,7 @@ use super::WsShared;
 
 /// How long a closing connection's last frames may wait for the client to
 /// read before the connection is cut.
-pub(super) const SLOW_CLOSE_GRACE: Duration = Duration::from_secs(5);
+const SLOW_CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// Most hub events handled per wake of a worker.
 const BATCH: usize = 256;
 /// How often a worker publishes its queue gauges when it has no events.
@@ -220,7 +220,7 @@ impl Worker {
     }
 
     /// Where the hubs send `conn`'s events.
-    pub(super) fn inbox(&self, conn: &Conn) -> Inbox {
+    fn inbox(&self, conn: &Conn) -> Inbox {
         Inbox::Outlet {
             outlet: self.remote.clone(),
             slot: conn.slot,
@@ -240,7 +240,7 @@ impl Worker {
     }
 
     /// `conn` no longer receives `room`'s messages.
-    pub(super) fn unindex(&self, room: &str, conn: &Conn) {
+    fn unindex(&self, room: &str, conn: &Conn) {
         let mut rooms = self.rooms.borrow_mut();
         if let Some(members) = rooms.get_mut(room) {
             members.swap_remove(&conn.slot);
@@ -251,9 +251,8 @@ impl Worker {
     }
 
     /// The connection is gone: nothing reaches it any more.
-    pub(super) fn disconnect(&self, conn: &Conn) {
-        let rooms: Vec<Arc<str>> = conn.rooms.borrow().keys().cloned().collect();
-        for room in &rooms {
+    fn disconnect(&self, conn: &Conn) {
+        for room in &conn.joined() {
             self.unindex(room, conn);
         }
         self.conns.borrow_mut().remove(&conn.slot);
@@ -292,7 +291,7 @@ impl Worker {
         }
     }
 
-    pub(super) fn direct(&self, conn: &Rc<Conn>, event: RoomEvent) {
+    fn direct(&self, conn: &Rc<Conn>, event: RoomEvent) {
         match event {
             RoomEvent::Message {
                 room,
@@ -438,10 +437,27 @@ impl Conn {
         self.rooms.borrow().contains_key(room)
     }
 
-    /// Leaves `room`; answers whether the connection was in it. The caller
-    /// also removes it from the worker's index ([`Worker::unindex`]).
+    /// Leaves `room`, here and in its worker's index; answers whether the
+    /// connection was in it.
     pub(super) fn leave(&self, room: &str) -> bool {
-        self.rooms.borrow_mut().remove(room).is_some()
+        let was_in = self.rooms.borrow_mut().remove(room).is_some();
+        self.worker.unindex(room, self);
+        was_in
+    }
+
+    /// The rooms joined.
+    pub(super) fn joined(&self) -> Vec<Arc<str>> {
+        self.rooms.borrow().keys().cloned().collect()
+    }
+
+    /// Where the hubs send this connection's events.
+    pub(super) fn inbox(&self) -> Inbox {
+        self.worker.inbox(self)
+    }
+
+    /// The connection is gone: nothing reaches it any more.
+    pub(super) fn disconnect(&self) {
+        self.worker.disconnect(self);
     }
 
     /// The rooms, with the last offset delivered in each.

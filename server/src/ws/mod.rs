@@ -115,7 +115,7 @@ pub async fn upgrade(
     })?;
     let worker = Worker::current(&shared);
     let conn = worker.connect();
-    let session = WsSession::new(shared.clone().into_inner(), identity, worker, conn.clone());
+    let session = WsSession::new(shared.clone().into_inner(), identity, conn.clone());
     let codec = Codec::new().max_size(shared.settings.max_frame_bytes);
     let actor = ws::WebsocketContext::with_codec(session, payload, codec);
     Ok(handshake.streaming(fanout::body(conn, actor)))

@@ -15,7 +15,7 @@ use holdfast_actors::connections::Drain;
 use holdfast_actors::rooms::{Member, RoomError, RoomEvent};
 use holdfast_actors::sessions::SessionRecord;
 
-use super::fanout::{encode, Conn, Worker};
+use super::fanout::{encode, Conn};
 use super::protocol::{
     close, code, valid_id, valid_room, IdOnly, Request, MAX_RESUME_ROOMS, RESTARTING,
 };
@@ -64,9 +64,8 @@ pub struct WsSession {
     bucket: Bucket,
     /// Rate-limited frames inside the abuse window.
     abuse: VecDeque<Instant>,
-    /// This thread's fan-out, which also serves this connection's rooms.
-    worker: Rc<Worker>,
-    /// The outbound queue and the joined rooms, shared with `worker`.
+    /// The outbound queue and the joined rooms, shared with this thread's
+    /// fan-out worker.
     conn: Rc<Conn>,
     resume: Option<PendingResume>,
     /// The close code this connection ends with, for the metrics.
@@ -76,12 +75,7 @@ pub struct WsSession {
 }
 
 impl WsSession {
-    pub(super) fn new(
-        shared: Arc<WsShared>,
-        identity: Identity,
-        worker: Rc<Worker>,
-        conn: Rc<Conn>,
-    ) -> Self {
+    pub(super) fn new(shared: Arc<WsShared>, identity: Identity, conn: Rc<Conn>) -> Self {
         let s = &shared.settings;
         let bucket = Bucket {
             tokens: s.rate_burst,
@@ -96,7 +90,6 @@ impl WsSession {
             last_heard: Instant::now(),
             bucket,
             abuse: VecDeque::new(),
-            worker,
             conn,
             resume: None,
             close_code: close::ABNORMAL,
@@ -109,7 +102,7 @@ impl WsSession {
         Member {
             session: self.id.clone(),
             user: self.user.clone(),
-            inbox: self.worker.inbox(&self.conn),
+            inbox: self.conn.inbox(),
         }
     }
 
@@ -265,7 +258,6 @@ impl WsSession {
                     return;
                 };
                 if self.conn.leave(&room) {
-                    self.worker.unindex(&room, &self.conn);
                     self.shared.rooms.leave(&room, &self.id);
                 }
                 self.send_json(ctx, json!({"type": "left", "room": room}), id);
@@ -518,9 +510,8 @@ impl WsSession {
             if *self.id != *old.id {
                 self.shared.connections.deregister(&self.id);
                 self.shared.sessions.remove(&self.id);
-                for room in self.conn.offsets().into_keys() {
+                for room in self.conn.joined() {
                     self.conn.leave(&room);
-                    self.worker.unindex(&room, &self.conn);
                     self.shared.rooms.leave(&room, &self.id);
                 }
                 self.id = old.id.clone().into();
@@ -565,7 +556,7 @@ impl WsSession {
     }
 
     /// The hubs' events reach the connection through its worker (see
-    /// `fanout`); the worker hands over `Replayed`, which ends a resume.
+    /// `fanout`); the worker hands over only `Replayed`, which ends a resume.
     fn on_room_event(&mut self, ctx: &mut ws::WebsocketContext<Self>, event: RoomEvent) {
         let RoomEvent::Replayed {
             room,
@@ -575,7 +566,7 @@ impl WsSession {
             ..
         } = event
         else {
-            return self.worker.direct(&self.conn, event);
+            return;
         };
         let Some(pending) = self.resume.as_mut() else {
             return;
@@ -642,7 +633,7 @@ impl Drop for WsSession {
     /// releases its rooms and registration and detaches its session.
     fn drop(&mut self) {
         let shared = &self.shared;
-        self.worker.disconnect(&self.conn);
+        self.conn.disconnect();
         let rooms: BTreeMap<String, u64> = self.conn.offsets();
         for room in rooms.keys() {
             shared.rooms.leave(room, &self.id);
