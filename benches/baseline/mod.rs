@@ -32,18 +32,19 @@
 //! comparison shows what the runtime Holdfast must use costs, apart from
 //! what Holdfast itself does.
 
-use std::collections::HashMap;
+mod protocol;
+
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
-use serde_json::Value;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::Message;
+
+use protocol::{Conn, Hub, MAX_FRAME_BYTES};
 
 /// Set to `host:port` to make a bench binary the baseline server.
 pub const LISTEN_ENV: &str = "HOLDFAST_BASELINE_LISTEN";
@@ -56,9 +57,6 @@ pub const RUNTIME_ENV: &str = "BASELINE_RUNTIME";
 pub fn current_thread() -> bool {
     std::env::var(RUNTIME_ENV).is_ok_and(|v| v == "current_thread")
 }
-
-/// Same as Holdfast's default `max_frame_bytes`.
-const MAX_FRAME_BYTES: usize = 65536;
 
 /// Listen backlog: a burst of thousands of connects must not overflow it.
 const BACKLOG: u32 = 4096;
@@ -100,7 +98,11 @@ fn serve(addr: SocketAddr) -> ! {
             .bind(addr)
             .unwrap_or_else(|e| panic!("baseline: bind {addr}: {e}"));
         let listener = socket.listen(BACKLOG).expect("baseline: listen");
-        let hub = Arc::new(Hub::new());
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let hub = Arc::new(Hub::new(format!("{nanos:x}")));
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
@@ -113,65 +115,7 @@ fn serve(addr: SocketAddr) -> ! {
     })
 }
 
-/// Every room, and what makes session and user ids unique.
-struct Hub {
-    /// Rooms by name; a room is created by its first `join` and kept.
-    rooms: Mutex<HashMap<String, Arc<Mutex<Room>>>>,
-    /// Next connection number (user `u-N`, session id suffix).
-    next_conn: AtomicU64,
-    /// This process's epoch: offsets restart with the process.
-    epoch: String,
-}
-
-/// One room: its latest offset and its members' outbound queues.
-struct Room {
-    /// Offset of the latest message; 0 before the first.
-    offset: u64,
-    /// Outbound queue of each member connection, by connection number.
-    members: HashMap<u64, mpsc::UnboundedSender<Message>>,
-}
-
-impl Hub {
-    fn new() -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        Self {
-            rooms: Mutex::new(HashMap::new()),
-            next_conn: AtomicU64::new(1),
-            epoch: format!("{nanos:x}"),
-        }
-    }
-
-    fn room(&self, name: &str) -> Arc<Mutex<Room>> {
-        // Poisoning needs a panic while locked; nothing here panics.
-        let mut rooms = self.rooms.lock().unwrap();
-        rooms
-            .entry(name.to_owned())
-            .or_insert_with(|| {
-                Arc::new(Mutex::new(Room {
-                    offset: 0,
-                    members: HashMap::new(),
-                }))
-            })
-            .clone()
-    }
-}
-
-/// One connection's state, owned by its reader task.
-struct Conn {
-    /// Connection number, the key in each room's member map.
-    id: u64,
-    /// `from` of the messages it publishes, as a JSON string literal.
-    user_json: String,
-    /// Its outbound queue, drained by its writer task.
-    tx: mpsc::UnboundedSender<Message>,
-    /// Rooms it has joined, so that publish needs no hub lock.
-    joined: HashMap<String, Arc<Mutex<Room>>>,
-}
-
-async fn connection(stream: TcpStream, hub: Arc<Hub>) {
+async fn connection(stream: TcpStream, hub: Arc<Hub<Message>>) {
     let _ = stream.set_nodelay(true);
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_BYTES)
@@ -199,18 +143,7 @@ async fn connection(stream: TcpStream, hub: Arc<Hub>) {
         let _ = sink.close().await;
     });
 
-    let id = hub.next_conn.fetch_add(1, Ordering::Relaxed);
-    let user = format!("u-{id}");
-    let mut conn = Conn {
-        id,
-        user_json: format!("\"{user}\""),
-        tx,
-        joined: HashMap::new(),
-    };
-    conn.send(format!(
-        r#"{{"type":"welcome","session":"{}-{id:x}","user":"{user}","heartbeat_ms":15000,"max_frame_bytes":{MAX_FRAME_BYTES}}}"#,
-        hub.epoch
-    ));
+    let mut conn = Conn::new(&hub, tx);
     while let Some(Ok(frame)) = source.next().await {
         match frame {
             Message::Text(text) => conn.request(&hub, text.as_str()),
@@ -221,97 +154,8 @@ async fn connection(stream: TcpStream, hub: Arc<Hub>) {
             _ => {}
         }
     }
-    for room in conn.joined.values() {
-        room.lock().unwrap().members.remove(&conn.id);
-    }
     // The last sender is gone once the rooms forgot this connection: the
     // writer drains what is queued and ends.
-    drop(conn);
+    conn.leave_all();
     let _ = writer.await;
-}
-
-impl Conn {
-    fn send(&self, frame: String) {
-        let _ = self.tx.send(Message::Text(Utf8Bytes::from(frame)));
-    }
-
-    fn error(&self, id: &str, code: &str, message: &str) {
-        self.send(format!(
-            r#"{{"type":"error","id":{id},"code":"{code}","message":"{message}"}}"#
-        ));
-    }
-
-    fn request(&mut self, hub: &Hub, text: &str) {
-        let Ok(Value::Object(req)) = serde_json::from_str::<Value>(text) else {
-            return self.error("null", "bad_request", "not a JSON object");
-        };
-        let id = req
-            .get("id")
-            .map_or_else(|| "null".to_owned(), Value::to_string);
-        let room = req.get("room").and_then(Value::as_str);
-        match req.get("type").and_then(Value::as_str) {
-            Some("ping") => self.send(format!(r#"{{"type":"pong","id":{id}}}"#)),
-            Some("join") => {
-                let Some(name) = room.filter(|r| valid_room(r)) else {
-                    return self.error(&id, "invalid_room", "bad room name");
-                };
-                let room = hub.room(name);
-                let offset = {
-                    let mut r = room.lock().unwrap();
-                    r.members.insert(self.id, self.tx.clone());
-                    r.offset
-                };
-                self.joined.insert(name.to_owned(), room);
-                self.send(format!(
-                    r#"{{"type":"joined","room":"{name}","offset":{offset},"epoch":"{}","id":{id}}}"#,
-                    hub.epoch
-                ));
-            }
-            Some("leave") => {
-                let Some(name) = room.filter(|r| valid_room(r)) else {
-                    return self.error(&id, "invalid_room", "bad room name");
-                };
-                if let Some(room) = self.joined.remove(name) {
-                    room.lock().unwrap().members.remove(&self.id);
-                }
-                self.send(format!(r#"{{"type":"left","room":"{name}","id":{id}}}"#));
-            }
-            Some("publish") => {
-                let Some(name) = room.filter(|r| valid_room(r)) else {
-                    return self.error(&id, "invalid_room", "bad room name");
-                };
-                let Some(data) = req.get("data") else {
-                    return self.error(&id, "bad_request", "publish needs data");
-                };
-                let Some(room) = self.joined.get(name) else {
-                    return self.error(&id, "not_member", "join the room before publishing to it");
-                };
-                let offset = {
-                    let mut r = room.lock().unwrap();
-                    r.offset += 1;
-                    let frame = Message::Text(Utf8Bytes::from(format!(
-                        r#"{{"type":"message","room":"{name}","offset":{},"from":{},"data":{data}}}"#,
-                        r.offset, self.user_json
-                    )));
-                    for member in r.members.values() {
-                        let _ = member.send(frame.clone());
-                    }
-                    r.offset
-                };
-                self.send(format!(
-                    r#"{{"type":"ack","room":"{name}","offset":{offset},"id":{id}}}"#
-                ));
-            }
-            _ => self.error(&id, "bad_request", "unknown or missing type"),
-        }
-    }
-}
-
-/// `[A-Za-z0-9_.:-]{1,128}`: also means the name needs no JSON escaping.
-fn valid_room(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 128
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
 }
