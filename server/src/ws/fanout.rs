@@ -34,7 +34,7 @@ use bytestring::ByteString;
 use futures::{Stream, StreamExt};
 use indexmap::IndexMap;
 use prometheus::local::LocalHistogram;
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use holdfast_actors::rooms::{Inbox, Outlet, RoomEvent};
@@ -311,14 +311,10 @@ impl Worker {
             } => {
                 conn.join(&room, offset);
                 self.index(&room, conn);
-                let mut frame =
-                    json!({"type": "joined", "room": &*room, "offset": offset, "epoch": &*epoch});
-                if let Some(id) = id {
-                    frame["id"] = id;
-                }
-                let text = frame.to_string();
-                let sent = conn.push(encode(OpCode::Text, text.as_bytes()));
-                self.count_out(u64::from(sent), text.len(), None);
+                conn.push_json(
+                    json!({"type": "joined", "room": &*room, "offset": offset, "epoch": &*epoch}),
+                    id,
+                );
             }
             RoomEvent::Replayed {
                 ref room,
@@ -371,7 +367,7 @@ impl Worker {
 }
 
 /// A server frame (unmasked, final).
-pub(super) fn encode(op: OpCode, payload: &[u8]) -> Bytes {
+fn encode(op: OpCode, payload: &[u8]) -> Bytes {
     let mut dst = BytesMut::with_capacity(payload.len() + 10);
     Parser::write_message(&mut dst, payload, op, true, false);
     dst.freeze()
@@ -489,6 +485,17 @@ impl Conn {
         }
         self.enqueue(frame);
         true
+    }
+
+    /// Queues a JSON text frame (a reply, an error, `joined`), with `id`
+    /// added when the request had one, and counts it as sent.
+    pub(super) fn push_json(&self, mut frame: Value, id: Option<Value>) {
+        if let (Some(id), Some(obj)) = (id, frame.as_object_mut()) {
+            obj.insert("id".into(), id);
+        }
+        let text = frame.to_string();
+        let sent = self.push(encode(OpCode::Text, text.as_bytes()));
+        self.worker.count_out(u64::from(sent), text.len(), None);
     }
 
     /// Queues a control frame (ping, pong), outside the bounds.

@@ -8,14 +8,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use actix::prelude::*;
 use actix_http::ws::OpCode;
 use actix_web_actors::ws::{self, ProtocolError};
-use bytestring::ByteString;
 use serde_json::{json, Value};
 
 use holdfast_actors::connections::Drain;
 use holdfast_actors::rooms::{Member, RoomError, RoomEvent};
 use holdfast_actors::sessions::SessionRecord;
 
-use super::fanout::{encode, Conn};
+use super::fanout::Conn;
 use super::protocol::{
     close, code, valid_id, valid_room, IdOnly, Request, MAX_RESUME_ROOMS, RESTARTING,
 };
@@ -106,28 +105,18 @@ impl WsSession {
         }
     }
 
-    /// Queues one frame unless the outbound queue is over its bounds, in
-    /// which case the connection closes with 1013 (see [`Overflowed`]).
-    fn send(&mut self, _ctx: &mut ws::WebsocketContext<Self>, frame: ByteString) {
-        if self.closing {
-            return;
-        }
-        if self.conn.push(encode(OpCode::Text, frame.as_bytes())) {
-            self.shared.metrics.frames_out.inc();
-            self.shared.metrics.bytes_out.inc_by(frame.len() as u64);
-        }
-    }
-
+    /// Queues a JSON frame, with `id` when the request had one, unless the
+    /// connection is closing; past the outbound queue's bounds the
+    /// connection closes with 1013 (see [`Overflowed`]).
     fn send_json(
         &mut self,
-        ctx: &mut ws::WebsocketContext<Self>,
-        mut frame: Value,
+        _ctx: &mut ws::WebsocketContext<Self>,
+        frame: Value,
         id: Option<Value>,
     ) {
-        if let (Some(id), Some(obj)) = (id, frame.as_object_mut()) {
-            obj.insert("id".into(), id);
+        if !self.closing {
+            self.conn.push_json(frame, id);
         }
-        self.send(ctx, frame.to_string().into());
     }
 
     /// The one place an `error` frame is built.
