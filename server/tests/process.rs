@@ -218,18 +218,24 @@ fn requests_are_logged_with_their_request_id() {
 /// A bad value exits 64 before binding, naming the key.
 #[test]
 fn bad_config_value_exits_64_naming_the_key() {
-    let (code, _, err) = run(&[], &[("HOLDFAST__SERVER__PORT", "eighty")]);
-    assert_eq!(code, 64, "{err}");
-    assert!(err.contains("server.port"), "{err}");
-    let (code, _, err) = run(&[], &[("HOLDFAST__SUPERVISION__BACKOFF_JITTER", "3")]);
-    assert_eq!(code, 64, "{err}");
-    assert!(err.contains("supervision.backoff_jitter"), "{err}");
-    let (code, _, err) = run(&[], &[("HOLDFAST__TLS__CA_FILE", "/no/such/ca.pem")]);
-    assert_eq!(code, 64, "{err}");
-    assert!(err.contains("tls.ca_file"), "{err}");
-    let (code, _, err) = run(&[], &[("HOLDFAST__MONITOR__SMTP_SECURITY", "ssl")]);
-    assert_eq!(code, 64, "{err}");
-    assert!(err.contains("monitor.smtp_security"), "{err}");
+    for (var, value, key) in [
+        ("HOLDFAST__SERVER__PORT", "eighty", "server.port"),
+        (
+            "HOLDFAST__SUPERVISION__BACKOFF_JITTER",
+            "3",
+            "supervision.backoff_jitter",
+        ),
+        ("HOLDFAST__TLS__CA_FILE", "/no/such/ca.pem", "tls.ca_file"),
+        (
+            "HOLDFAST__MONITOR__SMTP_SECURITY",
+            "ssl",
+            "monitor.smtp_security",
+        ),
+    ] {
+        let (code, _, err) = run(&[], &[(var, value)]);
+        assert_eq!(code, 64, "{var}={value}: {err}");
+        assert!(err.contains(key), "{var}={value}: {err}");
+    }
 }
 
 /// An unknown key, from the environment or a --config file, exits 64 naming it.
