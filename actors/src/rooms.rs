@@ -228,20 +228,39 @@ impl Room {
 
     /// Drops members whose connection is gone.
     fn retain_connected(&mut self) {
-        let before = self.members.len();
-        self.members.retain(|_, m| m.inbox.connected());
-        if self.members.len() != before {
-            let (mut outlets, mut actors) = (Vec::new(), 0);
-            for member in self.members.values() {
-                tally(&mut outlets, &mut actors, &member.inbox, true);
-            }
-            (self.outlets, self.actors) = (outlets, actors);
+        let gone: Vec<Arc<str>> = self
+            .members
+            .iter()
+            .filter(|(_, m)| !m.inbox.connected())
+            .map(|(session, _)| session.clone())
+            .collect();
+        for session in gone {
+            self.remove(&session);
         }
     }
 
-    /// Keeps `outlets` and `actors` in step with `members`.
+    /// Counts `inbox` into (or out of) the room's outlets and actor members,
+    /// keeping them in step with `members`.
     fn count(&mut self, inbox: &Inbox, add: bool) {
-        tally(&mut self.outlets, &mut self.actors, inbox, add);
+        match inbox {
+            Inbox::Actor(_) if add => self.actors += 1,
+            Inbox::Actor(_) => self.actors -= 1,
+            Inbox::Outlet { outlet, .. } => {
+                let outlets = &mut self.outlets;
+                let at = outlets.iter().position(|(o, _)| Arc::ptr_eq(o, outlet));
+                match (at, add) {
+                    (Some(i), true) => outlets[i].1 += 1,
+                    (None, true) => outlets.push((outlet.clone(), 1)),
+                    (Some(i), false) => {
+                        outlets[i].1 -= 1;
+                        if outlets[i].1 == 0 {
+                            outlets.swap_remove(i);
+                        }
+                    }
+                    (None, false) => {}
+                }
+            }
+        }
     }
 
     /// Adopts the cluster's epoch and offset; history of another epoch is dropped.
@@ -299,35 +318,6 @@ impl Room {
                 .is_some_and(|e| now.duration_since(e.at) > config.history_max_age)
         {
             self.history.pop_front();
-        }
-    }
-}
-
-/// Counts `inbox` into (or out of) a room's outlets and actor members.
-fn tally(
-    outlets: &mut Vec<(Arc<dyn Outlet>, usize)>,
-    actors: &mut usize,
-    inbox: &Inbox,
-    add: bool,
-) {
-    match inbox {
-        Inbox::Actor(_) if add => *actors += 1,
-        Inbox::Actor(_) => *actors -= 1,
-        Inbox::Outlet { outlet, .. } => {
-            let at = outlets
-                .iter()
-                .position(|(o, _)| std::ptr::addr_eq(Arc::as_ptr(o), Arc::as_ptr(outlet)));
-            match (at, add) {
-                (Some(i), true) => outlets[i].1 += 1,
-                (None, true) => outlets.push((outlet.clone(), 1)),
-                (Some(i), false) => {
-                    outlets[i].1 -= 1;
-                    if outlets[i].1 == 0 {
-                        outlets.swap_remove(i);
-                    }
-                }
-                (None, false) => {}
-            }
         }
     }
 }
