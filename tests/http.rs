@@ -132,6 +132,11 @@ async fn live_ready_health_and_metrics_answer() {
         "holdfast_actor_health{actor=\"scheduler\",status=\"healthy\"} 1",
         "# TYPE process_resident_memory_bytes gauge",
         "holdfast_http_requests_total{method=\"GET\",route=\"/health\",status=\"200\"} 1",
+        // The README's families exist at 0 from the start, for every actor.
+        "holdfast_actor_restarts_total{actor=\"scheduler\"} 0",
+        "holdfast_actor_failures_total{actor=\"rooms-0\"} 0",
+        "holdfast_supervisor_escalations_total{supervisor=\"root\"} 0",
+        "holdfast_supervisor_escalations_total{supervisor=\"rooms\"} 0",
     ] {
         assert!(text.contains(metric), "missing {metric:?} in:\n{text}");
     }

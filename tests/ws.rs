@@ -948,3 +948,152 @@ async fn shutdown_drains_clients_with_draining_then_1001() {
         "spread: {spreads:?}"
     );
 }
+
+/// A `leave` sent right behind its `join`, before `joined` came back, still
+/// leaves: the late join does not put the client back, so it gets no
+/// message of the room and presence does not list it.
+#[actix_rt::test]
+async fn a_leave_sent_before_its_joined_arrived_still_leaves() {
+    use futures_util::SinkExt;
+    let server = start(settings()).await;
+    let mut a = connect(server.addr()).await;
+    // One write: the server reads both frames before anything answers the join.
+    for frame in [
+        json!({"type": "join", "room": "lbj", "id": 1}),
+        json!({"type": "leave", "room": "lbj", "id": 2}),
+    ] {
+        a.ws.feed(Message::Text(frame.to_string().into()))
+            .await
+            .unwrap();
+    }
+    a.ws.flush().await.unwrap();
+    let mut replies = [a.recv_reply().await, a.recv_reply().await];
+    replies.sort_by_key(|r| r["id"].as_u64());
+    assert_eq!(
+        (&replies[0]["type"], &replies[0]["id"]),
+        (&json!("joined"), &json!(1)),
+        "{replies:?}"
+    );
+    assert_eq!(replies[1], json!({"type": "left", "room": "lbj", "id": 2}));
+
+    let mut b = connect(server.addr()).await;
+    b.join("lbj").await;
+    let presence = b
+        .request(json!({"type": "presence", "room": "lbj", "id": 3}))
+        .await;
+    assert_eq!(
+        presence["members"],
+        json!([{"user": b.user(), "sessions": 1}]),
+        "{presence}"
+    );
+    let ack = b
+        .request(json!({"type": "publish", "room": "lbj", "data": "x", "id": 4}))
+        .await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    // The message was handed to every member's worker before the ack; a's
+    // next frame is the pong, not the message.
+    a.send(json!({"type": "ping", "id": 5})).await;
+    assert_eq!(a.recv().await, json!({"type": "pong", "id": 5}));
+}
+
+/// `data: null` is published like any other value (PROTOCOL.md, the
+/// correction in "Additions to v1"): acknowledged, delivered to every member
+/// with `"data": null`, and replayed by `resume`; only a missing `data` is
+/// `bad_request`.
+#[actix_rt::test]
+async fn a_publish_of_null_data_round_trips() {
+    let server = start(settings()).await;
+    let mut a = connect(server.addr()).await;
+    let mut b = connect(server.addr()).await;
+    a.join("nulls").await;
+    b.join("nulls").await;
+    let ack = a
+        .request(json!({"type": "publish", "room": "nulls", "data": null, "id": 1}))
+        .await;
+    assert_eq!(
+        ack,
+        json!({"type": "ack", "room": "nulls", "offset": 1, "id": 1})
+    );
+    let want =
+        json!({"type": "message", "room": "nulls", "offset": 1, "from": a.user(), "data": null});
+    assert_eq!(b.recv().await, want);
+
+    let mut c = connect(server.addr()).await;
+    c.send(json!({"type": "resume", "session": b.session(), "rooms": {"nulls": 0}, "id": 2}))
+        .await;
+    assert_eq!(c.recv().await, want);
+    assert_eq!(c.recv().await["type"], "resumed");
+
+    let err = a
+        .request(json!({"type": "publish", "room": "nulls", "id": 3}))
+        .await;
+    assert_eq!(
+        (err["code"].as_str(), err["message"].as_str()),
+        (Some("bad_request"), Some("missing field `data`")),
+        "{err}"
+    );
+}
+
+/// With the default limits, a client that publishes one message at a time,
+/// waiting for each ack, runs at full speed and is never limited.
+#[actix_rt::test]
+async fn a_sequential_publisher_is_not_rate_limited_by_the_defaults() {
+    let server = start(settings()).await;
+    let mut c = connect(server.addr()).await;
+    c.join("steady").await;
+    for i in 0..5_000u64 {
+        let reply = c
+            .request(json!({"type": "publish", "room": "steady", "data": i, "id": i}))
+            .await;
+        assert_eq!(
+            (reply["type"].as_str(), reply["offset"].as_u64()),
+            (Some("ack"), Some(i + 1)),
+            "{reply}"
+        );
+    }
+    assert_eq!(metric(&server, "holdfast_ws_rate_limited_total").await, 0.0);
+}
+
+/// With the default limits, a flood (publishes sent without waiting for
+/// their acks) gets `rate_limited` past the burst and then a 1008 close.
+#[actix_rt::test]
+async fn a_flood_is_rate_limited_then_closed_by_the_defaults() {
+    use futures_util::SinkExt;
+    let server = start(settings()).await;
+    let mut c = connect(server.addr()).await;
+    c.join("flood").await;
+    for i in 0..2_000u64 {
+        let frame = json!({"type": "publish", "room": "flood", "data": i, "id": i});
+        if c.ws
+            .feed(Message::Text(frame.to_string().into()))
+            .await
+            .is_err()
+        {
+            break; // the server closed the connection meanwhile
+        }
+    }
+    let _ = c.ws.flush().await;
+    let (mut acks, mut limited) = (0u64, 0u64);
+    let code = loop {
+        let next = tokio::time::timeout(common::ws::FRAME_TIMEOUT, c.ws.next())
+            .await
+            .expect("a frame or the close within the timeout");
+        match next {
+            Some(Ok(Message::Text(t))) => {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                if v["type"] == "ack" {
+                    acks += 1;
+                } else if v["code"] == "rate_limited" {
+                    limited += 1;
+                }
+            }
+            Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => break None,
+        }
+    };
+    assert_eq!(code, Some(1008), "{acks} acks, {limited} rate limited");
+    assert!(limited > 0, "{acks} acks, none rate limited");
+    assert!(acks < 2_000, "every publish of the flood was acknowledged");
+    assert!(metric(&server, "holdfast_ws_rate_limited_total").await >= limited as f64);
+}

@@ -3,7 +3,7 @@
 //! Owns: every room's membership, offset, epoch and history ring, split over
 //! `rooms-0`, `rooms-1`, ... (one hub per shard, each on its own arbiter, all
 //! under the supervisor `rooms`). A room lives in the shard its name hashes to.
-//! Answers: [`Join`], [`Publish`], [`Presence`], [`Resume`],
+//! Answers: [`Join`], [`Leave`], [`Publish`], [`Presence`], [`Resume`],
 //! [`Crash`] (chaos), through the [`Rooms`] handle.
 //! Fan-out: a published message is serialized once, into a [`ByteString`],
 //! and that same buffer goes to every member (and into the history ring).
@@ -90,6 +90,14 @@ pub enum RoomEvent {
         /// The request id to echo.
         id: Option<Value>,
     },
+    /// The answer to a leave the client asked for, sent through the same
+    /// channel as messages: after it, nothing of the room reaches the member.
+    Left {
+        /// The room.
+        room: Arc<str>,
+        /// The request id to echo.
+        id: Option<Value>,
+    },
     /// The end of a resume replay for one room; every replayed message of the
     /// room was sent before it.
     Replayed {
@@ -143,6 +151,17 @@ impl Inbox {
         match self {
             Self::Actor(recipient) => recipient.connected(),
             Self::Outlet { outlet, slot } => outlet.connected(*slot),
+        }
+    }
+
+    /// Whether both reach the same connection.
+    fn same(&self, other: &Inbox) -> bool {
+        match (self, other) {
+            (Self::Actor(a), Self::Actor(b)) => a == b,
+            (Self::Outlet { outlet: a, slot: x }, Self::Outlet { outlet: b, slot: y }) => {
+                x == y && Arc::ptr_eq(a, b)
+            }
+            _ => false,
         }
     }
 }
@@ -216,6 +235,18 @@ impl Room {
         self.count(&member.inbox, true);
         if let Some(old) = self.members.insert(member.session.clone(), member) {
             self.count(&old.inbox, false);
+        }
+    }
+
+    /// Removes `member`, unless its session is in the room through another
+    /// connection now (it was resumed elsewhere).
+    fn remove_member(&mut self, member: &Member) {
+        let same = self
+            .members
+            .get(&member.session)
+            .is_some_and(|m| m.inbox.same(&member.inbox));
+        if same {
+            self.remove(&member.session);
         }
     }
 
@@ -520,16 +551,30 @@ impl Rooms {
         )
     }
 
-    /// Removes a session from a room. Works even while the hub restarts.
-    pub fn leave(&self, room: &str, session: &Arc<str>) {
+    /// Removes `member` from `room` through the room's hub, after every
+    /// request sent to it before (a `join` included). With `answer`, the hub
+    /// then sends the member `RoomEvent::Left`; without, nothing (the
+    /// connection is gone, or leaves for another reason).
+    ///
+    /// # Errors
+    /// `Unavailable` while the hub restarts; the member is then still in the
+    /// room, until a retry or until its connection is gone (hubs drop
+    /// members whose connection is gone).
+    pub fn leave(
+        &self,
+        room: &str,
+        member: Member,
+        answer: Option<LeaveAnswer>,
+    ) -> Result<(), RoomError> {
         let shard = self.shard(room);
-        let mut state = shard.state.lock();
-        if let Some(r) = state.rooms.get_mut(room) {
-            r.remove(session);
-            if r.members.is_empty() && r.history.is_empty() {
-                state.rooms.remove(room);
-            }
-        }
+        let hub = shard.hub.addr().ok_or(RoomError::Unavailable)?;
+        shard.depth.inc();
+        hub.do_send(Leave {
+            room: room.into(),
+            member,
+            answer,
+        });
+        Ok(())
     }
 
     /// Publishes `data` from `user` to `room`; answers the message's offset.
@@ -930,10 +975,12 @@ impl Handler<Join> for Hub {
             .get(&msg.room)
             .is_some_and(|r| r.synced);
         match self.live_cluster() {
-            // A room this node does not follow yet: learn its epoch and offset first.
+            // A room this node does not follow yet: learn its epoch and
+            // offset first. The hub waits (handles nothing else) meanwhile,
+            // so that a `Leave` sent behind this join applies after it.
             Some(cluster) if !synced => {
                 let room = msg.room.clone();
-                ctx.spawn(
+                ctx.wait(
                     async move { cluster.head(&room).await }
                         .into_actor(self)
                         .map(move |head, act, _| {
@@ -954,6 +1001,46 @@ impl Handler<Join> for Hub {
     }
 }
 
+/// Leave a room.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Leave {
+    /// The room.
+    pub room: Arc<str>,
+    /// Who leaves: removed only if its session is in the room through this
+    /// very connection.
+    pub member: Member,
+    /// Whether, and with which id, to answer `RoomEvent::Left`.
+    pub answer: Option<LeaveAnswer>,
+}
+
+/// A leave the client asked for, to be answered.
+#[derive(Debug, Clone)]
+pub struct LeaveAnswer {
+    /// The request id to echo.
+    pub id: Option<Value>,
+}
+
+impl Handler<Leave> for Hub {
+    type Result = ();
+
+    fn handle(&mut self, msg: Leave, _ctx: &mut Context<Self>) {
+        self.depth.dec();
+        let mut state = self.state.lock();
+        if let Some(r) = state.rooms.get_mut(&msg.room) {
+            r.remove_member(&msg.member);
+            if r.members.is_empty() && r.history.is_empty() {
+                state.rooms.remove(&msg.room);
+            }
+        }
+        if let Some(LeaveAnswer { id }) = msg.answer {
+            msg.member
+                .inbox
+                .send(RoomEvent::Left { room: msg.room, id });
+        }
+    }
+}
+
 /// Publish a message; answers its offset.
 #[derive(Message)]
 #[rtype(result = "u64")]
@@ -966,8 +1053,9 @@ pub struct Publish {
     pub data: Box<RawValue>,
 }
 
-/// Builds the `message` frame once; every member gets these bytes.
-fn message_frame(room: &str, offset: u64, user: &str, data: &RawValue) -> ByteString {
+/// The one encoder of the `message` frame (PROTOCOL.md): built once per
+/// publish, and every member on every node gets these bytes.
+pub fn message_frame(room: &str, offset: u64, user: &str, data: &RawValue) -> ByteString {
     let room = serde_json::to_string(room).unwrap_or_default();
     let user = serde_json::to_string(user).unwrap_or_default();
     let data = data.get();
@@ -1160,7 +1248,8 @@ impl Handler<Resume> for Hub {
         match self.live_cluster() {
             Some(cluster) => {
                 let (room, after) = (msg.room.clone(), msg.after);
-                ctx.spawn(
+                // Waits, as a join does, so that a `Leave` behind it applies after it.
+                ctx.wait(
                     async move { cluster.range(&room, after + 1, u64::MAX).await }
                         .into_actor(self)
                         .map(move |range, act, _| act.resume_now(msg, range.ok())),

@@ -37,6 +37,7 @@ fn describe(event: &RoomEvent) -> String {
     match event {
         RoomEvent::Message { offset, .. } => format!("message {offset}"),
         RoomEvent::Joined { offset, .. } => format!("joined {offset}"),
+        RoomEvent::Left { room, .. } => format!("left {room}"),
         RoomEvent::Replayed {
             replayed, complete, ..
         } => format!("replayed {replayed} {complete}"),
@@ -158,12 +159,18 @@ async fn an_outlet_gets_each_message_once_however_many_members_it_serves() {
     assert_eq!(users, [("u".to_owned(), 3), ("v".to_owned(), 1)]);
 
     // While one of its members stays, the outlet still gets each message once.
-    rooms.leave("lobby", &"s1".into());
-    rooms.leave("lobby", &"s2".into());
+    rooms
+        .leave("lobby", member("s1", "u", on_outlet(1)), None)
+        .unwrap();
+    rooms
+        .leave("lobby", member("s2", "u", on_outlet(2)), None)
+        .unwrap();
     publish(&rooms, "lobby", 4).await;
     assert_eq!(outlet.log().last().unwrap(), "B lobby 4");
     // Without members it gets nothing; the actor member still does.
-    rooms.leave("lobby", &"s3".into());
+    rooms
+        .leave("lobby", member("s3", "u", on_outlet(3)), None)
+        .unwrap();
     let before = outlet.log().len();
     publish(&rooms, "lobby", 5).await;
     assert_eq!(outlet.log().len(), before, "{:?}", outlet.log());

@@ -178,9 +178,28 @@ async fn forward_signals(shutdown: Shutdown) {
     }
 }
 
+/// The readiness path `holdfast check` asks for when given a bare host.
+const READINESS_PATH: &str = "/health/ready";
+
+/// The URL `holdfast check` asks: `--url` as given when it names a path,
+/// that host's readiness probe when it names none (`http://host:8080` or
+/// `http://host:8080/`), else this config's own server.
+fn check_url(settings: &Settings, url: Option<String>) -> String {
+    let Some(url) = url else {
+        return crate::monitor::local_url(settings, READINESS_PATH);
+    };
+    match reqwest::Url::parse(&url) {
+        Ok(mut parsed) if parsed.path() == "/" && parsed.query().is_none() => {
+            parsed.set_path(READINESS_PATH);
+            parsed.to_string()
+        }
+        _ => url, // a path of its own, or not a URL (the request says why)
+    }
+}
+
 /// `holdfast check`: GET the readiness URL; 0 if and only if it answers 200.
 fn check(settings: &Settings, url: Option<String>, timeout: Duration) -> i32 {
-    let url = url.unwrap_or_else(|| crate::monitor::local_url(settings, "/health/ready"));
+    let url = check_url(settings, url);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -225,4 +244,22 @@ fn check(settings: &Settings, url: Option<String>, timeout: Duration) -> i32 {
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_asks_a_bare_host_for_its_readiness() {
+        let s = Settings::defaults();
+        let url = |u: &str| check_url(&s, Some(u.to_owned()));
+        assert_eq!(url("http://h:8080"), "http://h:8080/health/ready");
+        assert_eq!(url("http://h:8080/"), "http://h:8080/health/ready");
+        assert_eq!(url("https://h"), "https://h/health/ready");
+        assert_eq!(url("http://h:8080/health"), "http://h:8080/health");
+        assert_eq!(url("http://h/readyz"), "http://h/readyz");
+        assert_eq!(url("not a url"), "not a url");
+        assert_eq!(check_url(&s, None), "http://127.0.0.1:8080/health/ready");
+    }
 }

@@ -274,6 +274,15 @@ fn check_exits_0_only_when_ready() {
     let url = format!("http://{}/health/ready", server.addr);
     let (code, out, err) = run(&["check", "--url", &url], &[]);
     assert_eq!(code, 0, "{out}{err}");
+    // A bare host (no path, or `/`) means that host's readiness probe.
+    for bare in [
+        format!("http://{}", server.addr),
+        format!("http://{}/", server.addr),
+    ] {
+        let (code, out, err) = run(&["check", "--url", &bare], &[]);
+        assert_eq!(code, 0, "{bare}: {out}{err}");
+        assert_eq!(out.trim(), format!("ready: {url}"), "{bare}");
+    }
     let closed = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -216,6 +216,8 @@ pub struct Supervisor {
 
 impl Supervisor {
     pub(crate) fn new(spec: SupervisorSpec, kernel: Kernel, as_child: Option<ChildCtx>) -> Self {
+        // The escalation series exists from the start, at 0.
+        kernel.metrics.escalations.with_label_values(&[spec.name()]);
         Self {
             spec,
             kernel,
@@ -300,6 +302,12 @@ impl Supervisor {
                 restarts,
             });
         } else {
+            // Every actor's series exist from its first start, at 0, so
+            // that a rate or an alert over them sees the actor before its
+            // first failure.
+            let m = &self.kernel.metrics;
+            m.actor_restarts.with_label_values(&[&name]);
+            m.actor_failures.with_label_values(&[&name]);
             self.kernel.events.publish(Event::ActorStarted {
                 actor: name,
                 supervisor: self.spec.name.clone(),

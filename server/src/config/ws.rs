@@ -18,7 +18,9 @@ pub struct WsSettings {
     pub max_data_bytes: usize,
     /// Connections beyond this get 503 before the upgrade.
     pub max_connections: usize,
-    /// Token bucket refill, frames per second.
+    /// Token bucket refill, frames per second. A hub request arriving with
+    /// none of the connection's others in flight does not pay (see
+    /// `ws::admission` and `config/default.toml` for the reasoning).
     pub rate_per_sec: f64,
     /// Token bucket size.
     pub rate_burst: f64,

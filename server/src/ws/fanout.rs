@@ -34,12 +34,12 @@ use bytestring::ByteString;
 use futures::{Stream, StreamExt};
 use indexmap::IndexMap;
 use prometheus::local::LocalHistogram;
-use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use holdfast_actors::rooms::{Inbox, Outlet, RoomEvent};
 
 use super::metrics::WsMetrics;
+use super::protocol::{Id, ServerFrame};
 use super::session::{Overflowed, WsSession};
 use super::WsShared;
 
@@ -311,10 +311,18 @@ impl Worker {
             } => {
                 conn.join(&room, offset);
                 self.index(&room, conn);
-                conn.push_json(
-                    json!({"type": "joined", "room": &*room, "offset": offset, "epoch": &*epoch}),
-                    id,
-                );
+                let joined = ServerFrame::Joined {
+                    room: &room,
+                    offset,
+                    epoch: &epoch,
+                };
+                conn.push_reply(&joined, id.as_ref());
+            }
+            RoomEvent::Left { room, id } => {
+                // A `joined` handled after the session's own leave indexed
+                // the connection again; the hub's answer comes after it.
+                conn.leave(&room);
+                conn.push_reply(&ServerFrame::Left { room: &room }, id.as_ref());
             }
             RoomEvent::Replayed {
                 ref room,
@@ -487,13 +495,10 @@ impl Conn {
         true
     }
 
-    /// Queues a JSON text frame (a reply, an error, `joined`), with `id`
-    /// added when the request had one, and counts it as sent.
-    pub(super) fn push_json(&self, mut frame: Value, id: Option<Value>) {
-        if let (Some(id), Some(obj)) = (id, frame.as_object_mut()) {
-            obj.insert("id".into(), id);
-        }
-        let text = frame.to_string();
+    /// Queues a server frame (a reply, an error, `joined`), with `id` when
+    /// the request had one, and counts it as sent.
+    pub(super) fn push_reply(&self, frame: &ServerFrame<'_>, id: Option<&Id>) {
+        let text = frame.encode(id);
         let sent = self.push(encode(OpCode::Text, text.as_bytes()));
         self.worker.count_out(u64::from(sent), text.len(), None);
     }

@@ -24,10 +24,13 @@
 //! either bound the connection is closed with 1013; nobody else in its rooms
 //! waits for it, since a push never blocks.
 //!
-//! Files: [`protocol`] (close and error codes, request parsing), `metrics`,
-//! `fanout` (the per-worker fan-out, the outbound queue and the driver),
-//! `session` (the actor), and here the shared state and the upgrade handler.
+//! Files: [`protocol`] (the wire protocol: close and error codes, every
+//! client frame parsed and every server frame built), `admission` (flood
+//! control: the rate limit and abuse closes), `metrics`, `fanout` (the
+//! per-worker fan-out, the outbound queue and the driver), `session` (the
+//! actor), and here the shared state and the upgrade handler.
 
+mod admission;
 mod fanout;
 mod metrics;
 pub mod protocol;

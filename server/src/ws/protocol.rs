@@ -1,9 +1,25 @@
-//! The wire protocol's names: close codes, error codes, limits, and the
-//! loosely typed request a client frame is parsed into.
+//! The wire protocol of `docs/PROTOCOL.md`, in one module: close codes,
+//! error codes, limits, [`ClientFrame`] (every client frame is parsed and
+//! checked here, and nowhere else) and [`ServerFrame`] (every server frame
+//! but `message` is built here).
+//!
+//! The `message` frame is the one exception, on purpose: it is built once
+//! per publish by the room hub that assigns its offset
+//! (`holdfast_actors::rooms::message_frame`), and those bytes go to every
+//! member on every node. A test below holds that encoder to the same shape as
+//! the frames here.
+//!
+//! Parsing names the field that is wrong in every `bad_request`: a frame is
+//! first read into its raw fields (each field once, as the JSON type it has),
+//! then each field is checked against what the frame's `type` needs.
 
-use serde::Deserialize;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
+
+use holdfast_actors::rooms::PresenceEntry;
 
 /// Close codes (PROTOCOL.md). 1001 and 1013 ask the client to reconnect and
 /// `resume`; 1008 and 1009 mean it must change what it sends first.
@@ -52,31 +68,6 @@ pub(super) const RESTARTING: &str = "the room service is restarting; retry";
 pub(super) const MAX_ROOM_BYTES: usize = 128;
 /// Most rooms one `resume` may name.
 pub(super) const MAX_RESUME_ROOMS: usize = 1024;
-/// The fields a client frame may carry; all loosely typed, checked by hand
-/// so that every mistake gets a precise `bad_request`.
-#[derive(Deserialize)]
-pub(super) struct Request<'a> {
-    #[serde(rename = "type")]
-    pub(super) kind: Option<Value>,
-    pub(super) id: Option<Value>,
-    pub(super) room: Option<Value>,
-    #[serde(borrow)]
-    pub(super) data: Option<&'a RawValue>,
-    pub(super) session: Option<Value>,
-    pub(super) rooms: Option<Value>,
-    pub(super) epochs: Option<Value>,
-}
-
-/// Just the `id`, to echo it on a rate-limited frame.
-#[derive(Deserialize)]
-pub(super) struct IdOnly {
-    pub(super) id: Option<Value>,
-}
-
-/// An `id` is an integer or a string.
-pub(super) fn valid_id(id: Option<Value>) -> Option<Value> {
-    id.filter(|v| v.is_string() || v.is_i64() || v.is_u64())
-}
 
 /// 1 to 128 bytes of `[A-Za-z0-9_.:-]`, optionally after a leading `$`
 /// (system rooms, read-only for clients).
@@ -89,12 +80,351 @@ pub fn valid_room(room: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
 }
 
+/// A request id: an integer or a string, echoed in the reply.
+pub type Id = Value;
+
+/// A client frame, parsed and checked (PROTOCOL.md, "Client → server").
+/// Checks that depend on who sent it (token claims, membership, limits of
+/// this server) are the session's.
+#[derive(Debug)]
+pub enum ClientFrame<'a> {
+    /// `join`: become a member of `room`.
+    Join {
+        /// A valid room name.
+        room: String,
+    },
+    /// `leave`: stop being a member of `room`.
+    Leave {
+        /// A valid room name.
+        room: String,
+    },
+    /// `publish`: `data` (any JSON, `null` included, kept as sent) to `room`.
+    Publish {
+        /// A valid room name.
+        room: String,
+        /// The body, byte for byte as the client sent it.
+        data: &'a RawValue,
+    },
+    /// `presence`: who is in `room`.
+    Presence {
+        /// A valid room name.
+        room: String,
+    },
+    /// `resume`: take over `session` and replay what followed each offset.
+    Resume {
+        /// The session to resume.
+        session: String,
+        /// The rooms to re-join, each with the last offset seen and the
+        /// epoch the client saw it in (if it sent one).
+        rooms: Vec<ResumeRoom>,
+    },
+    /// `ping`: answered `pong`.
+    Ping,
+}
+
+/// One room of a `resume`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResumeRoom {
+    /// A valid room name.
+    pub room: String,
+    /// The last offset the client saw.
+    pub after: u64,
+    /// The epoch the client saw, if it sent one.
+    pub epoch: Option<String>,
+}
+
+/// A frame refused before it reached any subsystem: the `error` to answer.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Refused {
+    /// The request id, when the frame had a valid one.
+    pub id: Option<Id>,
+    /// `bad_request` or `invalid_room`.
+    pub code: &'static str,
+    /// What is wrong, naming the field.
+    pub message: String,
+}
+
+/// A frame's fields as JSON, each read once; the scratch of [`ClientFrame::parse`].
+#[derive(Deserialize)]
+struct Fields<'a> {
+    #[serde(rename = "type")]
+    kind: Option<Value>,
+    id: Option<Value>,
+    room: Option<Value>,
+    /// `Some` whenever the key is present, `null` included.
+    #[serde(default, borrow, deserialize_with = "present")]
+    data: Option<&'a RawValue>,
+    session: Option<Value>,
+    rooms: Option<Value>,
+    epochs: Option<Value>,
+}
+
+/// A field that is present, whatever its value: `Option<T>` alone reads
+/// `null` as absent, which would refuse `"data": null`.
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+/// An `id` is an integer or a string.
+fn valid_id(id: Option<Value>) -> Option<Id> {
+    id.filter(|v| v.is_string() || v.is_i64() || v.is_u64())
+}
+
+impl<'a> ClientFrame<'a> {
+    /// Whether the session answers it only after a room hub (or the
+    /// session store) did: all but `ping`.
+    pub fn waits_on_hub(&self) -> bool {
+        !matches!(self, Self::Ping)
+    }
+
+    /// Parses one text frame into its id and the frame.
+    ///
+    /// # Errors
+    /// [`Refused`] naming what is wrong: not JSON, not an object, a bad `id`
+    /// or `type`, a missing or ill-typed field (`bad_request`), a room name
+    /// outside the protocol's rules (`invalid_room`).
+    pub fn parse(text: &'a str) -> Result<(Option<Id>, Self), Refused> {
+        let mut fields: Fields<'a> = serde_json::from_str(text).map_err(|e| {
+            let message = if e.is_data() {
+                "a frame must be a JSON object".to_owned()
+            } else {
+                format!("not JSON: {e}")
+            };
+            bad(None, message)
+        })?;
+        let id = match fields.id.take() {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                valid_id(Some(v))
+                    .ok_or_else(|| bad(None, "`id` must be an integer or a string"))?,
+            ),
+        };
+        let frame = Self::from_fields(fields).map_err(|mut refused| {
+            refused.id.clone_from(&id);
+            refused
+        })?;
+        Ok((id, frame))
+    }
+
+    fn from_fields(f: Fields<'a>) -> Result<Self, Refused> {
+        let Some(kind) = f.kind.as_ref().and_then(Value::as_str) else {
+            return Err(bad(None, "missing string field `type`"));
+        };
+        Ok(match kind {
+            "ping" => Self::Ping,
+            "join" => Self::Join {
+                room: room_field(f.room)?,
+            },
+            "leave" => Self::Leave {
+                room: room_field(f.room)?,
+            },
+            "presence" => Self::Presence {
+                room: room_field(f.room)?,
+            },
+            "publish" => Self::Publish {
+                room: room_field(f.room)?,
+                data: f.data.ok_or_else(|| bad(None, "missing field `data`"))?,
+            },
+            "resume" => resume_fields(f.session, f.rooms, f.epochs)?,
+            other => {
+                let other: String = other.chars().take(64).collect();
+                return Err(bad(None, format!("unknown type '{other}'")));
+            }
+        })
+    }
+}
+
+fn bad(id: Option<Id>, message: impl Into<String>) -> Refused {
+    Refused {
+        id,
+        code: code::BAD_REQUEST,
+        message: message.into(),
+    }
+}
+
+fn invalid_room(message: impl Into<String>) -> Refused {
+    Refused {
+        id: None,
+        code: code::INVALID_ROOM,
+        message: message.into(),
+    }
+}
+
+/// The `room` field: a string that is a valid room name.
+fn room_field(room: Option<Value>) -> Result<String, Refused> {
+    let Some(Value::String(room)) = room else {
+        return Err(bad(None, "missing string field `room`"));
+    };
+    if !valid_room(&room) {
+        return Err(invalid_room(
+            "a room name is 1 to 128 bytes of [A-Za-z0-9_.:-], optionally after a leading '$'",
+        ));
+    }
+    Ok(room)
+}
+
+/// The fields of a `resume`: `session`, `rooms` (`{room: last_offset}`) and
+/// the optional `epochs` (`{room: epoch}`).
+fn resume_fields<'a>(
+    session: Option<Value>,
+    rooms: Option<Value>,
+    epochs: Option<Value>,
+) -> Result<ClientFrame<'a>, Refused> {
+    let Some(Value::String(session)) = session else {
+        return Err(bad(None, "missing string field `session`"));
+    };
+    let Some(Value::Object(rooms)) = rooms else {
+        return Err(bad(
+            None,
+            "missing object field `rooms` ({room: last_offset_seen})",
+        ));
+    };
+    if rooms.len() > MAX_RESUME_ROOMS {
+        return Err(bad(
+            None,
+            format!("at most {MAX_RESUME_ROOMS} rooms per resume"),
+        ));
+    }
+    let epochs = match epochs {
+        None | Some(Value::Null) => serde_json::Map::new(),
+        Some(Value::Object(e)) => e,
+        Some(_) => return Err(bad(None, "`epochs` must be an object {room: epoch}")),
+    };
+    let mut wanted = Vec::with_capacity(rooms.len());
+    for (room, offset) in rooms {
+        let Some(after) = offset.as_u64() else {
+            return Err(bad(
+                None,
+                format!("rooms.{room} must be a non-negative integer offset"),
+            ));
+        };
+        if !valid_room(&room) {
+            return Err(invalid_room(format!("'{room}' is not a valid room name")));
+        }
+        let epoch = match epochs.get(&room) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(e)) => Some(e.clone()),
+            Some(_) => return Err(bad(None, format!("epochs.{room} must be a string"))),
+        };
+        wanted.push(ResumeRoom { room, after, epoch });
+    }
+    Ok(ClientFrame::Resume {
+        session,
+        rooms: wanted,
+    })
+}
+
+/// A server frame other than `message` (PROTOCOL.md, "Server → client").
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame<'a> {
+    /// Right after the upgrade.
+    Welcome {
+        /// The session id, for `resume`.
+        session: &'a str,
+        /// The user id.
+        user: &'a str,
+        /// The protocol ping interval.
+        heartbeat_ms: u64,
+        /// The largest frame the server reads.
+        max_frame_bytes: usize,
+    },
+    /// The answer to `join`.
+    Joined {
+        /// The room.
+        room: &'a str,
+        /// Its latest offset.
+        offset: u64,
+        /// Its epoch.
+        epoch: &'a str,
+    },
+    /// The answer to `leave`.
+    Left {
+        /// The room.
+        room: &'a str,
+    },
+    /// The answer to `publish`: the message holds `offset`.
+    Ack {
+        /// The room.
+        room: &'a str,
+        /// The message's offset.
+        offset: u64,
+    },
+    /// The answer to `presence`.
+    Presence {
+        /// The room.
+        room: &'a str,
+        /// One line per user.
+        members: &'a [PresenceEntry],
+    },
+    /// The answer to `resume`, after the replayed messages.
+    Resumed {
+        /// The session, now this connection's.
+        session: &'a str,
+        /// Per room: what was replayed.
+        rooms: &'a BTreeMap<String, Replay>,
+    },
+    /// The answer to `ping`.
+    Pong,
+    /// A request failed; the connection stays open.
+    Error {
+        /// One of [`code`].
+        code: &'a str,
+        /// What went wrong, for people.
+        message: &'a str,
+    },
+    /// Before a graceful shutdown closes the socket.
+    Draining {
+        /// When to come back (with `resume`).
+        reconnect_after_ms: u64,
+    },
+}
+
+/// What `resume` replayed in one room.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Replay {
+    /// How many messages were replayed.
+    pub replayed: u64,
+    /// Whether history reached back to the client's offset in its epoch.
+    pub complete: bool,
+    /// The room's epoch.
+    pub epoch: String,
+}
+
+/// A server frame with the request's `id`, when it had one.
+#[derive(Serialize)]
+struct WithId<'a> {
+    #[serde(flatten)]
+    frame: &'a ServerFrame<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a Id>,
+}
+
+impl ServerFrame<'_> {
+    /// The frame's JSON text, with `id` when the request had one.
+    pub fn encode(&self, id: Option<&Id>) -> String {
+        // Serializing these types cannot fail: every map key is a string and
+        // no value is a float that JSON cannot hold.
+        serde_json::to_string(&WithId { frame: self, id }).unwrap_or_default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::valid_room;
+    use super::*;
+    use serde_json::json;
+
+    fn parse(text: &str) -> Result<(Option<Id>, ClientFrame<'_>), Refused> {
+        ClientFrame::parse(text)
+    }
+
+    fn refused(text: &str) -> (Option<Id>, &'static str, String) {
+        let r = parse(text).expect_err(text);
+        (r.id, r.code, r.message)
+    }
 
     #[test]
-    pub(super) fn room_names_follow_the_protocol() {
+    fn room_names_follow_the_protocol() {
         assert!(valid_room("lobby"));
         assert!(valid_room("a.b:c-d_e"));
         assert!(valid_room("$trending"));
@@ -105,5 +435,137 @@ mod tests {
         assert!(!valid_room("has space"));
         assert!(!valid_room("a/b"));
         assert!(!valid_room("é"));
+    }
+
+    #[test]
+    fn data_null_is_a_publish_and_only_a_missing_data_is_refused() {
+        let (id, frame) = parse(r#"{"type":"publish","room":"r","data":null,"id":1}"#).unwrap();
+        assert_eq!(id, Some(json!(1)));
+        let ClientFrame::Publish { room, data } = frame else {
+            panic!("not a publish: {frame:?}");
+        };
+        assert_eq!((room.as_str(), data.get()), ("r", "null"));
+        let (id, code, message) = refused(r#"{"type":"publish","room":"r","id":2}"#);
+        assert_eq!((id, code), (Some(json!(2)), code::BAD_REQUEST));
+        assert!(message.contains("`data`"), "{message}");
+    }
+
+    #[test]
+    fn data_is_kept_byte_for_byte() {
+        let text =
+            r#"{"type":"publish","room":"r","data":{"b":1.50,"a":123456789012345678901234567890}}"#;
+        let (_, frame) = parse(text).unwrap();
+        let ClientFrame::Publish { data, .. } = frame else {
+            panic!("not a publish");
+        };
+        assert_eq!(
+            data.get(),
+            r#"{"b":1.50,"a":123456789012345678901234567890}"#
+        );
+    }
+
+    #[test]
+    fn every_refusal_names_the_field_that_is_wrong() {
+        for (text, field) in [
+            (r#"{"id":2}"#, "`type`"),
+            (r#"{"type":7}"#, "`type`"),
+            (r#"{"type":"join"}"#, "`room`"),
+            (r#"{"type":"join","room":5}"#, "`room`"),
+            (r#"{"type":"ping","id":{"x":1}}"#, "`id`"),
+            (r#"{"type":"resume"}"#, "`session`"),
+            (r#"{"type":"resume","session":"s"}"#, "`rooms`"),
+            (
+                r#"{"type":"resume","session":"s","rooms":{"a":-1}}"#,
+                "rooms.a",
+            ),
+            (
+                r#"{"type":"resume","session":"s","rooms":{"a":1},"epochs":3}"#,
+                "`epochs`",
+            ),
+            (
+                r#"{"type":"resume","session":"s","rooms":{"a":1},"epochs":{"a":1}}"#,
+                "epochs.a",
+            ),
+        ] {
+            let (_, code, message) = refused(text);
+            assert_eq!(code, code::BAD_REQUEST, "{text}");
+            assert!(message.contains(field), "{text} -> {message}");
+        }
+        assert_eq!(refused(r#"{"type":"dance","id":"x"}"#).0, Some(json!("x")));
+        assert_eq!(refused("[1]").2, "a frame must be a JSON object");
+        assert!(refused("nope").2.starts_with("not JSON"));
+    }
+
+    #[test]
+    fn bad_room_names_are_invalid_room() {
+        let (id, code, _) = refused(r#"{"type":"join","room":"a b","id":3}"#);
+        assert_eq!((id, code), (Some(json!(3)), code::INVALID_ROOM));
+        let (_, code, message) = refused(r#"{"type":"resume","session":"s","rooms":{"a/b":0}}"#);
+        assert_eq!(code, code::INVALID_ROOM);
+        assert!(message.contains("a/b"), "{message}");
+    }
+
+    #[test]
+    fn resume_reads_offsets_and_epochs() {
+        let (_, frame) =
+            parse(r#"{"type":"resume","session":"s","rooms":{"a":3,"b":0},"epochs":{"a":"e1"}}"#)
+                .unwrap();
+        let ClientFrame::Resume { session, rooms } = frame else {
+            panic!("not a resume: {frame:?}");
+        };
+        assert_eq!(session, "s");
+        assert_eq!(
+            rooms,
+            vec![
+                ResumeRoom {
+                    room: "a".into(),
+                    after: 3,
+                    epoch: Some("e1".into())
+                },
+                ResumeRoom {
+                    room: "b".into(),
+                    after: 0,
+                    epoch: None
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn server_frames_carry_their_type_first_and_the_id_when_given() {
+        let id = json!(7);
+        assert_eq!(
+            ServerFrame::Pong.encode(Some(&id)),
+            r#"{"type":"pong","id":7}"#
+        );
+        assert_eq!(
+            ServerFrame::Ack {
+                room: "r",
+                offset: 3
+            }
+            .encode(None),
+            r#"{"type":"ack","room":"r","offset":3}"#
+        );
+        let err = ServerFrame::Error {
+            code: code::NOT_MEMBER,
+            message: "join \"r\" first",
+        }
+        .encode(Some(&json!("a")));
+        assert_eq!(
+            serde_json::from_str::<Value>(&err).unwrap(),
+            json!({"type": "error", "code": "not_member", "message": "join \"r\" first", "id": "a"})
+        );
+    }
+
+    /// The hub's `message` encoder and the frames here agree on the shape:
+    /// `type` first, then `room`, `offset`, `from`, `data`, escaped as JSON.
+    #[test]
+    fn the_message_frame_matches_the_protocol() {
+        let data = RawValue::from_string(r#"{"x":[1,null]}"#.into()).unwrap();
+        let frame = holdfast_actors::rooms::message_frame("r\"1", 42, "u\n", &data);
+        assert_eq!(
+            &*frame,
+            r#"{"type":"message","room":"r\"1","offset":42,"from":"u\n","data":{"x":[1,null]}}"#
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! The session actor: one per connection.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -8,46 +8,32 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use actix::prelude::*;
 use actix_http::ws::OpCode;
 use actix_web_actors::ws::{self, ProtocolError};
-use serde_json::{json, Value};
+use serde_json::value::RawValue;
 
 use holdfast_actors::connections::Drain;
-use holdfast_actors::rooms::{Member, RoomError, RoomEvent};
+use holdfast_actors::rooms::{LeaveAnswer, Member, RoomError, RoomEvent};
 use holdfast_actors::sessions::SessionRecord;
 
+use super::admission::{Admission, Verdict};
 use super::fanout::Conn;
-use super::protocol::{
-    close, code, valid_id, valid_room, IdOnly, Request, MAX_RESUME_ROOMS, RESTARTING,
-};
+use super::protocol::{close, code, ClientFrame, Id, Replay, ResumeRoom, ServerFrame, RESTARTING};
 use super::WsShared;
 use crate::auth::{self, Identity};
 
-/// A per-connection token bucket.
-struct Bucket {
-    tokens: f64,
-    rate: f64,
-    burst: f64,
-    last: Instant,
-}
-
-impl Bucket {
-    fn take(&mut self, now: Instant) -> bool {
-        self.tokens =
-            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
+/// When a request is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// Already: a reply or an error is queued.
+    Now,
+    /// Once a room hub (or the session store) has answered.
+    Later,
 }
 
 /// A `resume` waiting for the hubs' `Replayed`.
 struct PendingResume {
-    id: Option<Value>,
+    id: Option<Id>,
     waiting: usize,
-    rooms: serde_json::Map<String, Value>,
+    rooms: BTreeMap<String, Replay>,
 }
 
 /// One connection. See the module docs.
@@ -60,9 +46,13 @@ pub struct WsSession {
     identity: Identity,
     /// When the client last sent anything (frame, ping, pong).
     last_heard: Instant,
-    bucket: Bucket,
-    /// Rate-limited frames inside the abuse window.
-    abuse: VecDeque<Instant>,
+    /// Flood control: which frames are handled.
+    admission: Admission,
+    /// Requests of this connection waiting on a room hub (or the session
+    /// store); a hub request that arrives while this is 0 is free of the
+    /// rate limit (see `admission`). `leave` is not counted: its answer
+    /// comes from the hub through the worker.
+    in_flight: u32,
     /// The outbound queue and the joined rooms, shared with this thread's
     /// fan-out worker.
     conn: Rc<Conn>,
@@ -75,20 +65,13 @@ pub struct WsSession {
 
 impl WsSession {
     pub(super) fn new(shared: Arc<WsShared>, identity: Identity, conn: Rc<Conn>) -> Self {
-        let s = &shared.settings;
-        let bucket = Bucket {
-            tokens: s.rate_burst,
-            rate: s.rate_per_sec,
-            burst: s.rate_burst,
-            last: Instant::now(),
-        };
         Self {
             id: format!("{:032x}", rand::random::<u128>()).into(),
             user: identity.user.clone().into(),
             identity,
             last_heard: Instant::now(),
-            bucket,
-            abuse: VecDeque::new(),
+            admission: Admission::new(&shared.settings, Instant::now()),
+            in_flight: 0,
             conn,
             resume: None,
             close_code: close::ABNORMAL,
@@ -105,33 +88,22 @@ impl WsSession {
         }
     }
 
-    /// Queues a JSON frame, with `id` when the request had one, unless the
+    /// Queues a server frame, with `id` when the request had one, unless the
     /// connection is closing; past the outbound queue's bounds the
     /// connection closes with 1013 (see [`Overflowed`]).
-    fn send_json(
-        &mut self,
-        _ctx: &mut ws::WebsocketContext<Self>,
-        frame: Value,
-        id: Option<Value>,
-    ) {
+    fn reply(&mut self, frame: &ServerFrame<'_>, id: Option<&Id>) {
         if !self.closing {
-            self.conn.push_json(frame, id);
+            self.conn.push_reply(frame, id);
         }
     }
 
     /// The one place an `error` frame is built.
-    fn error(
-        &mut self,
-        ctx: &mut ws::WebsocketContext<Self>,
-        id: Option<Value>,
-        code: &str,
-        message: impl Into<String>,
-    ) {
-        self.send_json(
-            ctx,
-            json!({"type": "error", "code": code, "message": message.into()}),
-            id,
-        );
+    fn error(&mut self, id: Option<Id>, code: &str, message: impl AsRef<str>) {
+        let frame = ServerFrame::Error {
+            code,
+            message: message.as_ref(),
+        };
+        self.reply(&frame, id.as_ref());
     }
 
     fn close(&mut self, ctx: &mut ws::WebsocketContext<Self>, code: u16, reason: &str) {
@@ -150,204 +122,144 @@ impl WsSession {
         &mut self,
         ctx: &mut ws::WebsocketContext<Self>,
         request: impl std::future::Future<Output = Result<T, RoomError>> + 'static,
-        id: Option<Value>,
+        id: Option<Id>,
         unavailable: &'static str,
-        then: impl FnOnce(&mut Self, &mut ws::WebsocketContext<Self>, T, Option<Value>) + 'static,
+        then: impl FnOnce(&mut Self, T, Option<Id>) + 'static,
     ) {
-        ctx.spawn(actix::fut::wrap_future(request).map(
-            move |res, act: &mut Self, ctx| match res {
-                Ok(value) => then(act, ctx, value, id),
-                Err(_) => act.error(ctx, id, code::UNAVAILABLE, unavailable),
-            },
-        ));
+        self.in_flight += 1;
+        ctx.spawn(
+            actix::fut::wrap_future(request).map(move |res, act: &mut Self, _| {
+                act.in_flight -= 1;
+                match res {
+                    Ok(value) => then(act, value, id),
+                    Err(_) => act.error(id, code::UNAVAILABLE, unavailable),
+                }
+            }),
+        );
     }
 
-    /// Rate limit; repeated abuse closes with 1008. Answers whether the frame may proceed.
-    fn admit(&mut self, ctx: &mut ws::WebsocketContext<Self>, text: &str) -> bool {
-        let now = Instant::now();
-        if self.bucket.take(now) {
-            return true;
-        }
-        self.shared.metrics.rate_limited.inc();
-        let window = Duration::from_millis(self.shared.settings.abuse_window_ms);
-        while self
-            .abuse
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > window)
-        {
-            self.abuse.pop_front();
-        }
-        self.abuse.push_back(now);
-        if self.abuse.len() >= self.shared.settings.abuse_limit as usize {
-            self.close(ctx, close::POLICY, "rate limit exceeded repeatedly");
-        } else {
-            let id = serde_json::from_str::<IdOnly>(text)
-                .ok()
-                .and_then(|r| valid_id(r.id));
-            self.error(
-                ctx,
-                id,
-                code::RATE_LIMITED,
-                "over the per-connection message rate; the frame was dropped",
-            );
-        }
-        false
-    }
-
-    fn handle_text(&mut self, ctx: &mut ws::WebsocketContext<Self>, text: &str) {
-        let req: Request<'_> = match serde_json::from_str(text) {
-            Ok(r) => r,
-            Err(e) if e.is_data() => {
+    /// One text frame: parsed, admitted by flood control, then handled.
+    fn on_text(&mut self, ctx: &mut ws::WebsocketContext<Self>, text: &str) {
+        let parsed = ClientFrame::parse(text);
+        let free = self.in_flight == 0 && matches!(&parsed, Ok((_, f)) if f.waits_on_hub());
+        match self.admission.admit(Instant::now(), free) {
+            Verdict::Admit => {}
+            Verdict::Limited => {
+                self.shared.metrics.rate_limited.inc();
+                let id = match parsed {
+                    Ok((id, _)) => id,
+                    Err(refused) => refused.id,
+                };
                 return self.error(
-                    ctx,
-                    None,
-                    code::BAD_REQUEST,
-                    "a frame must be a JSON object",
+                    id,
+                    code::RATE_LIMITED,
+                    "over the per-connection message rate; the frame was dropped",
                 );
             }
-            Err(e) => return self.error(ctx, None, code::BAD_REQUEST, format!("not JSON: {e}")),
+            Verdict::Abuse => {
+                self.shared.metrics.rate_limited.inc();
+                return self.close(ctx, close::POLICY, "rate limit exceeded repeatedly");
+            }
+        }
+        let (id, frame) = match parsed {
+            Ok(parsed) => parsed,
+            Err(refused) => return self.error(refused.id, refused.code, refused.message),
         };
-        let id = match &req.id {
-            None | Some(Value::Null) => None,
-            Some(v) => match valid_id(Some(v.clone())) {
-                Some(id) => Some(id),
-                None => {
-                    return self.error(
-                        ctx,
-                        None,
-                        code::BAD_REQUEST,
-                        "`id` must be an integer or a string",
-                    )
-                }
-            },
-        };
-        let Some(kind) = req.kind.as_ref().and_then(Value::as_str) else {
-            return self.error(ctx, id, code::BAD_REQUEST, "missing string field `type`");
-        };
-        match kind {
-            "ping" => self.send_json(ctx, json!({"type": "pong"}), id),
-            "join" => {
-                let Some(room) = self.room_arg(ctx, &req.room, &id) else {
-                    return;
-                };
+        if self.handle_frame(ctx, id, frame) == Answer::Now && free {
+            // Refused at once (not a member, too large, ...): it pays after all.
+            self.admission.charge(Instant::now());
+        }
+    }
+
+    fn handle_frame(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        id: Option<Id>,
+        frame: ClientFrame<'_>,
+    ) -> Answer {
+        match frame {
+            ClientFrame::Ping => {
+                self.reply(&ServerFrame::Pong, id.as_ref());
+                Answer::Now
+            }
+            ClientFrame::Join { room } => {
                 if !auth::room_allowed(self.identity.rooms.as_deref(), &room) {
-                    return self.error(
-                        ctx,
-                        id,
-                        code::FORBIDDEN,
-                        format!("your token does not allow room '{room}'"),
-                    );
+                    return self.forbidden_room(id, &room);
                 }
                 // `joined` itself comes through the room's event channel.
                 let fut = self.shared.rooms.join(&room, self.member(), id.clone());
-                self.on_room(ctx, fut, id, RESTARTING, |_, _, (), _| {});
+                self.on_room(ctx, fut, id, RESTARTING, |_, (), _| {});
+                Answer::Later
             }
-            "leave" => {
-                let Some(room) = self.room_arg(ctx, &req.room, &id) else {
-                    return;
-                };
-                if self.conn.leave(&room) {
-                    self.shared.rooms.leave(&room, &self.id);
+            ClientFrame::Leave { room } => {
+                // Nothing of the room reaches the client from here on; the
+                // hub removes the membership after any `join` sent before,
+                // and `left` comes through the room's event channel.
+                self.conn.leave(&room);
+                let answer = Some(LeaveAnswer { id: id.clone() });
+                match self.shared.rooms.leave(&room, self.member(), answer) {
+                    Ok(()) => Answer::Later,
+                    Err(_) => self.refuse(id, code::UNAVAILABLE, RESTARTING),
                 }
-                self.send_json(ctx, json!({"type": "left", "room": room}), id);
             }
-            "publish" => self.publish(ctx, &req, id),
-            "presence" => {
-                let Some(room) = self.room_arg(ctx, &req.room, &id) else {
-                    return;
-                };
+            ClientFrame::Publish { room, data } => self.publish(ctx, room, data, id),
+            ClientFrame::Presence { room } => {
                 let fut = self.shared.rooms.presence(&room);
-                self.on_room(ctx, fut, id, RESTARTING, move |act, ctx, members, id| {
-                    let frame = json!({"type": "presence", "room": room, "members": members});
-                    act.send_json(ctx, frame, id);
+                self.on_room(ctx, fut, id, RESTARTING, move |act, members, id| {
+                    let frame = ServerFrame::Presence {
+                        room: &room,
+                        members: &members,
+                    };
+                    act.reply(&frame, id.as_ref());
                 });
+                Answer::Later
             }
-            "resume" => self.resume(ctx, &req, id),
-            other => {
-                let other = other.chars().take(64).collect::<String>();
-                self.error(
-                    ctx,
-                    id,
-                    code::BAD_REQUEST,
-                    format!("unknown type '{other}'"),
-                )
-            }
+            ClientFrame::Resume { session, rooms } => self.resume(ctx, session, rooms, id),
         }
     }
 
-    /// The `room` field, validated; answers the error itself when it is not.
-    fn room_arg(
-        &mut self,
-        ctx: &mut ws::WebsocketContext<Self>,
-        room: &Option<Value>,
-        id: &Option<Value>,
-    ) -> Option<String> {
-        let Some(room) = room.as_ref().and_then(Value::as_str) else {
-            self.error(
-                ctx,
-                id.clone(),
-                code::BAD_REQUEST,
-                "missing string field `room`",
-            );
-            return None;
-        };
-        if !valid_room(room) {
-            self.error(
-                ctx,
-                id.clone(),
-                code::INVALID_ROOM,
-                "a room name is 1 to 128 bytes of [A-Za-z0-9_.:-], optionally after a leading '$'",
-            );
-            return None;
-        }
-        Some(room.to_owned())
+    /// Answers an `error` at once.
+    fn refuse(&mut self, id: Option<Id>, code: &str, message: impl AsRef<str>) -> Answer {
+        self.error(id, code, message);
+        Answer::Now
+    }
+
+    fn forbidden_room(&mut self, id: Option<Id>, room: &str) -> Answer {
+        self.refuse(
+            id,
+            code::FORBIDDEN,
+            format!("your token does not allow room '{room}'"),
+        )
     }
 
     fn publish(
         &mut self,
         ctx: &mut ws::WebsocketContext<Self>,
-        req: &Request<'_>,
-        id: Option<Value>,
-    ) {
-        let Some(room) = self.room_arg(ctx, &req.room, &id) else {
-            return;
-        };
-        let Some(data) = req.data else {
-            return self.error(ctx, id, code::BAD_REQUEST, "missing field `data`");
-        };
+        room: String,
+        data: &RawValue,
+        id: Option<Id>,
+    ) -> Answer {
         let s = &self.shared.settings;
         if data.get().len() > s.max_data_bytes {
             let limit = s.max_data_bytes;
-            return self.error(
-                ctx,
-                id,
-                code::TOO_LARGE,
-                format!("`data` is over {limit} bytes"),
-            );
+            return self.refuse(id, code::TOO_LARGE, format!("`data` is over {limit} bytes"));
         }
         if room.starts_with('$') {
-            return self.error(
-                ctx,
+            return self.refuse(
                 id,
                 code::FORBIDDEN,
                 format!("'{room}' is a read-only system room"),
             );
         }
         if !auth::room_allowed(self.identity.rooms.as_deref(), &room) {
-            return self.error(
-                ctx,
-                id,
-                code::FORBIDDEN,
-                format!("your token does not allow room '{room}'"),
-            );
+            return self.forbidden_room(id, &room);
         }
         let open = s
             .publish_without_join
             .iter()
             .any(|p| room.starts_with(p.as_str()));
         if !open && !self.conn.in_room(&room) {
-            return self.error(
-                ctx,
+            return self.refuse(
                 id,
                 code::NOT_MEMBER,
                 format!("join room '{room}' before publishing to it"),
@@ -358,104 +270,34 @@ impl WsSession {
             .rooms
             .publish(&room, self.user.clone(), data.to_owned());
         let unpublished = "the room service is restarting; the message was not published; retry";
-        self.on_room(ctx, fut, id, unpublished, move |act, ctx, offset, id| {
-            act.send_json(
-                ctx,
-                json!({"type": "ack", "room": room, "offset": offset}),
-                id,
+        self.on_room(ctx, fut, id, unpublished, move |act, offset, id| {
+            act.reply(
+                &ServerFrame::Ack {
+                    room: &room,
+                    offset,
+                },
+                id.as_ref(),
             );
         });
+        Answer::Later
     }
 
     fn resume(
         &mut self,
         ctx: &mut ws::WebsocketContext<Self>,
-        req: &Request<'_>,
-        id: Option<Value>,
-    ) {
+        session: String,
+        wanted: Vec<ResumeRoom>,
+        id: Option<Id>,
+    ) -> Answer {
         if self.resume.is_some() {
-            return self.error(
-                ctx,
-                id,
-                code::BAD_REQUEST,
-                "a resume is already in progress",
-            );
+            return self.refuse(id, code::BAD_REQUEST, "a resume is already in progress");
         }
-        let Some(session) = req
-            .session
-            .as_ref()
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-        else {
-            return self.error(ctx, id, code::BAD_REQUEST, "missing string field `session`");
-        };
-        let Some(rooms) = req.rooms.as_ref().and_then(Value::as_object) else {
-            return self.error(
-                ctx,
-                id,
-                code::BAD_REQUEST,
-                "missing object field `rooms` ({room: last_offset_seen})",
-            );
-        };
-        if rooms.len() > MAX_RESUME_ROOMS {
-            return self.error(
-                ctx,
-                id,
-                code::BAD_REQUEST,
-                format!("at most {MAX_RESUME_ROOMS} rooms per resume"),
-            );
-        }
-        let epochs = match req.epochs.as_ref() {
-            None | Some(Value::Null) => None,
-            Some(Value::Object(e)) => Some(e),
-            Some(_) => {
-                return self.error(
-                    ctx,
-                    id,
-                    code::BAD_REQUEST,
-                    "`epochs` must be an object {room: epoch}",
-                )
-            }
-        };
-        let mut wanted = Vec::with_capacity(rooms.len());
-        for (room, offset) in rooms {
-            let Some(after) = offset.as_u64() else {
-                return self.error(
-                    ctx,
-                    id,
-                    code::BAD_REQUEST,
-                    format!("rooms.{room} must be a non-negative integer offset"),
-                );
-            };
-            if !valid_room(room) {
-                return self.error(
-                    ctx,
-                    id,
-                    code::INVALID_ROOM,
-                    format!("'{room}' is not a valid room name"),
-                );
-            }
-            if !auth::room_allowed(self.identity.rooms.as_deref(), room) {
-                return self.error(
-                    ctx,
-                    id,
-                    code::FORBIDDEN,
-                    format!("your token does not allow room '{room}'"),
-                );
-            }
-            let epoch = match epochs.and_then(|e| e.get(room)) {
-                None | Some(Value::Null) => None,
-                Some(Value::String(e)) => Some(e.clone()),
-                Some(_) => {
-                    return self.error(
-                        ctx,
-                        id,
-                        code::BAD_REQUEST,
-                        format!("epochs.{room} must be a string"),
-                    )
-                }
-            };
-            wanted.push((room.clone(), after, epoch));
+        if let Some(r) = wanted
+            .iter()
+            .find(|r| !auth::room_allowed(self.identity.rooms.as_deref(), &r.room))
+        {
+            let room = r.room.clone();
+            return self.forbidden_room(id, &room);
         }
         match self.shared.sessions.get(&session) {
             Some(old) => self.resume_as(ctx, Some(old), wanted, id),
@@ -465,15 +307,18 @@ impl WsSession {
                 self.resume = Some(PendingResume {
                     id: id.clone(),
                     waiting: wanted.len(),
-                    rooms: serde_json::Map::new(),
+                    rooms: BTreeMap::new(),
                 });
                 let fetch = self.shared.sessions.clone().fetch(session);
+                self.in_flight += 1;
                 ctx.spawn(
                     actix::fut::wrap_future(fetch).map(move |old, act: &mut Self, ctx| {
+                        act.in_flight -= 1;
                         act.resume = None;
                         act.resume_as(ctx, old, wanted, id);
                     }),
                 );
+                Answer::Later
             }
         }
     }
@@ -484,24 +329,21 @@ impl WsSession {
         &mut self,
         ctx: &mut ws::WebsocketContext<Self>,
         old: Option<SessionRecord>,
-        wanted: Vec<(String, u64, Option<String>)>,
-        id: Option<Value>,
-    ) {
+        wanted: Vec<ResumeRoom>,
+        id: Option<Id>,
+    ) -> Answer {
         if let Some(old) = old {
             if self.identity.authenticated && old.user != *self.user {
-                return self.error(
-                    ctx,
-                    id,
-                    code::FORBIDDEN,
-                    "that session belongs to another user",
-                );
+                return self.refuse(id, code::FORBIDDEN, "that session belongs to another user");
             }
             if *self.id != *old.id {
                 self.shared.connections.deregister(&self.id);
                 self.shared.sessions.remove(&self.id);
                 for room in self.conn.joined() {
                     self.conn.leave(&room);
-                    self.shared.rooms.leave(&room, &self.id);
+                    // A hub that is restarting drops the membership once it
+                    // sees this connection gone.
+                    let _ = self.shared.rooms.leave(&room, self.member(), None);
                 }
                 self.id = old.id.clone().into();
                 self.user = old.user.clone().into();
@@ -512,26 +354,29 @@ impl WsSession {
             }
         }
         if wanted.is_empty() {
-            return self.send_json(
-                ctx,
-                json!({"type": "resumed", "session": &*self.id, "rooms": {}}),
-                id,
-            );
+            let session = self.id.clone();
+            let frame = ServerFrame::Resumed {
+                session: &session,
+                rooms: &BTreeMap::new(),
+            };
+            self.reply(&frame, id.as_ref());
+            return Answer::Now;
         }
         self.resume = Some(PendingResume {
             id: id.clone(),
             waiting: wanted.len(),
-            rooms: serde_json::Map::new(),
+            rooms: BTreeMap::new(),
         });
-        for (room, after, epoch) in wanted {
+        for ResumeRoom { room, after, epoch } in wanted {
             self.conn.join(&room.as_str().into(), after);
             let fut = self.shared.rooms.resume(&room, self.member(), after, epoch);
             let id = id.clone();
+            self.in_flight += 1;
             ctx.spawn(
-                actix::fut::wrap_future(fut).map(move |res, act: &mut Self, ctx| {
+                actix::fut::wrap_future(fut).map(move |res, act: &mut Self, _| {
+                    act.in_flight -= 1;
                     if res.is_err() && act.resume.take().is_some() {
                         act.error(
-                            ctx,
                             id,
                             code::UNAVAILABLE,
                             format!(
@@ -542,11 +387,12 @@ impl WsSession {
                 }),
             );
         }
+        Answer::Later
     }
 
     /// The hubs' events reach the connection through its worker (see
     /// `fanout`); the worker hands over only `Replayed`, which ends a resume.
-    fn on_room_event(&mut self, ctx: &mut ws::WebsocketContext<Self>, event: RoomEvent) {
+    fn on_room_event(&mut self, event: RoomEvent) {
         let RoomEvent::Replayed {
             room,
             replayed,
@@ -562,13 +408,21 @@ impl WsSession {
         };
         pending.rooms.insert(
             room.to_string(),
-            json!({"replayed": replayed, "complete": complete, "epoch": &*epoch}),
+            Replay {
+                replayed,
+                complete,
+                epoch: epoch.to_string(),
+            },
         );
         pending.waiting -= 1;
         if pending.waiting == 0 {
             if let Some(done) = self.resume.take() {
-                let frame = json!({"type": "resumed", "session": &*self.id, "rooms": done.rooms});
-                self.send_json(ctx, frame, done.id);
+                let session = self.id.clone();
+                let frame = ServerFrame::Resumed {
+                    session: &session,
+                    rooms: &done.rooms,
+                };
+                self.reply(&frame, done.id.as_ref());
             }
         }
     }
@@ -589,12 +443,13 @@ impl Actor for WsSession {
         shared.metrics.connections.inc();
         shared.metrics.connects.inc();
         let s = &shared.settings;
-        self.send_json(
-            ctx,
-            json!({"type": "welcome", "session": &*self.id, "user": &*self.user,
-                   "heartbeat_ms": s.heartbeat_ms, "max_frame_bytes": s.max_frame_bytes}),
-            None,
-        );
+        let welcome = ServerFrame::Welcome {
+            session: &self.id,
+            user: &self.user,
+            heartbeat_ms: s.heartbeat_ms,
+            max_frame_bytes: s.max_frame_bytes,
+        };
+        self.conn.push_reply(&welcome, None);
         let beat = Duration::from_millis(s.heartbeat_ms);
         ctx.run_interval(beat, move |act, ctx| {
             if act.last_heard.elapsed() > beat * 2 {
@@ -625,7 +480,9 @@ impl Drop for WsSession {
         self.conn.disconnect();
         let rooms: BTreeMap<String, u64> = self.conn.offsets();
         for room in rooms.keys() {
-            shared.rooms.leave(room, &self.id);
+            // A hub that is restarting drops the membership in its next
+            // prune: this connection is gone.
+            let _ = shared.rooms.leave(room, self.member(), None);
         }
         shared.sessions.detach(&self.id, rooms);
         shared.connections.deregister(&self.id);
@@ -656,15 +513,12 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for WsSession {
             ws::Message::Text(text) => {
                 metrics.frames_in.inc();
                 metrics.bytes_in.inc_by(text.len() as u64);
-                if self.admit(ctx, &text) {
-                    self.handle_text(ctx, &text);
-                }
+                self.on_text(ctx, &text);
             }
             ws::Message::Binary(bin) => {
                 metrics.frames_in.inc();
                 metrics.bytes_in.inc_by(bin.len() as u64);
                 self.error(
-                    ctx,
                     None,
                     code::UNSUPPORTED,
                     "binary frames are not supported; send JSON text frames",
@@ -672,7 +526,6 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for WsSession {
             }
             ws::Message::Continuation(_) => {
                 self.error(
-                    ctx,
                     None,
                     code::UNSUPPORTED,
                     "fragmented frames are not supported",
@@ -701,8 +554,8 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for WsSession {
 impl Handler<RoomEvent> for WsSession {
     type Result = ();
 
-    fn handle(&mut self, event: RoomEvent, ctx: &mut Self::Context) {
-        self.on_room_event(ctx, event);
+    fn handle(&mut self, event: RoomEvent, _ctx: &mut Self::Context) {
+        self.on_room_event(event);
     }
 }
 
@@ -710,11 +563,10 @@ impl Handler<Drain> for WsSession {
     type Result = ();
 
     fn handle(&mut self, msg: Drain, ctx: &mut Self::Context) {
-        self.send_json(
-            ctx,
-            json!({"type": "draining", "reconnect_after_ms": msg.reconnect_after_ms}),
-            None,
-        );
+        let frame = ServerFrame::Draining {
+            reconnect_after_ms: msg.reconnect_after_ms,
+        };
+        self.reply(&frame, None);
         self.close(
             ctx,
             close::GOING_AWAY,
