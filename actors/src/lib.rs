@@ -12,8 +12,8 @@
 //! - [`sessions`]: the session registry behind `resume` ([`sessions::SessionStore`]).
 //! - [`connections`]: the `connections` actor, live client connections and their drain.
 //! - [`metrics`]: the kernel's Prometheus metrics.
-//! - [`redis`]: the `redis` actor and [`redis::Cluster`]: rooms that span nodes through Redis.
-//! - [`rooms`]: the `rooms` actors, sharded room hubs (membership, offsets, history, presence).
+//! - [`redis`]: the `redis` actor and [`redis::Cluster`]: the Redis link nodes share (pool, probe, Pub/Sub).
+//! - [`rooms`]: the `rooms` actors, sharded room hubs (membership, offsets, history, presence), and the broker seam ([`rooms::Broker`]: local, Redis).
 //! - [`services`]: the `trending`, `printers` and `files` actors, broadcasting to system rooms.
 //! - [`tls`]: TLS for outbound clients (HTTPS, SMTP): ring, the system's CA certificates plus an optional bundle.
 #![warn(missing_docs)]

@@ -164,13 +164,22 @@ impl Builder {
                     url: url.to_owned(),
                     prefix: settings.redis.prefix.clone(),
                     pool_size: settings.redis.pool_size,
-                    history: settings.rooms.history_size,
                 })
                 .map_err(StartError::Storage)?,
             ),
         };
-        let rooms =
-            holdfast_actors::rooms::Rooms::new(shards, room_config, &registry, cluster.clone())?;
+        // With Redis, offsets and history are shared by every node through it.
+        let broker = cluster.clone().map(|c| {
+            holdfast_actors::rooms::broker::redis::RedisBroker::new(c, settings.rooms.history_size)
+        });
+        let rooms = holdfast_actors::rooms::Rooms::new(
+            shards,
+            room_config,
+            &registry,
+            broker
+                .clone()
+                .map(|b| Arc::new(b) as Arc<dyn holdfast_actors::rooms::Broker>),
+        )?;
         let room_arbiters: Vec<Arbiter> = (0..shards).map(|_| Arbiter::new()).collect();
         let room_handles: Vec<_> = room_arbiters.iter().map(Arbiter::handle).collect();
         let connections = holdfast_actors::connections::Connections::new();
@@ -224,8 +233,8 @@ impl Builder {
         let mut storage = SupervisorSpec::new("storage")
             .intensity(intensity)
             .child(db.spec().backoff(backoff));
-        if let Some(cluster) = &cluster {
-            storage = storage.child(cluster.spec(rooms.clone()).backoff(backoff));
+        if let (Some(cluster), Some(broker)) = (&cluster, &broker) {
+            storage = storage.child(cluster.spec(vec![broker.subscriber()]).backoff(backoff));
         }
         let sessions_spec = holdfast_actors::sessions::SessionsActor::spec(
             sessions.clone(),

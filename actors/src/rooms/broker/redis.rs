@@ -1,0 +1,381 @@
+//! The Redis broker: several nodes sharing one Redis form one system of
+//! rooms.
+//!
+//! The mechanism, chosen for correctness first:
+//!
+//! - **Offsets are assigned by Redis.** A publish runs one Lua script that
+//!   `INCR`s the room's counter, appends the message (its sender and data,
+//!   not a frame: the frame has one encoder, `rooms::message_frame`) to the
+//!   room's stream with the offset as the entry id (`XADD … <n>-0`: Redis
+//!   refuses an id that is not greater than the last, so an offset can never
+//!   be assigned twice), trims the stream to the history size and
+//!   `PUBLISH`es it with this node's id. Every node therefore sees the same
+//!   offset for the same message, with no gap and no duplicate at the source.
+//! - **Streams are the truth, Pub/Sub the fast path.** Pub/Sub is at most
+//!   once: a node that was disconnected, or just joined a room, can miss
+//!   messages. Hubs apply a room's publications in offset order (see
+//!   `sequence`), reading gaps from the stream (`XRANGE`), and every second
+//!   each hub compares its rooms with Redis's counters to catch a silent
+//!   loss. History and `resume` read the stream, so they work across nodes,
+//!   including resuming on node B after node A was killed.
+//! - **A node sees its own publication once.** The script's answer applies
+//!   it; the Pub/Sub copy carries the node's id and is skipped on arrival.
+//! - **Epochs live in Redis too.** A room's epoch is created with its first
+//!   message or join. If Redis loses the room (restarted without
+//!   persistence), the counter and the epoch vanish together, so offsets
+//!   restart only with a new epoch.
+//!
+//! All publications go over one channel (`<prefix>:messages`); each node
+//! filters the rooms it holds members of. Per-room channels would cut
+//! traffic to nodes without members, at the cost of subscription churn; one
+//! channel is the simpler correct start.
+//!
+//! Publishes go over one multiplexed connection, in the order the hubs
+//! send them, so that Redis runs each hub's publishes in the order the hub
+//! received them.
+
+use std::sync::{Arc, OnceLock};
+
+use bytestring::ByteString;
+use redis::aio::MultiplexedConnection;
+use serde_json::value::RawValue;
+
+use super::{new_epoch, Broker, BrokerError, History, Inbound, Position, Publication, Reply};
+use crate::redis::{Cluster, ClusterError, Subscriber};
+use crate::rooms::message_frame;
+
+/// Publishes one message: assigns the offset, appends to the stream, trims
+/// it, announces it (`node \n room \n epoch \n offset \n user \n data`).
+/// Returns `{epoch, offset}`.
+const PUBLISH_LUA: &str = r#"
+local epoch = redis.call('GET', KEYS[2])
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('SET', KEYS[2], epoch)
+  redis.call('DEL', KEYS[1], KEYS[3])
+end
+local n = redis.call('INCR', KEYS[1])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], n .. '-0', 'u', ARGV[3], 'd', ARGV[4])
+redis.call('PUBLISH', ARGV[6], ARGV[7] .. '\n' .. ARGV[2] .. '\n' .. epoch .. '\n' .. n .. '\n' .. ARGV[3] .. '\n' .. ARGV[4])
+return {epoch, n}
+"#;
+
+/// The room's epoch (created if new) and latest offset: `{epoch, offset}`.
+const HEAD_LUA: &str = r#"
+local epoch = redis.call('GET', KEYS[2])
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('SET', KEYS[2], epoch)
+  redis.call('DEL', KEYS[1], KEYS[3])
+end
+return {epoch, tonumber(redis.call('GET', KEYS[1]) or '0')}
+"#;
+
+/// Epoch, latest offset, oldest offset kept, and the messages in
+/// `[ARGV[1], ARGV[2]]`: `{epoch, latest, oldest, o1, u1, d1, ...}`.
+const RANGE_LUA: &str = r#"
+local epoch = redis.call('GET', KEYS[2]) or ''
+local latest = tonumber(redis.call('GET', KEYS[1]) or '0')
+local first = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)
+local oldest = 0
+if first[1] then oldest = tonumber(string.match(first[1][1], '^(%d+)')) end
+local out = {epoch, latest, oldest}
+local entries = redis.call('XRANGE', KEYS[3], ARGV[1] .. '-0', ARGV[2] .. '-0')
+for _, e in ipairs(entries) do
+  local f = {}
+  for i = 1, #e[2], 2 do f[e[2][i]] = e[2][i + 1] end
+  table.insert(out, tonumber(string.match(e[1], '^(%d+)')))
+  table.insert(out, f['u'] or '')
+  table.insert(out, f['d'] or 'null')
+end
+return out
+"#;
+
+/// The rooms' broker over Redis. Cheap to clone. See the module docs.
+#[derive(Clone)]
+pub struct RedisBroker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    redis: Cluster,
+    /// This node's id, sent with every publication so that it skips its own.
+    node: String,
+    /// Stream length kept per room (the rooms' history size).
+    history: usize,
+    /// The Pub/Sub channel of publications.
+    channel: String,
+    publish: redis::Script,
+    head: redis::Script,
+    range: redis::Script,
+    /// The connection every publish goes over, once obtained. Publishes
+    /// take it in the order they were made (the lock is fair), so that one
+    /// hub's publishes reach Redis in the order the hub made them.
+    conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    /// Where other nodes' publications go (the rooms), once attached.
+    inbound: OnceLock<Arc<dyn Inbound>>,
+}
+
+impl RedisBroker {
+    /// A broker over `redis`, keeping `history` messages per room.
+    pub fn new(redis: Cluster, history: usize) -> Self {
+        let channel = format!("{}:messages", redis.prefix());
+        Self {
+            inner: Arc::new(Inner {
+                redis,
+                node: new_epoch(),
+                history: history.max(1),
+                channel,
+                publish: redis::Script::new(PUBLISH_LUA),
+                head: redis::Script::new(HEAD_LUA),
+                range: redis::Script::new(RANGE_LUA),
+                conn: tokio::sync::Mutex::new(None),
+                inbound: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// What the `redis` actor feeds with this broker's channel.
+    pub fn subscriber(&self) -> Arc<dyn Subscriber> {
+        Arc::new(self.clone())
+    }
+
+    fn keys(&self, room: &str) -> [String; 3] {
+        // `{room}` is a hash tag: a room's keys stay on one Redis Cluster slot.
+        let p = self.inner.redis.prefix();
+        [
+            format!("{p}:{{{room}}}:seq"),
+            format!("{p}:{{{room}}}:epoch"),
+            format!("{p}:{{{room}}}:log"),
+        ]
+    }
+}
+
+impl Inner {
+    /// The publish connection, obtained on first use.
+    async fn connection(&self) -> Result<MultiplexedConnection, ClusterError> {
+        let mut conn = self.conn.lock().await;
+        if let Some(c) = conn.as_ref() {
+            return Ok(c.clone());
+        }
+        let c = self.redis.connection().await?;
+        *conn = Some(c.clone());
+        Ok(c)
+    }
+}
+
+fn down() -> BrokerError {
+    BrokerError("redis is down".into())
+}
+
+fn failed(e: ClusterError) -> BrokerError {
+    BrokerError(e.to_string())
+}
+
+impl Broker for RedisBroker {
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn is_up(&self) -> bool {
+        self.inner.redis.is_up()
+    }
+
+    fn publish(
+        &self,
+        room: &str,
+        _here: &Position,
+        user: &str,
+        data: &RawValue,
+    ) -> Reply<Position> {
+        if !self.is_up() {
+            return Reply::Now(Err(down()));
+        }
+        let keys = self.keys(room);
+        let room_json = serde_json::to_string(room).unwrap_or_default();
+        let user_json = serde_json::to_string(user).unwrap_or_default();
+        let data = data.get().to_owned();
+        let inner = self.inner.clone();
+        Reply::Later(Box::pin(async move {
+            let mut conn = inner.connection().await.map_err(failed)?;
+            let mut inv = inner.publish.prepare_invoke();
+            inv.key(&keys[0]).key(&keys[1]).key(&keys[2]);
+            inv.arg(new_epoch())
+                .arg(&room_json)
+                .arg(&user_json)
+                .arg(&data)
+                .arg(inner.history)
+                .arg(&inner.channel)
+                .arg(&inner.node);
+            match inner.redis.run::<(String, u64)>(Some(&mut conn), inv).await {
+                Ok((epoch, offset)) => Ok(Position {
+                    epoch: epoch.into(),
+                    offset,
+                }),
+                Err(e) => {
+                    *inner.conn.lock().await = None; // obtained again on the next publish
+                    Err(failed(e))
+                }
+            }
+        }))
+    }
+
+    fn head(&self, room: &str, _here: &Position) -> Reply<Position> {
+        if !self.is_up() {
+            return Reply::Now(Err(down()));
+        }
+        let keys = self.keys(room);
+        let inner = self.inner.clone();
+        Reply::Later(Box::pin(async move {
+            let mut inv = inner.head.prepare_invoke();
+            inv.key(&keys[0])
+                .key(&keys[1])
+                .key(&keys[2])
+                .arg(new_epoch());
+            let (epoch, offset): (String, u64) =
+                inner.redis.run(None, inv).await.map_err(failed)?;
+            Ok(Position {
+                epoch: epoch.into(),
+                offset,
+            })
+        }))
+    }
+
+    fn history(&self, room: &str, from: u64, to: u64) -> Reply<Option<History>> {
+        if !self.is_up() {
+            return Reply::Now(Err(down()));
+        }
+        let keys = self.keys(room);
+        let inner = self.inner.clone();
+        let room = room.to_owned();
+        Reply::Later(Box::pin(async move {
+            let mut inv = inner.range.prepare_invoke();
+            inv.key(&keys[0])
+                .key(&keys[1])
+                .key(&keys[2])
+                .arg(from.max(1))
+                .arg(to);
+            let values: Vec<redis::Value> = inner.redis.run(None, inv).await.map_err(failed)?;
+            Ok(Some(parse_range(&room, &values)))
+        }))
+    }
+
+    fn attach(&self, inbound: Arc<dyn Inbound>) {
+        let _ = self.inner.inbound.set(inbound);
+    }
+}
+
+impl Subscriber for RedisBroker {
+    fn channel(&self) -> String {
+        self.inner.channel.clone()
+    }
+
+    fn message(&self, payload: &[u8]) {
+        let Some(inbound) = self.inner.inbound.get() else {
+            return;
+        };
+        match parse_announcement(payload) {
+            Some((node, _)) if node == self.inner.node => {} // applied when the script answered
+            Some((_, publication)) => inbound.publication(publication),
+            None => tracing::warn!(
+                channel = %self.inner.channel,
+                "a message on the rooms' channel that is not a publication; ignored"
+            ),
+        }
+    }
+
+    fn subscribed(&self) {
+        if let Some(inbound) = self.inner.inbound.get() {
+            inbound.resync();
+        }
+    }
+}
+
+/// Text of a script's answer.
+fn text(v: &redis::Value) -> String {
+    match v {
+        redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        redis::Value::SimpleString(s) => s.clone(),
+        redis::Value::Int(i) => i.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// The `message` frame of a stored message: its sender as JSON and its data.
+fn frame(room: &str, offset: u64, user_json: &str, data: &str) -> Option<ByteString> {
+    let user: String = serde_json::from_str(user_json).ok()?;
+    let data: Box<RawValue> = serde_json::from_str(data).ok()?;
+    Some(message_frame(room, offset, &user, &data))
+}
+
+/// `RANGE_LUA`'s answer.
+fn parse_range(room: &str, values: &[redis::Value]) -> History {
+    let num = |v: &redis::Value| text(v).parse::<u64>().unwrap_or(0);
+    let mut it = values.iter();
+    let epoch = it.next().map(text).unwrap_or_default();
+    let latest = it.next().map(num).unwrap_or(0);
+    let oldest = it.next().map(num).unwrap_or(0);
+    let mut entries = Vec::new();
+    while let (Some(o), Some(u), Some(d)) = (it.next(), it.next(), it.next()) {
+        let offset = num(o);
+        if let Some(f) = frame(room, offset, &text(u), &text(d)) {
+            entries.push((offset, f));
+        }
+    }
+    History {
+        head: Position {
+            epoch: epoch.into(),
+            offset: latest,
+        },
+        oldest,
+        entries,
+    }
+}
+
+/// Parses a Pub/Sub payload, `node \n room \n epoch \n offset \n user \n
+/// data` (the user is JSON, so it holds no newline; the data may): the
+/// publishing node and the publication.
+fn parse_announcement(payload: &[u8]) -> Option<(&str, Publication)> {
+    let text = std::str::from_utf8(payload).ok()?;
+    let mut parts = text.splitn(6, '\n');
+    let node = parts.next()?;
+    let room = parts.next()?;
+    let epoch = parts.next()?;
+    let offset = parts.next()?.parse().ok()?;
+    let user = parts.next()?;
+    let data = parts.next()?;
+    let frame = frame(room, offset, user, data)?;
+    Some((
+        node,
+        Publication {
+            room: room.into(),
+            position: Position {
+                epoch: epoch.into(),
+                offset,
+            },
+            frame,
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn announcements_split_on_the_first_five_newlines_and_build_the_frame() {
+        let (node, p) =
+            parse_announcement(b"n1\nlobby\nabc\n42\n\"u\"\n{\"d\":\"a\\nb\",\n\"x\":1}").unwrap();
+        assert_eq!(node, "n1");
+        assert_eq!(
+            (&*p.room, &*p.position.epoch, p.position.offset),
+            ("lobby", "abc", 42)
+        );
+        assert_eq!(
+            &*p.frame,
+            "{\"type\":\"message\",\"room\":\"lobby\",\"offset\":42,\"from\":\"u\",\"data\":{\"d\":\"a\\nb\",\n\"x\":1}}"
+        );
+        assert!(parse_announcement(b"n1\nlobby\nabc\nx\n\"u\"\n{}").is_none());
+        assert!(parse_announcement(b"n1\nlobby\nabc\n1\nu\n{}").is_none());
+    }
+}

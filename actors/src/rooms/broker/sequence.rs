@@ -1,0 +1,164 @@
+//! Offset order for publications from a shared broker: one [`Sequence`]
+//! per room, driven by its hub.
+//!
+//! Pub/Sub is at most once and a node can join a room late, so a hub may
+//! see a room's offsets out of order, twice, or with a gap. What it
+//! delivers is always the next offset: a publication at or below the room's
+//! offset is a duplicate (dropped); one ahead of a gap is held while the gap
+//! is read from the broker's history; what the broker no longer holds is
+//! skipped, with a warning, once that read is done.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use bytestring::ByteString;
+
+/// A publication ready to deliver: offset, frame, when it was published
+/// here (for the latency metric; `None` for others').
+pub(crate) type Ready = (u64, ByteString, Option<Instant>);
+
+/// Where a room stands in a shared broker's sequence.
+#[derive(Debug, Default)]
+pub(crate) struct Sequence {
+    /// Whether the room's epoch and offset are the broker's (false before
+    /// the first head, and while the room runs on a node-local epoch).
+    pub(crate) synced: bool,
+    /// Publications ahead of the next expected offset, held until the gap
+    /// before them is filled.
+    held: BTreeMap<u64, (ByteString, Option<Instant>)>,
+    /// A history read to fill a gap is in flight.
+    pub(crate) filling: bool,
+}
+
+/// What a hub does with one arriving publication.
+#[derive(Debug)]
+pub(crate) enum Arrival {
+    /// At or below the room's offset: seen already.
+    Duplicate,
+    /// Deliver these, in this order: the publication and the held ones
+    /// that follow it without a gap.
+    Ready(Vec<Ready>),
+    /// Held: a gap comes before it. Read `from..=to` from the broker's
+    /// history, unless a read is in flight already (`None`).
+    Gap(Option<(u64, u64)>),
+}
+
+impl Sequence {
+    /// A sequence that follows the broker (after a head or a history read).
+    pub(crate) fn synced() -> Self {
+        Self {
+            synced: true,
+            ..Self::default()
+        }
+    }
+
+    /// Whether nothing is held.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+
+    /// A publication at `offset` for a room whose latest delivered offset
+    /// is `latest`.
+    pub(crate) fn arrive(
+        &mut self,
+        latest: u64,
+        offset: u64,
+        frame: ByteString,
+        at: Option<Instant>,
+    ) -> Arrival {
+        if offset <= latest {
+            return Arrival::Duplicate;
+        }
+        if offset > latest + 1 {
+            self.held.insert(offset, (frame, at));
+            if self.filling {
+                return Arrival::Gap(None);
+            }
+            self.filling = true;
+            return Arrival::Gap(Some((latest + 1, offset - 1)));
+        }
+        let mut ready = vec![(offset, frame, at)];
+        self.take_following(offset, &mut ready);
+        Arrival::Ready(ready)
+    }
+
+    /// A gap read is over and what it found was applied; the room's latest
+    /// offset is `latest`. Unless another read is in flight, what the broker
+    /// no longer holds before the first held publication is skipped: answers
+    /// the skipped range and the held publications now ready.
+    pub(crate) fn filled(&mut self, latest: u64) -> (Option<(u64, u64)>, Vec<Ready>) {
+        let mut ready = Vec::new();
+        let Some(&first) = self.held.keys().next() else {
+            return (None, ready);
+        };
+        if self.filling || first <= latest + 1 {
+            return (None, ready);
+        }
+        let (frame, at) = self.held.remove(&first).unwrap_or_default();
+        ready.push((first, frame, at));
+        self.take_following(first, &mut ready);
+        (Some((latest + 1, first - 1)), ready)
+    }
+
+    /// Moves the held publications right after `offset` into `ready`.
+    fn take_following(&mut self, offset: u64, ready: &mut Vec<Ready>) {
+        let mut next = offset + 1;
+        while let Some((frame, at)) = self.held.remove(&next) {
+            ready.push((next, frame, at));
+            next += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(n: u64) -> ByteString {
+        ByteString::from(n.to_string())
+    }
+
+    fn offsets(ready: &[Ready]) -> Vec<u64> {
+        ready.iter().map(|r| r.0).collect()
+    }
+
+    #[test]
+    fn in_order_publications_are_delivered_and_repeats_dropped() {
+        let mut s = Sequence::synced();
+        let Arrival::Ready(r) = s.arrive(0, 1, frame(1), None) else {
+            panic!()
+        };
+        assert_eq!(offsets(&r), [1]);
+        assert!(matches!(s.arrive(1, 1, frame(1), None), Arrival::Duplicate));
+    }
+
+    #[test]
+    fn a_gap_is_read_once_and_the_held_follow_the_fill() {
+        let mut s = Sequence::synced();
+        assert!(matches!(
+            s.arrive(2, 5, frame(5), None),
+            Arrival::Gap(Some((3, 4)))
+        ));
+        assert!(matches!(s.arrive(2, 6, frame(6), None), Arrival::Gap(None)));
+        s.filling = false; // the read answered 3 and 4:
+        let Arrival::Ready(r) = s.arrive(2, 3, frame(3), None) else {
+            panic!()
+        };
+        assert_eq!(offsets(&r), [3]);
+        let Arrival::Ready(r) = s.arrive(3, 4, frame(4), None) else {
+            panic!()
+        };
+        assert_eq!(offsets(&r), [4, 5, 6]);
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn what_history_no_longer_holds_is_skipped_after_the_read() {
+        let mut s = Sequence::synced();
+        assert!(matches!(s.arrive(2, 9, frame(9), None), Arrival::Gap(_)));
+        s.filling = false; // the read found nothing (trimmed)
+        let (skipped, ready) = s.filled(2);
+        assert_eq!(skipped, Some((3, 8)));
+        assert_eq!(offsets(&ready), [9]);
+    }
+}

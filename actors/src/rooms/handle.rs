@@ -1,0 +1,431 @@
+//! The [`Rooms`] handle and the messages its hubs answer.
+//!
+//! The handle routes each request to the hub of the room's shard (a room
+//! lives in the shard its name hashes to) and turns a hub that is down into
+//! [`RoomError::Unavailable`]. Requests from one caller keep their order:
+//! each is put in the hub's mailbox when it is made.
+
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Weak};
+
+use actix::prelude::*;
+use actix_rt::ArbiterHandle;
+use parking_lot::Mutex;
+use prometheus::{IntGauge, IntGaugeVec, Opts, Registry};
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use super::broker::{Broker, Inbound, Local, Publication};
+use super::hub::{Hub, ShardState};
+use super::outlet::Member;
+use super::room::RoomConfig;
+use super::{PresenceEntry, RoomError};
+use crate::shutdown::Stage;
+use crate::supervision::{AnyChildSpec, ChildRef, ChildSpec, Intensity, SupervisorSpec};
+
+/// One shard: its hub and its state.
+struct Shard {
+    hub: ChildRef<Hub>,
+    state: Arc<Mutex<ShardState>>,
+    /// Requests sent to the hub and not yet handled.
+    depth: IntGauge,
+}
+
+/// The handle to every room hub; cheap to clone.
+#[derive(Clone)]
+pub struct Rooms {
+    shards: Arc<[Shard]>,
+    config: RoomConfig,
+    /// Where offsets come from: this node alone, or shared with others.
+    broker: Arc<dyn Broker>,
+}
+
+impl Rooms {
+    /// A handle for `shards` hubs (at least one); registers the per-shard
+    /// queue depth gauge `holdfast_rooms_shard_queue_depth{shard}`.
+    ///
+    /// # Errors
+    /// The gauge is already registered in `registry`.
+    pub fn new(
+        shards: usize,
+        config: RoomConfig,
+        registry: &Registry,
+        broker: Option<Arc<dyn Broker>>,
+    ) -> prometheus::Result<Self> {
+        let depth = IntGaugeVec::new(
+            Opts::new(
+                "holdfast_rooms_shard_queue_depth",
+                "Requests waiting for a room hub shard.",
+            ),
+            &["shard"],
+        )?;
+        registry.register(Box::new(depth.clone()))?;
+        let shards: Arc<[Shard]> = (0..shards.max(1))
+            .map(|i| Shard {
+                hub: ChildRef::default(),
+                state: Arc::default(),
+                depth: depth.with_label_values(&[&i.to_string()]),
+            })
+            .collect();
+        let broker = broker.unwrap_or_else(|| Arc::new(Local));
+        broker.attach(Arc::new(Router {
+            shards: Arc::downgrade(&shards),
+        }));
+        Ok(Self {
+            shards,
+            config,
+            broker,
+        })
+    }
+
+    /// The `rooms` supervisor with one hub per shard, hub `i` on `arbiters[i % len]`
+    /// (its own thread), or on the supervisor's arbiter when `arbiters` is empty.
+    ///
+    /// `/health/rooms` carries the rooms, members and open connections.
+    pub fn spec(
+        &self,
+        arbiters: &[ArbiterHandle],
+        intensity: Intensity,
+        connections: &crate::connections::Connections,
+    ) -> ChildSpec<crate::supervision::Supervisor> {
+        let (rooms, conns) = (self.clone(), connections.clone());
+        let mut sup = SupervisorSpec::new("rooms")
+            .intensity(intensity)
+            .details(move || {
+                let (count, members) = rooms.totals();
+                let mut d = serde_json::Map::new();
+                d.insert("rooms".into(), count.into());
+                d.insert("members".into(), members.into());
+                d.insert("connections".into(), conns.count().into());
+                d.insert("shards".into(), rooms.shard_count().into());
+                d
+            });
+        for (i, shard) in self.shards.iter().enumerate() {
+            let state = shard.state.clone();
+            let depth = shard.depth.clone();
+            let config = self.config;
+            let broker = self.broker.clone();
+            let mut spec = ChildSpec::new(format!("rooms-{i}"), move |_| Hub {
+                state: state.clone(),
+                depth: depth.clone(),
+                config,
+                broker: broker.clone(),
+            })
+            .stage(Stage::Connections)
+            .bind(&shard.hub);
+            if !arbiters.is_empty() {
+                spec = spec.arbiter(arbiters[i % arbiters.len()].clone());
+            }
+            sup = sup.child(AnyChildSpec::from(spec));
+        }
+        sup.into_child().stage(Stage::Connections)
+    }
+
+    /// How many shards there are.
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// The shard a room lives in.
+    pub fn shard_of(&self, room: &str) -> usize {
+        shard_of(&self.shards, room)
+    }
+
+    fn shard(&self, room: &str) -> &Shard {
+        &self.shards[self.shard_of(room)]
+    }
+
+    /// Sends `msg` to the room's hub at once (so that one caller's requests
+    /// keep their order) and returns the answer's future; `Unavailable`
+    /// while the hub restarts.
+    fn ask<M>(
+        &self,
+        room: &str,
+        msg: M,
+    ) -> impl std::future::Future<Output = Result<M::Result, RoomError>> + use<M>
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        Hub: Handler<M>,
+    {
+        let shard = self.shard(room);
+        let depth = shard.depth.clone();
+        let request = shard.hub.addr().map(|hub| {
+            depth.inc();
+            hub.send(msg)
+        });
+        async move {
+            let answer = request.ok_or(RoomError::Unavailable)?.await;
+            if answer.is_err() {
+                depth.dec(); // never handled
+            }
+            answer.map_err(|_| RoomError::Unavailable)
+        }
+    }
+
+    /// Adds `member` to `room`; the hub then sends it `RoomEvent::Joined`.
+    ///
+    /// # Errors
+    /// `Unavailable` while the hub restarts.
+    pub fn join(
+        &self,
+        room: &str,
+        member: Member,
+        id: Option<Value>,
+    ) -> impl std::future::Future<Output = Result<(), RoomError>> + use<> {
+        self.ask(
+            room,
+            Join {
+                room: room.into(),
+                member,
+                id,
+            },
+        )
+    }
+
+    /// Removes `member` from `room` through the room's hub, after every
+    /// request sent to it before (a `join` included). With `answer`, the hub
+    /// then sends the member `RoomEvent::Left`; without, nothing (the
+    /// connection is gone, or leaves for another reason).
+    ///
+    /// # Errors
+    /// `Unavailable` while the hub restarts; the member is then still in the
+    /// room, until a retry or until its connection is gone (hubs drop
+    /// members whose connection is gone).
+    pub fn leave(
+        &self,
+        room: &str,
+        member: Member,
+        answer: Option<LeaveAnswer>,
+    ) -> Result<(), RoomError> {
+        let shard = self.shard(room);
+        let hub = shard.hub.addr().ok_or(RoomError::Unavailable)?;
+        shard.depth.inc();
+        hub.do_send(Leave {
+            room: room.into(),
+            member,
+            answer,
+        });
+        Ok(())
+    }
+
+    /// Publishes `data` from `user` to `room`; answers the message's offset.
+    ///
+    /// # Errors
+    /// `Unavailable` while the hub restarts (the message was not published).
+    pub fn publish(
+        &self,
+        room: &str,
+        user: Arc<str>,
+        data: Box<RawValue>,
+    ) -> impl std::future::Future<Output = Result<u64, RoomError>> + use<> {
+        self.ask(
+            room,
+            Publish {
+                room: room.into(),
+                user,
+                data,
+            },
+        )
+    }
+
+    /// Who is in `room`, one line per user.
+    ///
+    /// # Errors
+    /// `Unavailable` while the hub restarts.
+    pub fn presence(
+        &self,
+        room: &str,
+    ) -> impl std::future::Future<Output = Result<Vec<PresenceEntry>, RoomError>> + use<> {
+        self.ask(room, Presence { room: room.into() })
+    }
+
+    /// Re-joins `member` to `room` and replays what followed `after`; the hub
+    /// sends the messages, then `RoomEvent::Replayed`.
+    ///
+    /// # Errors
+    /// `Unavailable` while the hub restarts.
+    pub fn resume(
+        &self,
+        room: &str,
+        member: Member,
+        after: u64,
+        epoch: Option<String>,
+    ) -> impl std::future::Future<Output = Result<(), RoomError>> + use<> {
+        self.ask(
+            room,
+            Resume {
+                room: room.into(),
+                member,
+                after,
+                epoch,
+            },
+        )
+    }
+
+    /// Every room's name, epoch and latest offset (for the shutdown checkpoint).
+    pub fn checkpoint(&self) -> Vec<(String, String, u64)> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            let state = shard.state.lock();
+            for (name, room) in &state.rooms {
+                if room.offset > 0 {
+                    out.push((name.to_string(), room.epoch.to_string(), room.offset));
+                }
+            }
+        }
+        out
+    }
+
+    /// Restores rooms from a checkpoint taken at a graceful shutdown: their
+    /// offsets continue in the same epoch. Call before the hubs take traffic.
+    pub fn restore(&self, rooms: impl IntoIterator<Item = (String, String, u64)>) -> usize {
+        let mut n = 0;
+        for (name, epoch, offset) in rooms {
+            let shard = self.shard(&name);
+            let mut state = shard.state.lock();
+            let room = state.rooms.entry(name.as_str().into()).or_default();
+            room.epoch = epoch.into();
+            room.offset = offset;
+            n += 1;
+        }
+        n
+    }
+
+    /// Makes the hub of `shard` panic (chaos testing, the admin API's crash).
+    pub fn crash(&self, shard: usize) {
+        if let Some(hub) = self.shards.get(shard).and_then(|s| s.hub.addr()) {
+            hub.do_send(Crash);
+        }
+    }
+
+    /// Rooms and members over every shard (read from the shared state).
+    pub fn totals(&self) -> (usize, usize) {
+        self.shards.iter().fold((0, 0), |(r, m), s| {
+            let st = s.state.lock();
+            (
+                r + st.rooms.len(),
+                m + st.rooms.values().map(|x| x.members.len()).sum::<usize>(),
+            )
+        })
+    }
+}
+
+/// The hub of a room's shard, by name.
+fn shard_of(shards: &[Shard], room: &str) -> usize {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    room.hash(&mut h);
+    (h.finish() % shards.len() as u64) as usize
+}
+
+/// What a shared broker hands the rooms: another node's publications go to
+/// the hub of their room, a resync to every hub. Holds the shards weakly,
+/// since the broker outlives no `Rooms` handle.
+struct Router {
+    shards: Weak<[Shard]>,
+}
+
+impl Inbound for Router {
+    fn publication(&self, publication: Publication) {
+        let Some(shards) = self.shards.upgrade() else {
+            return;
+        };
+        if let Some(hub) = shards[shard_of(&shards, &publication.room)].hub.addr() {
+            hub.do_send(Announce { publication });
+        }
+    }
+
+    fn resync(&self) {
+        let Some(shards) = self.shards.upgrade() else {
+            return;
+        };
+        for shard in shards.iter() {
+            if let Some(hub) = shard.hub.addr() {
+                hub.do_send(Reconcile);
+            }
+        }
+    }
+}
+
+/// Join a room.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Join {
+    /// The room.
+    pub room: Arc<str>,
+    /// Who joins.
+    pub member: Member,
+    /// The request id, echoed in `Joined`.
+    pub id: Option<Value>,
+}
+
+/// Leave a room.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Leave {
+    /// The room.
+    pub room: Arc<str>,
+    /// Who leaves: removed only if its session is in the room through this
+    /// very connection.
+    pub member: Member,
+    /// Whether, and with which id, to answer `RoomEvent::Left`.
+    pub answer: Option<LeaveAnswer>,
+}
+
+/// A leave the client asked for, to be answered.
+#[derive(Debug, Clone)]
+pub struct LeaveAnswer {
+    /// The request id to echo.
+    pub id: Option<Value>,
+}
+
+/// Publish a message; answers its offset.
+#[derive(Message)]
+#[rtype(result = "u64")]
+pub struct Publish {
+    /// The room.
+    pub room: Arc<str>,
+    /// The publisher's user id.
+    pub user: Arc<str>,
+    /// The message body, as the client sent it.
+    pub data: Box<RawValue>,
+}
+
+/// Who is in a room.
+#[derive(Message)]
+#[rtype(result = "Vec<PresenceEntry>")]
+pub struct Presence {
+    /// The room.
+    pub room: Arc<str>,
+}
+
+/// Re-join a room and replay what followed an offset.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Resume {
+    /// The room.
+    pub room: Arc<str>,
+    /// Who resumes.
+    pub member: Member,
+    /// The last offset the client saw.
+    pub after: u64,
+    /// The epoch the client saw, if it sent one.
+    pub epoch: Option<String>,
+}
+
+/// Another node's publication, from the shared broker.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Announce {
+    pub(crate) publication: Publication,
+}
+
+/// Compare every followed room with the shared broker and fill gaps.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Reconcile;
+
+/// Makes the hub panic: chaos testing of supervision.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Crash;

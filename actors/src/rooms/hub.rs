@@ -1,0 +1,503 @@
+//! The room hub: one actor per shard, the sole writer of its shard's rooms.
+//!
+//! Every change to a room (join, leave, publish, resume, another node's
+//! publication, a prune) is a message to its hub, handled one at a time, so
+//! that one client's requests apply in the order it sent them. The shard's
+//! state lives outside the hub ([`ShardState`], handed to every incarnation
+//! by its factory) so that a crash loses no membership, offset, epoch or
+//! history; it is read from outside only for totals and the shutdown
+//! checkpoint.
+//!
+//! With a shared broker, a hub that must ask the broker before answering a
+//! `join` (a room this node does not follow yet) or a `resume` (the stream
+//! holds the history) waits for the answer before it handles anything else,
+//! so that a `leave` sent behind either applies after it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use bytestring::ByteString;
+use parking_lot::Mutex;
+use prometheus::IntGauge;
+use tracing::warn;
+
+use super::broker::{Arrival, Broker, BrokerFuture, History, Position, Reply};
+use super::handle::{
+    Announce, Crash, Join, Leave, LeaveAnswer, Presence, Publish, Reconcile, Resume,
+};
+use super::outlet::RoomEvent;
+use super::room::{Room, RoomConfig};
+use super::{message_frame, PresenceEntry};
+use crate::health::{Health, HealthReply};
+use crate::supervision::Child;
+
+/// How often a hub drops members whose connection is gone without a `Leave`.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(10);
+/// How often a hub compares its rooms with a shared broker's positions.
+const RECONCILE_INTERVAL: Duration = Duration::from_secs(1);
+/// Mailbox capacity of a hub; `send` waits past it (back-pressure on publishers).
+const HUB_MAILBOX: usize = 4096;
+
+/// A shard's state, shared by every incarnation of its hub.
+#[derive(Default)]
+pub(super) struct ShardState {
+    /// The shard's rooms by name.
+    pub(super) rooms: HashMap<Arc<str>, Room>,
+    /// Messages published through this shard.
+    pub(super) published: u64,
+}
+
+impl ShardState {
+    fn room(&mut self, name: &Arc<str>) -> &mut Room {
+        self.rooms.entry(name.clone()).or_default()
+    }
+}
+
+/// A room hub. See the module docs.
+pub(super) struct Hub {
+    /// This shard's rooms; outlives the hub.
+    pub(super) state: Arc<Mutex<ShardState>>,
+    /// Requests waiting for this hub.
+    pub(super) depth: IntGauge,
+    pub(super) config: RoomConfig,
+    /// Where offsets come from and history is kept.
+    pub(super) broker: Arc<dyn Broker>,
+}
+
+impl Hub {
+    /// Whether the broker is shared and answers now.
+    fn shared_up(&self) -> bool {
+        self.broker.shared() && self.broker.is_up()
+    }
+
+    /// Puts a publication into its room's offset order: duplicates are
+    /// dropped, one ahead of a gap is held while the gap is read.
+    fn apply(
+        &mut self,
+        ctx: &mut Context<Self>,
+        room: Arc<str>,
+        position: Position,
+        frame: ByteString,
+        at: Option<Instant>,
+    ) {
+        let config = self.config;
+        let gap = {
+            let mut state = self.state.lock();
+            let r = state.room(&room);
+            if !r.sequence.synced || r.epoch != position.epoch {
+                r.sync(Position {
+                    epoch: position.epoch.clone(),
+                    offset: position.offset.saturating_sub(1),
+                });
+            }
+            match r.sequence.arrive(r.offset, position.offset, frame, at) {
+                Arrival::Duplicate => None,
+                Arrival::Ready(ready) => {
+                    for (offset, frame, at) in ready {
+                        r.deliver(&room, offset, frame, at, &config);
+                    }
+                    None
+                }
+                Arrival::Gap(gap) => gap,
+            }
+        };
+        if let Some((from, to)) = gap {
+            self.fill(ctx, room, from, to);
+        }
+    }
+
+    /// Reads `from..=to` of a room from the broker and applies it.
+    fn fill(&mut self, ctx: &mut Context<Self>, room: Arc<str>, from: u64, to: u64) {
+        let read: BrokerFuture<Option<History>> = match self.broker.history(&room, from, to) {
+            Reply::Now(result) => Box::pin(async move { result }),
+            Reply::Later(fut) => fut,
+        };
+        ctx.spawn(read.into_actor(self).map(move |read, act, ctx| {
+            if let Some(r) = act.state.lock().rooms.get_mut(&room) {
+                r.sequence.filling = false;
+            }
+            // A failed read is retried by the next reconcile.
+            let Ok(Some(History { head, entries, .. })) = read else {
+                return;
+            };
+            for (offset, frame) in entries {
+                let position = Position {
+                    epoch: head.epoch.clone(),
+                    offset,
+                };
+                act.apply(ctx, room.clone(), position, frame, None);
+            }
+            let config = act.config;
+            let mut state = act.state.lock();
+            if let Some(r) = state.rooms.get_mut(&room) {
+                let (skipped, ready) = r.sequence.filled(r.offset);
+                if let Some((from, to)) = skipped {
+                    warn!(room = %room, from, to, "messages no longer in the broker's history; skipped");
+                }
+                for (offset, frame, at) in ready {
+                    r.deliver(&room, offset, frame, at, &config);
+                }
+            }
+        }));
+    }
+
+    /// Compares every followed room with the broker and fills the gaps.
+    fn reconcile(&mut self, ctx: &mut Context<Self>) {
+        if !self.shared_up() {
+            return;
+        }
+        let followed: Vec<(Arc<str>, Position)> = self
+            .state
+            .lock()
+            .rooms
+            .iter()
+            .filter(|(_, r)| !r.members.is_empty() && !r.sequence.filling)
+            .map(|(name, r)| (name.clone(), r.position()))
+            .collect();
+        for (room, here) in followed {
+            let Reply::Later(head) = self.broker.head(&room, &here) else {
+                continue;
+            };
+            ctx.spawn(head.into_actor(self).map(move |head, act, ctx| {
+                let Ok(head) = head else { return };
+                let gap = {
+                    let mut state = act.state.lock();
+                    let Some(r) = state.rooms.get_mut(&room) else {
+                        return;
+                    };
+                    if !r.sequence.synced || r.epoch != head.epoch {
+                        r.sync(head); // the broker's epoch wins
+                        None
+                    } else if head.offset > r.offset && !r.sequence.filling {
+                        r.sequence.filling = true;
+                        Some((r.offset + 1, head.offset))
+                    } else {
+                        None
+                    }
+                };
+                if let Some((from, to)) = gap {
+                    act.fill(ctx, room, from, to);
+                }
+            }));
+        }
+    }
+
+    /// A publish the broker did not take (it is down): the room continues on
+    /// a node-local epoch, its offsets still increasing.
+    fn publish_local(&mut self, msg: &Publish) -> u64 {
+        let config = self.config;
+        let mut state = self.state.lock();
+        state.published += 1;
+        let room = state.room(&msg.room);
+        if room.sequence.synced {
+            room.unsync();
+            warn!(room = %msg.room, "broker down: room continues on a node-local epoch");
+        }
+        // As the local broker assigns it. Everything that could fail
+        // happens before the room changes.
+        let offset = room.offset + 1;
+        let frame = message_frame(&msg.room, offset, &msg.user, &msg.data);
+        room.deliver(&msg.room, offset, frame, Some(Instant::now()), &config);
+        offset
+    }
+
+    fn join_now(&mut self, msg: Join) {
+        let mut state = self.state.lock();
+        let room = state.room(&msg.room);
+        msg.member.inbox.send(RoomEvent::Joined {
+            room: msg.room,
+            offset: room.offset,
+            epoch: room.epoch.clone(),
+            id: msg.id,
+        });
+        room.add(msg.member);
+    }
+
+    /// Replays to a resuming member: from the broker's history when given,
+    /// then from local history; then it joins.
+    fn resume_now(&mut self, msg: Resume, history: Option<History>) {
+        let now = Instant::now();
+        let config = self.config;
+        let mut state = self.state.lock();
+        let room = state.room(&msg.room);
+        if let Some(h) = history.as_ref().filter(|h| !h.head.epoch.is_empty()) {
+            let offset = h.head.offset.max(room.offset);
+            room.sync(Position {
+                epoch: h.head.epoch.clone(),
+                offset,
+            });
+        }
+        room.prune(&config, now);
+        let to = &msg.member.inbox;
+        let same_epoch = msg.epoch.as_deref().is_none_or(|e| e == &*room.epoch);
+        let mut replayed = 0;
+        let complete = if !same_epoch || msg.after > room.offset {
+            false // offsets restarted since the client's view: nothing to replay safely
+        } else if msg.after == room.offset {
+            true
+        } else {
+            let mut sent = msg.after;
+            let complete = match history.as_ref().filter(|h| h.head.epoch == room.epoch) {
+                Some(h) => {
+                    for (offset, frame) in &h.entries {
+                        if *offset > sent {
+                            to.send(RoomEvent::Message {
+                                room: msg.room.clone(),
+                                offset: *offset,
+                                frame: frame.clone(),
+                                published_at: None,
+                            });
+                            sent = *offset;
+                            replayed += 1;
+                        }
+                    }
+                    h.oldest > 0 && h.oldest <= msg.after + 1
+                }
+                None => room
+                    .history
+                    .front()
+                    .is_some_and(|e| e.offset <= msg.after + 1),
+            };
+            // Messages this node applied after the broker's history was read.
+            for entry in &room.history {
+                if entry.offset > sent {
+                    to.send(RoomEvent::Message {
+                        room: msg.room.clone(),
+                        offset: entry.offset,
+                        frame: entry.frame.clone(),
+                        published_at: None,
+                    });
+                    sent = entry.offset;
+                    replayed += 1;
+                }
+            }
+            complete
+        };
+        to.send(RoomEvent::Replayed {
+            room: msg.room.clone(),
+            replayed,
+            complete,
+            epoch: room.epoch.clone(),
+            offset: room.offset,
+        });
+        room.add(msg.member);
+    }
+
+    /// Drops members whose connection is gone without a `Leave` (it crashed,
+    /// or left while this hub was down), history past its limits, and rooms
+    /// left with neither.
+    fn prune(&mut self) {
+        let mut state = self.state.lock();
+        let now = Instant::now();
+        for room in state.rooms.values_mut() {
+            room.retain_connected();
+            room.prune(&self.config, now);
+        }
+        state.rooms.retain(|_, r| !r.is_idle());
+    }
+}
+
+impl Actor for Hub {
+    type Context = Context<Self>;
+
+    /// Prunes stale members now and every `PRUNE_INTERVAL`; with a shared
+    /// broker, reconciles every `RECONCILE_INTERVAL`. Cannot fail.
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(HUB_MAILBOX);
+        self.prune();
+        ctx.run_interval(PRUNE_INTERVAL, |hub, _| hub.prune());
+        if self.broker.shared() {
+            ctx.run_interval(RECONCILE_INTERVAL, |hub, ctx| hub.reconcile(ctx));
+        }
+    }
+}
+
+impl Child for Hub {
+    fn health(&mut self, _ctx: &mut Context<Self>) -> HealthReply<Self> {
+        let state = self.state.lock();
+        let members: usize = state.rooms.values().map(|r| r.members.len()).sum();
+        Health::healthy()
+            .with("rooms", state.rooms.len())
+            .with("members", members)
+            .with("published", state.published)
+            .with("queue_depth", self.depth.get())
+            .into()
+    }
+}
+
+impl Handler<Join> for Hub {
+    type Result = ();
+
+    fn handle(&mut self, msg: Join, ctx: &mut Context<Self>) {
+        self.depth.dec();
+        let here = {
+            let mut state = self.state.lock();
+            let r = state.room(&msg.room);
+            (!r.sequence.synced).then(|| r.position())
+        };
+        // A room this node does not follow yet: learn its position first.
+        let head = match here {
+            Some(here) if self.shared_up() => self.broker.head(&msg.room, &here),
+            _ => return self.join_now(msg),
+        };
+        match head {
+            Reply::Now(head) => {
+                if let Ok(head) = head {
+                    self.state.lock().room(&msg.room).sync(head);
+                }
+                self.join_now(msg);
+            }
+            Reply::Later(head) => {
+                ctx.wait(head.into_actor(self).map(move |head, act, _| {
+                    if let Ok(head) = head {
+                        act.state.lock().room(&msg.room).sync(head);
+                    }
+                    act.join_now(msg);
+                }));
+            }
+        }
+    }
+}
+
+impl Handler<Leave> for Hub {
+    type Result = ();
+
+    fn handle(&mut self, msg: Leave, _ctx: &mut Context<Self>) {
+        self.depth.dec();
+        let mut state = self.state.lock();
+        if let Some(r) = state.rooms.get_mut(&msg.room) {
+            r.remove_member(&msg.member);
+            if r.is_idle() {
+                state.rooms.remove(&msg.room);
+            }
+        }
+        if let Some(LeaveAnswer { id }) = msg.answer {
+            msg.member
+                .inbox
+                .send(RoomEvent::Left { room: msg.room, id });
+        }
+    }
+}
+
+impl Handler<Publish> for Hub {
+    type Result = ResponseActFuture<Self, u64>;
+
+    fn handle(&mut self, msg: Publish, ctx: &mut Context<Self>) -> Self::Result {
+        self.depth.dec();
+        let here = self.state.lock().room(&msg.room).position();
+        match self.broker.publish(&msg.room, &here, &msg.user, &msg.data) {
+            Reply::Now(Ok(position)) => {
+                let offset = position.offset;
+                self.published(ctx, &msg, position);
+                Box::pin(actix::fut::ready(offset))
+            }
+            Reply::Now(Err(_)) => Box::pin(actix::fut::ready(self.publish_local(&msg))),
+            Reply::Later(fut) => {
+                Box::pin(
+                    fut.into_actor(self)
+                        .map(move |result, act, ctx| match result {
+                            Ok(position) => {
+                                let offset = position.offset;
+                                act.published(ctx, &msg, position);
+                                offset
+                            }
+                            Err(_) => act.publish_local(&msg),
+                        }),
+                )
+            }
+        }
+    }
+}
+
+impl Hub {
+    /// The broker gave `msg` its position: it is applied (and delivered)
+    /// through the same path as another node's publication.
+    fn published(&mut self, ctx: &mut Context<Self>, msg: &Publish, position: Position) {
+        self.state.lock().published += 1;
+        let frame = message_frame(&msg.room, position.offset, &msg.user, &msg.data);
+        if self.broker.shared() {
+            self.apply(ctx, msg.room.clone(), position, frame, Some(Instant::now()));
+        } else {
+            let config = self.config;
+            let mut state = self.state.lock();
+            let room = state.room(&msg.room);
+            room.deliver(
+                &msg.room,
+                position.offset,
+                frame,
+                Some(Instant::now()),
+                &config,
+            );
+        }
+    }
+}
+
+impl Handler<Announce> for Hub {
+    type Result = ();
+
+    fn handle(&mut self, msg: Announce, ctx: &mut Context<Self>) {
+        let p = msg.publication;
+        let followed = self
+            .state
+            .lock()
+            .rooms
+            .get(&p.room)
+            .is_some_and(|r| !r.members.is_empty());
+        if followed {
+            self.apply(ctx, p.room, p.position, p.frame, None);
+        }
+    }
+}
+
+impl Handler<Reconcile> for Hub {
+    type Result = ();
+
+    fn handle(&mut self, _: Reconcile, ctx: &mut Context<Self>) {
+        self.reconcile(ctx);
+    }
+}
+
+impl Handler<Presence> for Hub {
+    type Result = MessageResult<Presence>;
+
+    fn handle(&mut self, msg: Presence, _ctx: &mut Context<Self>) -> Self::Result {
+        self.depth.dec();
+        let state = self.state.lock();
+        let list: Vec<PresenceEntry> = state
+            .rooms
+            .get(&msg.room)
+            .map(Room::presence)
+            .unwrap_or_default();
+        MessageResult(list)
+    }
+}
+
+impl Handler<Resume> for Hub {
+    type Result = ();
+
+    fn handle(&mut self, msg: Resume, ctx: &mut Context<Self>) {
+        self.depth.dec();
+        if !self.shared_up() {
+            return self.resume_now(msg, None);
+        }
+        match self.broker.history(&msg.room, msg.after + 1, u64::MAX) {
+            Reply::Now(history) => self.resume_now(msg, history.ok().flatten()),
+            // Waits, as a join does, so that a `Leave` behind it applies after it.
+            Reply::Later(history) => ctx.wait(
+                history
+                    .into_actor(self)
+                    .map(move |history, act, _| act.resume_now(msg, history.ok().flatten())),
+            ),
+        }
+    }
+}
+
+impl Handler<Crash> for Hub {
+    type Result = ();
+
+    fn handle(&mut self, _: Crash, _ctx: &mut Context<Self>) {
+        panic!("room hub crash requested (chaos)");
+    }
+}

@@ -1,0 +1,230 @@
+//! The room model: one room's members, offset, epoch and history ring, and
+//! the fan-out of one message to every member.
+//!
+//! A room is changed only by the hub of its shard (see `hub`); everything
+//! here runs on that hub's thread, under its shard's lock.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytestring::ByteString;
+
+use super::broker::{new_epoch, Position, Sequence};
+use super::outlet::{Inbox, Member, Outlet, RoomEvent};
+use super::PresenceEntry;
+
+/// History limits of every room.
+#[derive(Clone, Copy, Debug)]
+pub struct RoomConfig {
+    /// Messages kept per room.
+    pub history_size: usize,
+    /// Oldest message kept.
+    pub history_max_age: Duration,
+}
+
+/// One message of history.
+pub(super) struct Entry {
+    pub(super) offset: u64,
+    pub(super) frame: ByteString,
+    at: Instant,
+}
+
+/// One room.
+pub(super) struct Room {
+    /// Members by session id.
+    pub(super) members: HashMap<Arc<str>, Member>,
+    /// The outlets serving members, with how many each serves.
+    outlets: Vec<(Arc<dyn Outlet>, usize)>,
+    /// Members reached through an actor's mailbox.
+    actors: usize,
+    /// The latest offset assigned; the next message gets `offset + 1`.
+    pub(super) offset: u64,
+    /// Changes whenever offsets restart (a new room, history lost).
+    pub(super) epoch: Arc<str>,
+    /// Recent messages, oldest first, bounded by size and age.
+    pub(super) history: VecDeque<Entry>,
+    /// With a broker shared by several nodes: where the room stands in the
+    /// broker's sequence (held messages, a gap being filled).
+    pub(super) sequence: Sequence,
+}
+
+impl Default for Room {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Room {
+    pub(super) fn new() -> Self {
+        Self {
+            members: HashMap::new(),
+            outlets: Vec::new(),
+            actors: 0,
+            offset: 0,
+            epoch: new_epoch().into(),
+            history: VecDeque::new(),
+            sequence: Sequence::default(),
+        }
+    }
+
+    /// The room's epoch and latest offset.
+    pub(super) fn position(&self) -> Position {
+        Position {
+            epoch: self.epoch.clone(),
+            offset: self.offset,
+        }
+    }
+
+    /// Whether the room has neither members nor history: it can go.
+    pub(super) fn is_idle(&self) -> bool {
+        self.members.is_empty() && self.history.is_empty()
+    }
+
+    /// Adds (or replaces) a member.
+    pub(super) fn add(&mut self, member: Member) {
+        self.count(&member.inbox, true);
+        if let Some(old) = self.members.insert(member.session.clone(), member) {
+            self.count(&old.inbox, false);
+        }
+    }
+
+    /// Removes `member`, unless its session is in the room through another
+    /// connection now (it was resumed elsewhere).
+    pub(super) fn remove_member(&mut self, member: &Member) {
+        let same = self
+            .members
+            .get(&member.session)
+            .is_some_and(|m| m.inbox.same(&member.inbox));
+        if same {
+            self.remove(&member.session);
+        }
+    }
+
+    /// Removes a member.
+    fn remove(&mut self, session: &str) {
+        if let Some(old) = self.members.remove(session) {
+            self.count(&old.inbox, false);
+        }
+    }
+
+    /// Drops members whose connection is gone.
+    pub(super) fn retain_connected(&mut self) {
+        let gone: Vec<Arc<str>> = self
+            .members
+            .iter()
+            .filter(|(_, m)| !m.inbox.connected())
+            .map(|(session, _)| session.clone())
+            .collect();
+        for session in gone {
+            self.remove(&session);
+        }
+    }
+
+    /// Counts `inbox` into (or out of) the room's outlets and actor members,
+    /// keeping them in step with `members`.
+    fn count(&mut self, inbox: &Inbox, add: bool) {
+        match inbox {
+            Inbox::Actor(_) if add => self.actors += 1,
+            Inbox::Actor(_) => self.actors -= 1,
+            Inbox::Outlet { outlet, .. } => {
+                let outlets = &mut self.outlets;
+                let at = outlets.iter().position(|(o, _)| Arc::ptr_eq(o, outlet));
+                match (at, add) {
+                    (Some(i), true) => outlets[i].1 += 1,
+                    (None, true) => outlets.push((outlet.clone(), 1)),
+                    (Some(i), false) => {
+                        outlets[i].1 -= 1;
+                        if outlets[i].1 == 0 {
+                            outlets.swap_remove(i);
+                        }
+                    }
+                    (None, false) => {}
+                }
+            }
+        }
+    }
+
+    /// Who is in the room, one line per user, sorted by user.
+    pub(super) fn presence(&self) -> Vec<PresenceEntry> {
+        let mut by_user: HashMap<&str, usize> = HashMap::new();
+        for m in self.members.values() {
+            *by_user.entry(&m.user).or_default() += 1;
+        }
+        let mut list: Vec<PresenceEntry> = by_user
+            .into_iter()
+            .map(|(user, sessions)| PresenceEntry {
+                user: user.to_owned(),
+                sessions,
+            })
+            .collect();
+        list.sort_by(|a, b| a.user.cmp(&b.user));
+        list
+    }
+
+    /// Adopts a shared broker's position; history of another epoch is dropped.
+    pub(super) fn sync(&mut self, head: Position) {
+        if !self.sequence.synced || self.epoch != head.epoch {
+            self.epoch = head.epoch;
+            self.offset = head.offset;
+            self.history.clear();
+            self.sequence = Sequence::synced();
+        } else if head.offset > self.offset && self.sequence.is_empty() && self.history.is_empty() {
+            self.offset = head.offset;
+        }
+    }
+
+    /// Leaves the shared broker's sequence: offsets continue on a new,
+    /// node-local epoch (the broker is down).
+    pub(super) fn unsync(&mut self) {
+        self.sequence = Sequence::default();
+        self.epoch = new_epoch().into();
+        self.history.clear();
+    }
+
+    /// Appends a message and sends it to every member.
+    pub(super) fn deliver(
+        &mut self,
+        room: &Arc<str>,
+        offset: u64,
+        frame: ByteString,
+        at: Option<Instant>,
+        config: &RoomConfig,
+    ) {
+        let now = Instant::now();
+        self.history.push_back(Entry {
+            offset,
+            frame: frame.clone(),
+            at: now,
+        });
+        self.offset = offset;
+        self.prune(config, now);
+        if self.actors > 0 {
+            for member in self.members.values() {
+                if let Inbox::Actor(recipient) = &member.inbox {
+                    recipient.do_send(RoomEvent::Message {
+                        room: room.clone(),
+                        offset,
+                        frame: frame.clone(),
+                        published_at: at,
+                    });
+                }
+            }
+        }
+        for (outlet, _) in &self.outlets {
+            outlet.broadcast(room, offset, &frame, at);
+        }
+    }
+
+    /// Drops history past its size or age.
+    pub(super) fn prune(&mut self, config: &RoomConfig, now: Instant) {
+        while self.history.len() > config.history_size
+            || self
+                .history
+                .front()
+                .is_some_and(|e| now.duration_since(e.at) > config.history_max_age)
+        {
+            self.history.pop_front();
+        }
+    }
+}
