@@ -184,3 +184,86 @@ async fn a_redis_outage_keeps_local_service_and_recovers() {
         }
     }
 }
+
+/// How often a test asks again while it waits for the nodes to agree.
+const POLL: Duration = Duration::from_millis(10);
+
+/// The members of a room, as `(user, sessions)`, from `c`'s node.
+async fn presence(c: &mut Client, room: &str) -> Vec<(String, u64)> {
+    let reply = c
+        .request(json!({"type": "presence", "room": room, "id": "p"}))
+        .await;
+    assert_eq!(reply["type"], "presence", "{reply}");
+    reply["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["user"].as_str().unwrap().to_owned(),
+                m["sessions"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Presence is the cluster's: three members over two nodes (one on A, two
+/// on B) are three members on both, and a leave on one node is seen on the
+/// other.
+#[actix_rt::test]
+async fn presence_answers_every_nodes_members() {
+    if redis("presence_answers_every_nodes_members")
+        .await
+        .is_none()
+    {
+        return;
+    }
+    let prefix = redis_prefix();
+    let url = format!("redis://{REDIS_ADDR}");
+    let a = start(node(&url, &prefix)).await;
+    let b = start(node(&url, &prefix)).await;
+    let mut a1 = connect(a.addr()).await;
+    let mut b1 = connect(b.addr()).await;
+    let mut b2 = connect(b.addr()).await;
+    for c in [&mut a1, &mut b1, &mut b2] {
+        c.join("team").await;
+    }
+    let mut want: Vec<(String, u64)> = [&a1, &b1, &b2].iter().map(|c| (c.user(), 1)).collect();
+    want.sort();
+    // A node's own join is in its presence at once; the other node's
+    // arrive as that node stores them.
+    assert!(presence(&mut b1, "team").await.len() >= 2);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (on_a, on_b) = (
+            presence(&mut a1, "team").await,
+            presence(&mut b1, "team").await,
+        );
+        if on_a == want && on_b == want {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node A says {on_a:?}, node B says {on_b:?}, want {want:?}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+    // b2 leaves on node B; node A stops listing it.
+    let left = b2
+        .request(json!({"type": "leave", "room": "team", "id": "l"}))
+        .await;
+    assert_eq!(left["type"], "left", "{left}");
+    want.retain(|(user, _)| *user != b2.user());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let on_a = presence(&mut a1, "team").await;
+        if on_a == want {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node A still says {on_a:?} after the leave on B, want {want:?}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}

@@ -170,7 +170,11 @@ impl Builder {
         };
         // With Redis, offsets and history are shared by every node through it.
         let broker = cluster.clone().map(|c| {
-            holdfast_actors::rooms::broker::redis::RedisBroker::new(c, settings.rooms.history_size)
+            holdfast_actors::rooms::broker::redis::RedisBroker::new(
+                c,
+                settings.rooms.history_size,
+                Duration::from_millis(settings.redis.presence_ttl_ms),
+            )
         });
         let rooms = holdfast_actors::rooms::Rooms::new(
             shards,

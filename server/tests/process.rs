@@ -2,109 +2,13 @@
 //! the drain, config errors, a taken port, the log file.
 
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
+
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::wait_until;
-
-const BIN: &str = env!("CARGO_BIN_EXE_holdfast");
-
-/// A number unique within this test process.
-fn next_id() -> usize {
-    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-}
-
-/// A running `holdfast serve` with its stdout captured line by line.
-struct Server {
-    child: Child,
-    addr: String,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Server {
-    fn start(envs: &[(&str, &str)]) -> Server {
-        let mut cmd = Command::new(BIN);
-        let db = std::env::temp_dir().join(format!(
-            "holdfast-proc-{}-{}",
-            std::process::id(),
-            next_id()
-        ));
-        cmd.env("HOLDFAST__SERVER__PORT", "0")
-            .env(
-                "HOLDFAST__DATABASE__URL",
-                format!("sqlite://{}/holdfast.db", db.display()),
-            )
-            .env_remove("HOLDFAST_ENV")
-            .envs(envs.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn holdfast");
-        let (lines, addr) = common::await_listening(&mut child);
-        Server { child, addr, lines }
-    }
-
-    fn get(&self, path: &str) -> (u16, String) {
-        get(&format!("http://{}{path}", self.addr))
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(ok.success(), "kill -{sig} failed");
-    }
-
-    fn wait_exit(&mut self, timeout: Duration) -> i32 {
-        let mut code = None;
-        wait_until("the process to exit", timeout, || {
-            code = self
-                .child
-                .try_wait()
-                .unwrap()
-                .map(|s| s.code().unwrap_or(-1));
-            code.is_some()
-        });
-        code.unwrap()
-    }
-
-    fn log_lines(&self) -> Vec<serde_json::Value> {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn get(url: &str) -> (u16, String) {
-    // reqwest is built without a crypto provider of its own.
-    holdfast_actors::tls::install_default_provider();
-    let client = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    match client.get(url).send() {
-        Ok(res) => {
-            let status = res.status().as_u16();
-            (status, res.text().unwrap_or_default())
-        }
-        Err(e) => (0, e.to_string()),
-    }
-}
+use common::{next_id, wait_until, Server, BIN};
 
 /// Runs the binary to completion; returns (exit code, stdout, stderr).
 fn run(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {

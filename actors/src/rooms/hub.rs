@@ -23,7 +23,7 @@ use parking_lot::Mutex;
 use prometheus::IntGauge;
 use tracing::warn;
 
-use super::broker::{Arrival, Broker, BrokerFuture, History, Position, Reply};
+use super::broker::{Arrival, Broker, BrokerFuture, Filled, History, Membership, Position, Reply};
 use super::handle::{
     Announce, Crash, Join, Leave, LeaveAnswer, Presence, Publish, Reconcile, Resume,
 };
@@ -130,15 +130,28 @@ impl Hub {
                 act.apply(ctx, room.clone(), position, frame, None);
             }
             let config = act.config;
-            let mut state = act.state.lock();
-            if let Some(r) = state.rooms.get_mut(&room) {
-                let (skipped, ready) = r.sequence.filled(r.offset);
+            let gap = {
+                let mut state = act.state.lock();
+                let Some(r) = state.rooms.get_mut(&room) else {
+                    return;
+                };
+                let Filled {
+                    latest,
+                    skipped,
+                    ready,
+                    gap,
+                } = r.sequence.filled(r.offset, to);
                 if let Some((from, to)) = skipped {
                     warn!(room = %room, from, to, "messages no longer in the broker's history; skipped");
                 }
+                r.offset = latest;
                 for (offset, frame, at) in ready {
                     r.deliver(&room, offset, frame, at, &config);
                 }
+                gap
+            };
+            if let Some((from, to)) = gap {
+                act.fill(ctx, room, from, to);
             }
         }));
     }
@@ -203,21 +216,74 @@ impl Hub {
         offset
     }
 
-    fn join_now(&mut self, msg: Join) {
-        let mut state = self.state.lock();
-        let room = state.room(&msg.room);
-        msg.member.inbox.send(RoomEvent::Joined {
-            room: msg.room,
-            offset: room.offset,
-            epoch: room.epoch.clone(),
-            id: msg.id,
-        });
-        room.add(msg.member);
+    fn join_now(&mut self, ctx: &mut Context<Self>, msg: Join) {
+        let joined = Membership::Joined {
+            session: msg.member.session.clone(),
+            user: msg.member.user.clone(),
+        };
+        {
+            let mut state = self.state.lock();
+            let room = state.room(&msg.room);
+            msg.member.inbox.send(RoomEvent::Joined {
+                room: msg.room.clone(),
+                offset: room.offset,
+                epoch: room.epoch.clone(),
+                id: msg.id,
+            });
+            room.add(msg.member);
+        }
+        self.tell_members(ctx, &msg.room, joined);
+    }
+
+    /// Hands a change of this node's members to the broker, ahead of any
+    /// presence read this hub makes afterwards (futures spawned into the
+    /// hub's context run in the order they were spawned).
+    fn tell_members(&mut self, ctx: &mut Context<Self>, room: &str, change: Membership) {
+        if let Some(told) = self.broker.members(room, change) {
+            ctx.spawn(told.into_actor(self).map(|result, _, _| {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "presence change not stored; the next refresh repairs it");
+                }
+            }));
+        }
+    }
+
+    /// Hands the broker every room's members on this node, renewing their
+    /// expiry in the cluster's presence.
+    fn refresh_members(&mut self, ctx: &mut Context<Self>) {
+        let rooms: Vec<(Arc<str>, Membership)> = self
+            .state
+            .lock()
+            .rooms
+            .iter()
+            .filter(|(_, r)| !r.members.is_empty())
+            .map(|(name, r)| {
+                let members = r
+                    .members
+                    .values()
+                    .map(|m| (m.session.clone(), m.user.clone()))
+                    .collect();
+                (name.clone(), Membership::All(members))
+            })
+            .collect();
+        for (room, all) in rooms {
+            self.tell_members(ctx, &room, all);
+        }
     }
 
     /// Replays to a resuming member: from the broker's history when given,
     /// then from local history; then it joins.
-    fn resume_now(&mut self, msg: Resume, history: Option<History>) {
+    fn resume_now(&mut self, ctx: &mut Context<Self>, msg: Resume, history: Option<History>) {
+        let joined = Membership::Joined {
+            session: msg.member.session.clone(),
+            user: msg.member.user.clone(),
+        };
+        let name = msg.room.clone();
+        self.replay(msg, history);
+        self.tell_members(ctx, &name, joined);
+    }
+
+    fn replay(&mut self, msg: Resume, history: Option<History>) {
         let now = Instant::now();
         let config = self.config;
         let mut state = self.state.lock();
@@ -311,6 +377,11 @@ impl Actor for Hub {
         if self.broker.shared() {
             ctx.run_interval(RECONCILE_INTERVAL, |hub, ctx| hub.reconcile(ctx));
         }
+        if let Some(every) = self.broker.presence_refresh() {
+            // A new incarnation tells the broker its members at once.
+            self.refresh_members(ctx);
+            ctx.run_interval(every, |hub, ctx| hub.refresh_members(ctx));
+        }
     }
 }
 
@@ -340,21 +411,21 @@ impl Handler<Join> for Hub {
         // A room this node does not follow yet: learn its position first.
         let head = match here {
             Some(here) if self.shared_up() => self.broker.head(&msg.room, &here),
-            _ => return self.join_now(msg),
+            _ => return self.join_now(ctx, msg),
         };
         match head {
             Reply::Now(head) => {
                 if let Ok(head) = head {
                     self.state.lock().room(&msg.room).sync(head);
                 }
-                self.join_now(msg);
+                self.join_now(ctx, msg);
             }
             Reply::Later(head) => {
-                ctx.wait(head.into_actor(self).map(move |head, act, _| {
+                ctx.wait(head.into_actor(self).map(move |head, act, ctx| {
                     if let Ok(head) = head {
                         act.state.lock().room(&msg.room).sync(head);
                     }
-                    act.join_now(msg);
+                    act.join_now(ctx, msg);
                 }));
             }
         }
@@ -460,17 +531,35 @@ impl Handler<Reconcile> for Hub {
 }
 
 impl Handler<Presence> for Hub {
-    type Result = MessageResult<Presence>;
+    type Result = ResponseActFuture<Self, Vec<PresenceEntry>>;
 
+    /// The cluster's presence with a shared broker that answers; this
+    /// node's members otherwise (the broker is down: each node answers for
+    /// its own).
     fn handle(&mut self, msg: Presence, _ctx: &mut Context<Self>) -> Self::Result {
         self.depth.dec();
+        match self.broker.presence(&msg.room) {
+            Reply::Now(Ok(Some(list))) => Box::pin(actix::fut::ready(list)),
+            Reply::Now(_) => Box::pin(actix::fut::ready(self.local_presence(&msg.room))),
+            Reply::Later(fut) => {
+                Box::pin(fut.into_actor(self).map(move |list, act, _| match list {
+                    Ok(Some(list)) => list,
+                    _ => act.local_presence(&msg.room),
+                }))
+            }
+        }
+    }
+}
+
+impl Hub {
+    /// This node's members of `room`.
+    fn local_presence(&self, room: &str) -> Vec<PresenceEntry> {
         let state = self.state.lock();
-        let list: Vec<PresenceEntry> = state
+        state
             .rooms
-            .get(&msg.room)
+            .get(room)
             .map(Room::presence)
-            .unwrap_or_default();
-        MessageResult(list)
+            .unwrap_or_default()
     }
 }
 
@@ -480,15 +569,15 @@ impl Handler<Resume> for Hub {
     fn handle(&mut self, msg: Resume, ctx: &mut Context<Self>) {
         self.depth.dec();
         if !self.shared_up() {
-            return self.resume_now(msg, None);
+            return self.resume_now(ctx, msg, None);
         }
         match self.broker.history(&msg.room, msg.after + 1, u64::MAX) {
-            Reply::Now(history) => self.resume_now(msg, history.ok().flatten()),
+            Reply::Now(history) => self.resume_now(ctx, msg, history.ok().flatten()),
             // Waits, as a join does, so that a `Leave` behind it applies after it.
             Reply::Later(history) => ctx.wait(
                 history
                     .into_actor(self)
-                    .map(move |history, act, _| act.resume_now(msg, history.ok().flatten())),
+                    .map(move |history, act, ctx| act.resume_now(ctx, msg, history.ok().flatten())),
             ),
         }
     }

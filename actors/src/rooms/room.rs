@@ -90,8 +90,8 @@ impl Room {
     }
 
     /// Removes `member`, unless its session is in the room through another
-    /// connection now (it was resumed elsewhere).
-    pub(super) fn remove_member(&mut self, member: &Member) {
+    /// connection now (it was resumed elsewhere); answers whether it did.
+    pub(super) fn remove_member(&mut self, member: &Member) -> bool {
         let same = self
             .members
             .get(&member.session)
@@ -99,6 +99,7 @@ impl Room {
         if same {
             self.remove(&member.session);
         }
+        same
     }
 
     /// Removes a member.

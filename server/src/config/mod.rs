@@ -330,6 +330,7 @@ impl Settings {
             ("ws.outbound_max_bytes", ws.outbound_max_bytes as f64),
             ("rooms.history_size", self.rooms.history_size as f64),
             ("session.ttl_ms", self.session.ttl_ms as f64),
+            ("redis.presence_ttl_ms", self.redis.presence_ttl_ms as f64),
         ];
         for (key, value) in positive {
             // NaN fails too: it is not greater than zero.

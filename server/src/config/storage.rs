@@ -18,6 +18,10 @@ pub struct RedisSettings {
     pub prefix: String,
     /// Pool size.
     pub pool_size: u32,
+    /// How long a node's members stay in the cluster's presence without a
+    /// refresh (a node that died without a goodbye); nodes refresh theirs
+    /// every third of it.
+    pub presence_ttl_ms: u64,
 }
 
 /// `[database]`

@@ -42,7 +42,9 @@ use bytestring::ByteString;
 use serde_json::value::RawValue;
 
 pub use local::Local;
-pub(crate) use sequence::{Arrival, Sequence};
+
+use super::PresenceEntry;
+pub(crate) use sequence::{Arrival, Filled, Sequence};
 
 /// A room's place in its broker's sequence: its epoch and its latest offset.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -116,11 +118,55 @@ pub trait Broker: Send + Sync + 'static {
     /// ring is the history).
     fn history(&self, room: &str, from: u64, to: u64) -> Reply<Option<History>>;
 
+    /// Who is in `room` on every node that shares the broker, one line per
+    /// user; `None` when presence is this node's alone (the hub's members).
+    fn presence(&self, room: &str) -> Reply<Option<Vec<PresenceEntry>>> {
+        let _ = room;
+        Reply::Now(Ok(None))
+    }
+
+    /// This node's members of `room` changed, or are refreshed (every
+    /// [`Broker::presence_refresh`]). The future ends once the broker has
+    /// the change; the hub runs it before any presence read it makes
+    /// afterwards, so that a client sees its own join. `None` when presence
+    /// is node-local.
+    fn members(&self, room: &str, change: Membership) -> Option<BrokerFuture<()>> {
+        let _ = (room, change);
+        None
+    }
+
+    /// How often hubs refresh every room's members on this node with
+    /// [`Membership::All`], so that the broker can expire the members of a
+    /// node that died without a goodbye; `None` when presence is node-local.
+    fn presence_refresh(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     /// Hands the broker where other nodes' publications go; called once,
     /// by `Rooms::new`. A broker that is not shared ignores it.
     fn attach(&self, inbound: Arc<dyn Inbound>) {
         let _ = inbound;
     }
+}
+
+/// A change of this node's members of one room.
+#[derive(Debug, Clone)]
+pub enum Membership {
+    /// A session joined (or resumed) as `user`.
+    Joined {
+        /// The session.
+        session: Arc<str>,
+        /// Its user.
+        user: Arc<str>,
+    },
+    /// A session left.
+    Left {
+        /// The session.
+        session: Arc<str>,
+    },
+    /// Every member on this node, `(session, user)`: replaces what the
+    /// broker holds for this node and renews its expiry.
+    All(Vec<(Arc<str>, Arc<str>)>),
 }
 
 /// Where a shared broker hands what other nodes published.

@@ -34,15 +34,20 @@
 //! send them, so that Redis runs each hub's publishes in the order the hub
 //! received them.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use bytestring::ByteString;
 use redis::aio::MultiplexedConnection;
 use serde_json::value::RawValue;
 
-use super::{new_epoch, Broker, BrokerError, History, Inbound, Position, Publication, Reply};
+use super::{
+    new_epoch, Broker, BrokerError, BrokerFuture, History, Inbound, Membership, Position,
+    Publication, Reply,
+};
 use crate::redis::{Cluster, ClusterError, Subscriber};
-use crate::rooms::message_frame;
+use crate::rooms::{message_frame, PresenceEntry};
 
 /// Publishes one message: assigns the offset, appends to the stream, trims
 /// it, announces it (`node \n room \n epoch \n offset \n user \n data`).
@@ -91,6 +96,46 @@ end
 return out
 "#;
 
+/// This node's members of one room: `KEYS[1]` the room's set of nodes with
+/// members, `KEYS[2]` this node's hash of them (session -> user); `ARGV[1]`
+/// the node, `ARGV[2]` the expiry (ms), `ARGV[3]` the change (`+`: add the
+/// pairs that follow, `-`: remove the sessions that follow, `=`: replace
+/// with the pairs that follow). Both keys expire unless refreshed, so that
+/// a node that dies without a goodbye leaves presence within the expiry.
+const MEMBERS_LUA: &str = r#"
+if ARGV[3] == '=' then redis.call('DEL', KEYS[2]) end
+if ARGV[3] == '-' then
+  for i = 4, #ARGV do redis.call('HDEL', KEYS[2], ARGV[i]) end
+else
+  for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+  redis.call('SADD', KEYS[1], ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], ARGV[2] * 2)
+else
+  redis.call('SREM', KEYS[1], ARGV[1])
+end
+return 1
+"#;
+
+/// Every node's members of one room: the users, one per session. `KEYS[1]`
+/// is the room's set of nodes; each node's hash is `KEYS[1]:<node>` (the
+/// same hash slot, through the `{room}` tag). Nodes whose hash expired are
+/// dropped from the set.
+const PRESENCE_LUA: &str = r#"
+local out = {}
+for _, n in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local users = redis.call('HVALS', KEYS[1] .. ':' .. n)
+  if #users == 0 then
+    redis.call('SREM', KEYS[1], n)
+  else
+    for _, u in ipairs(users) do table.insert(out, u) end
+  end
+end
+return out
+"#;
+
 /// The rooms' broker over Redis. Cheap to clone. See the module docs.
 #[derive(Clone)]
 pub struct RedisBroker {
@@ -103,11 +148,15 @@ struct Inner {
     node: String,
     /// Stream length kept per room (the rooms' history size).
     history: usize,
+    /// How long a node's members stay in presence without a refresh.
+    presence_ttl: Duration,
     /// The Pub/Sub channel of publications.
     channel: String,
     publish: redis::Script,
     head: redis::Script,
     range: redis::Script,
+    members: redis::Script,
+    presence: redis::Script,
     /// The connection every publish goes over, once obtained. Publishes
     /// take it in the order they were made (the lock is fair), so that one
     /// hub's publishes reach Redis in the order the hub made them.
@@ -117,18 +166,22 @@ struct Inner {
 }
 
 impl RedisBroker {
-    /// A broker over `redis`, keeping `history` messages per room.
-    pub fn new(redis: Cluster, history: usize) -> Self {
+    /// A broker over `redis`, keeping `history` messages per room; a node's
+    /// members leave presence `presence_ttl` after its last refresh.
+    pub fn new(redis: Cluster, history: usize, presence_ttl: Duration) -> Self {
         let channel = format!("{}:messages", redis.prefix());
         Self {
             inner: Arc::new(Inner {
                 redis,
                 node: new_epoch(),
                 history: history.max(1),
+                presence_ttl: presence_ttl.max(Duration::from_millis(3)),
                 channel,
                 publish: redis::Script::new(PUBLISH_LUA),
                 head: redis::Script::new(HEAD_LUA),
                 range: redis::Script::new(RANGE_LUA),
+                members: redis::Script::new(MEMBERS_LUA),
+                presence: redis::Script::new(PRESENCE_LUA),
                 conn: tokio::sync::Mutex::new(None),
                 inbound: OnceLock::new(),
             }),
@@ -148,6 +201,13 @@ impl RedisBroker {
             format!("{p}:{{{room}}}:epoch"),
             format!("{p}:{{{room}}}:log"),
         ]
+    }
+
+    /// The room's set of nodes with members, and this node's hash of them.
+    fn presence_keys(&self, room: &str) -> [String; 2] {
+        let nodes = format!("{}:{{{room}}}:presence", self.inner.redis.prefix());
+        let mine = format!("{nodes}:{}", self.inner.node);
+        [nodes, mine]
     }
 }
 
@@ -258,6 +318,76 @@ impl Broker for RedisBroker {
             let values: Vec<redis::Value> = inner.redis.run(None, inv).await.map_err(failed)?;
             Ok(Some(parse_range(&room, &values)))
         }))
+    }
+
+    fn presence(&self, room: &str) -> Reply<Option<Vec<PresenceEntry>>> {
+        if !self.is_up() {
+            return Reply::Now(Err(down()));
+        }
+        let [nodes, _] = self.presence_keys(room);
+        let inner = self.inner.clone();
+        Reply::Later(Box::pin(async move {
+            // The same connection as membership changes: a read sees every
+            // change the hub made before it.
+            let mut conn = inner.connection().await.map_err(failed)?;
+            let mut inv = inner.presence.prepare_invoke();
+            inv.key(&nodes);
+            let users: Vec<String> = inner
+                .redis
+                .run(Some(&mut conn), inv)
+                .await
+                .map_err(failed)?;
+            let mut by_user: BTreeMap<String, usize> = BTreeMap::new();
+            for user in users {
+                *by_user.entry(user).or_default() += 1;
+            }
+            Ok(Some(
+                by_user
+                    .into_iter()
+                    .map(|(user, sessions)| PresenceEntry { user, sessions })
+                    .collect(),
+            ))
+        }))
+    }
+
+    fn members(&self, room: &str, change: Membership) -> Option<BrokerFuture<()>> {
+        if !self.is_up() {
+            return None; // the next refresh after Redis is back repairs it
+        }
+        let [nodes, mine] = self.presence_keys(room);
+        let inner = self.inner.clone();
+        Some(Box::pin(async move {
+            let mut conn = inner.connection().await.map_err(failed)?;
+            let mut inv = inner.members.prepare_invoke();
+            inv.key(&nodes)
+                .key(&mine)
+                .arg(&inner.node)
+                .arg(inner.presence_ttl.as_millis() as u64);
+            match &change {
+                Membership::Joined { session, user } => {
+                    inv.arg("+").arg(&**session).arg(&**user);
+                }
+                Membership::Left { session } => {
+                    inv.arg("-").arg(&**session);
+                }
+                Membership::All(members) => {
+                    inv.arg("=");
+                    for (session, user) in members {
+                        inv.arg(&**session).arg(&**user);
+                    }
+                }
+            }
+            inner
+                .redis
+                .run::<i64>(Some(&mut conn), inv)
+                .await
+                .map_err(failed)?;
+            Ok(())
+        }))
+    }
+
+    fn presence_refresh(&self) -> Option<Duration> {
+        Some(self.inner.presence_ttl / 3)
     }
 
     fn attach(&self, inbound: Arc<dyn Inbound>) {

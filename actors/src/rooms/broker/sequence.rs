@@ -30,6 +30,19 @@ pub(crate) struct Sequence {
     pub(crate) filling: bool,
 }
 
+/// What a hub does after a gap read: see [`Sequence::filled`].
+#[derive(Debug, Default)]
+pub(crate) struct Filled {
+    /// The room's latest offset once the skipped ones are passed over.
+    pub(crate) latest: u64,
+    /// Offsets gone from the broker's history, passed over.
+    pub(crate) skipped: Option<(u64, u64)>,
+    /// Held publications now ready, in order.
+    pub(crate) ready: Vec<Ready>,
+    /// A gap the read did not cover, to read next.
+    pub(crate) gap: Option<(u64, u64)>,
+}
+
 /// What a hub does with one arriving publication.
 #[derive(Debug)]
 pub(crate) enum Arrival {
@@ -82,22 +95,37 @@ impl Sequence {
         Arrival::Ready(ready)
     }
 
-    /// A gap read is over and what it found was applied; the room's latest
-    /// offset is `latest`. Unless another read is in flight, what the broker
-    /// no longer holds before the first held publication is skipped: answers
-    /// the skipped range and the held publications now ready.
-    pub(crate) fn filled(&mut self, latest: u64) -> (Option<(u64, u64)>, Vec<Ready>) {
-        let mut ready = Vec::new();
+    /// A gap read that covered offsets up to `read_to` is over, and what
+    /// it found was applied; the room's latest offset is `latest`. Unless
+    /// another read is in flight, offsets the read covered that are still
+    /// missing are gone from the broker's history and skipped; then the held
+    /// publications that follow are ready, or the gap before them is read
+    /// next.
+    pub(crate) fn filled(&mut self, latest: u64, read_to: u64) -> Filled {
+        let mut out = Filled {
+            latest,
+            ..Filled::default()
+        };
         let Some(&first) = self.held.keys().next() else {
-            return (None, ready);
+            return out;
         };
         if self.filling || first <= latest + 1 {
-            return (None, ready);
+            return out;
         }
-        let (frame, at) = self.held.remove(&first).unwrap_or_default();
-        ready.push((first, frame, at));
-        self.take_following(first, &mut ready);
-        (Some((latest + 1, first - 1)), ready)
+        let skip_to = (first - 1).min(read_to);
+        if skip_to > latest {
+            out.skipped = Some((latest + 1, skip_to));
+            out.latest = skip_to;
+        }
+        if first == out.latest + 1 {
+            let (frame, at) = self.held.remove(&first).unwrap_or_default();
+            out.ready.push((first, frame, at));
+            self.take_following(first, &mut out.ready);
+        } else {
+            self.filling = true;
+            out.gap = Some((out.latest + 1, first - 1));
+        }
+        out
     }
 
     /// Moves the held publications right after `offset` into `ready`.
@@ -156,9 +184,29 @@ mod tests {
     fn what_history_no_longer_holds_is_skipped_after_the_read() {
         let mut s = Sequence::synced();
         assert!(matches!(s.arrive(2, 9, frame(9), None), Arrival::Gap(_)));
-        s.filling = false; // the read found nothing (trimmed)
-        let (skipped, ready) = s.filled(2);
-        assert_eq!(skipped, Some((3, 8)));
-        assert_eq!(offsets(&ready), [9]);
+        s.filling = false; // the read of 3..=8 found nothing (trimmed)
+        let f = s.filled(2, 8);
+        assert_eq!((f.skipped, f.latest, f.gap), (Some((3, 8)), 8, None));
+        assert_eq!(offsets(&f.ready), [9]);
+    }
+
+    /// A gap that opened while a read was in flight is read next, never
+    /// skipped: only offsets the read covered can be gone.
+    #[test]
+    fn a_gap_behind_the_read_is_read_next_not_skipped() {
+        let mut s = Sequence::synced();
+        assert!(matches!(
+            s.arrive(0, 2, frame(2), None),
+            Arrival::Gap(Some((1, 1)))
+        ));
+        assert!(matches!(s.arrive(0, 4, frame(4), None), Arrival::Gap(None)));
+        s.filling = false; // the read of 1..=1 answered 1, which freed 2:
+        let Arrival::Ready(r) = s.arrive(0, 1, frame(1), None) else {
+            panic!()
+        };
+        assert_eq!(offsets(&r), [1, 2]);
+        let f = s.filled(2, 1);
+        assert_eq!((f.skipped, f.latest, f.gap), (None, 2, Some((3, 3))));
+        assert!(f.ready.is_empty() && s.filling);
     }
 }
