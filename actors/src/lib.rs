@@ -5,6 +5,7 @@
 //! - [`supervision`]: child specs, supervisors, restart strategies, intensity and back-off.
 //! - [`health`]: what actors report, and how `/health` folds it into one status.
 //! - [`shutdown`]: stages, the one control path for stop requests, the shutdown report.
+//! - [`lease`]: the `lease` actor, which node runs the single-node services (trending, printers, files).
 //! - [`kernel`]: the shared handles ([`kernel::Kernel`]) and the running tree ([`kernel::Tree`]).
 //! - [`db`]: the `db` actor, the SQLite/PostgreSQL pool, migrations, outages.
 //! - [`events`]: the `events` actor, the internal bus of typed events.
@@ -23,6 +24,7 @@ pub mod db;
 pub mod events;
 pub mod health;
 pub mod kernel;
+pub mod lease;
 pub mod metrics;
 pub mod redis;
 pub mod rooms;

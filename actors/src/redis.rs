@@ -68,6 +68,8 @@ pub struct Cluster {
 
 struct Inner {
     settings: RedisSettings,
+    /// This process's id among the nodes sharing this Redis.
+    node: String,
     pool: bb8::Pool<RedisConnectionManager>,
     client: redis::Client,
     /// Whether the last command or probe succeeded.
@@ -102,6 +104,7 @@ impl Cluster {
         Ok(Self {
             inner: Arc::new(Inner {
                 settings,
+                node: format!("{:016x}", rand::random::<u64>()),
                 pool,
                 client,
                 up: AtomicBool::new(false),
@@ -115,6 +118,13 @@ impl Cluster {
     /// Whether Redis answered last time.
     pub fn is_up(&self) -> bool {
         self.inner.up.load(Ordering::SeqCst)
+    }
+
+    /// This process's id among the nodes sharing this Redis (random, new
+    /// at every start): in every publication it sends, in presence, and as
+    /// the holder of a lease.
+    pub fn node(&self) -> &str {
+        &self.inner.node
     }
 
     /// The key prefix, so that several systems can share one Redis.

@@ -5,15 +5,20 @@
 //!
 //! ```text
 //! root (one-for-one)
-//! ├── http        the intake                              stage: intake
-//! ├── realtime    (one-for-one)
-//! │   ├── connections  live sockets, their drain           stage: connections
-//! │   └── rooms        (one-for-one) rooms-0..N, one thread each  stage: connections
+//! ├── http        the intake: drains before anything else stops   stage: intake
+//! ├── storage     (one-for-one)
+//! │   ├── db         the diesel-async pool, probes, outages       stage: storage
+//! │   ├── redis      with Redis: the link, its probe, Pub/Sub     stage: storage
+//! │   └── lease      with Redis: which node runs the services     stage: storage
 //! ├── core        (one-for-one)
-//! │   ├── events     event bus                            stage: core
-//! │   └── scheduler  task scheduler                       stage: core
-//! └── services    (one-for-one) trending, printers, files (always present,
-//!                 idle when not configured), then user actors (Builder::service)
+//! │   ├── events     event bus, ring of recent events             stage: core
+//! │   ├── scheduler  named one-shot and periodic tasks            stage: core
+//! │   └── sessions   the session registry behind resume           stage: core
+//! ├── realtime    (one-for-one)
+//! │   ├── connections  live sockets; drains them at shutdown       stage: connections
+//! │   └── rooms        (one-for-one) rooms-0..N, a thread each     stage: connections
+//! └── services    (one-for-one) trending, printers, files (one node
+//!                 at a time with Redis), then your actors          stage: services
 //! ```
 
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
@@ -240,6 +245,17 @@ impl Builder {
         if let (Some(cluster), Some(broker)) = (&cluster, &broker) {
             storage = storage.child(cluster.spec(vec![broker.subscriber()]).backoff(backoff));
         }
+        // Which node runs the single-node services: one at a time with Redis.
+        let lease = match &cluster {
+            Some(c) => holdfast_actors::lease::Lease::shared(
+                c.clone(),
+                Duration::from_millis(settings.redis.lease_ttl_ms),
+            ),
+            None => holdfast_actors::lease::Lease::single(),
+        };
+        if let Some(spec) = lease.spec() {
+            storage = storage.child(spec.backoff(backoff));
+        }
         let sessions_spec = holdfast_actors::sessions::SessionsActor::spec(
             sessions.clone(),
             rooms.clone(),
@@ -258,6 +274,7 @@ impl Builder {
             &tls,
             rooms.clone(),
             &registry,
+            lease.clone(),
         )
         .map_err(StartError::Services)?;
         let printers = holdfast_actors::services::printers::Printers::new(
@@ -265,12 +282,14 @@ impl Builder {
             &tls,
             rooms.clone(),
             &registry,
+            lease.clone(),
         )
         .map_err(StartError::Services)?;
         let files = holdfast_actors::services::files::Files::new(
             settings.files.actor_settings(),
             db.clone(),
             rooms.clone(),
+            lease,
         );
         let mut user = SupervisorSpec::new("services")
             .intensity(intensity)

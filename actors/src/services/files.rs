@@ -55,6 +55,7 @@ use tracing::{debug, info, warn};
 
 use crate::db::{Db, DbError};
 use crate::health::{Health, HealthReply};
+use crate::lease::Lease;
 use crate::rooms::Rooms;
 use crate::shutdown::Stage;
 use crate::supervision::{Child, ChildSpec};
@@ -159,6 +160,8 @@ struct Inner {
     db: Db,
     rooms: Rooms,
     state: Mutex<State>,
+    /// Whether this node indexes (one node at a time does).
+    lease: Lease,
 }
 
 /// The handle to the files service; cheap to clone.
@@ -168,8 +171,9 @@ pub struct Files {
 }
 
 impl Files {
-    /// A handle for `settings`, indexing through `db` and broadcasting through `rooms`.
-    pub fn new(settings: FilesSettings, db: Db, rooms: Rooms) -> Self {
+    /// A handle for `settings`, indexing through `db` and broadcasting
+    /// through `rooms` while this node holds `lease`.
+    pub fn new(settings: FilesSettings, db: Db, rooms: Rooms, lease: Lease) -> Self {
         let roots = settings
             .directories
             .iter()
@@ -188,6 +192,7 @@ impl Files {
                 db,
                 rooms,
                 state: Mutex::new(State::default()),
+                lease,
             }),
         }
     }
@@ -201,6 +206,7 @@ impl Files {
             watcher_error: None,
             watched: HashMap::new(),
             queue: BTreeSet::new(),
+            leading: false,
             scanning: false,
             writing: false,
             loading: false,
@@ -603,6 +609,9 @@ pub struct FilesActor {
     watched: HashMap<PathBuf, DirId>,
     /// Paths waiting for a scan.
     queue: BTreeSet<PathBuf>,
+    /// Whether this node held the services lease at the last tick; a
+    /// takeover queues every directory.
+    leading: bool,
     /// A scan is running; new paths wait in `queue`.
     scanning: bool,
     /// A database write is running.
@@ -765,6 +774,15 @@ impl FilesActor {
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
+        if !self.inner.lease.held() {
+            self.leading = false;
+            return; // standby: another node indexes
+        }
+        if !self.leading {
+            // Just took over: what changed meanwhile is not known here.
+            self.leading = true;
+            self.queue.extend(self.inner.roots.iter().cloned());
+        }
         self.load(ctx);
         if self.debouncer.is_none() {
             // No watcher: poll.
@@ -811,6 +829,9 @@ impl Actor for FilesActor {
 
 impl StreamHandler<DebounceEventResult> for FilesActor {
     fn handle(&mut self, result: DebounceEventResult, ctx: &mut Context<Self>) {
+        if !self.inner.lease.held() {
+            return; // standby: the leader watches; a takeover rescans
+        }
         let inner = self.inner.clone();
         match result {
             Ok(events) => {

@@ -44,6 +44,7 @@ use serde_json::{json, Map, Value};
 use tracing::{debug, info, warn};
 
 use crate::health::{now_rfc3339, Health, HealthReply};
+use crate::lease::Lease;
 use crate::rooms::Rooms;
 use crate::shutdown::Stage;
 use crate::supervision::{Child, ChildSpec};
@@ -191,6 +192,8 @@ struct Inner {
     client: reqwest::Client,
     rooms: Rooms,
     metrics: PrinterMetrics,
+    /// Whether this node polls (one node at a time does).
+    lease: Lease,
 }
 
 /// The handle to the printers service; cheap to clone.
@@ -262,6 +265,7 @@ impl Printers {
         tls: &ClientTls,
         rooms: Rooms,
         registry: &Registry,
+        lease: Lease,
     ) -> Result<Self, String> {
         let state = IntGaugeVec::new(
             Opts::new(
@@ -309,6 +313,7 @@ impl Printers {
                 client,
                 rooms,
                 metrics: PrinterMetrics { state, polls },
+                lease,
             }),
         })
     }
@@ -534,6 +539,12 @@ pub struct PrintersActor {
 
 impl PrintersActor {
     fn poll(&mut self, idx: usize, ctx: &mut Context<Self>) {
+        if !self.inner.lease.held() {
+            // Standby: another node polls; look again in one interval.
+            let every = self.inner.printers.lock()[idx].config.interval;
+            ctx.run_later(every, move |act, ctx| act.poll(idx, ctx));
+            return;
+        }
         ctx.spawn(
             self.inner
                 .clone()
@@ -584,10 +595,11 @@ impl Child for PrintersActor {
         } else {
             Health::degraded(format!("offline or in error: {}", down.join(", ")))
         };
-        h.with("printers", count)
+        let h = h
+            .with("printers", count)
             .with("monitoring", count > 0)
-            .with("states", self.inner.states())
-            .into()
+            .with("states", self.inner.states());
+        self.inner.lease.describe(h).into()
     }
 }
 

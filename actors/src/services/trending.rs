@@ -55,6 +55,7 @@ use serde_json::{json, Map, Value};
 use tracing::{debug, info, warn};
 
 use crate::health::{now_rfc3339, Health, HealthReply};
+use crate::lease::Lease;
 use crate::rooms::Rooms;
 use crate::shutdown::Stage;
 use crate::supervision::{Child, ChildRef, ChildSpec};
@@ -497,6 +498,8 @@ struct Inner {
     rooms: Rooms,
     metrics: TrendingMetrics,
     actor: ChildRef<TrendingActor>,
+    /// Whether this node fetches (one node at a time does).
+    lease: Lease,
 }
 
 /// What a refresh decided.
@@ -518,7 +521,8 @@ pub struct Trending {
 
 impl Trending {
     /// A handle for `settings`, fetching with `tls` and broadcasting through
-    /// `rooms`; registers the `holdfast_trending_*` metrics.
+    /// `rooms` while this node holds `lease`; registers the
+    /// `holdfast_trending_*` metrics.
     ///
     /// # Errors
     /// The metrics are registered already, or the HTTP client cannot be built.
@@ -527,6 +531,7 @@ impl Trending {
         tls: &ClientTls,
         rooms: Rooms,
         registry: &Registry,
+        lease: Lease,
     ) -> Result<Self, String> {
         let metrics = TrendingMetrics::new(registry).map_err(|e| e.to_string())?;
         let mut builder = tls
@@ -583,6 +588,7 @@ impl Trending {
                 rooms,
                 metrics,
                 actor: ChildRef::default(),
+                lease,
             }),
         })
     }
@@ -992,6 +998,9 @@ pub struct TrendingActor {
 
 impl TrendingActor {
     fn refresh(&mut self, idx: usize, counted: bool, ctx: &mut Context<Self>) {
+        if !self.inner.lease.held() {
+            return debug!(feed = idx, "standby: another node fetches the feeds");
+        }
         match self.inner.decide(idx, counted) {
             Decision::Fetch { trial } => {
                 ctx.spawn(self.inner.clone().fetch(idx, trial).into_actor(self));
@@ -1049,7 +1058,7 @@ impl Child for TrendingActor {
             .with("active", !feeds.is_empty())
             .with("breakers", Value::Object(breakers))
             .with("cached", feeds.iter().filter(|f| f.cache.is_some()).count());
-        h.into()
+        self.inner.lease.describe(h).into()
     }
 }
 

@@ -331,6 +331,7 @@ impl Settings {
             ("rooms.history_size", self.rooms.history_size as f64),
             ("session.ttl_ms", self.session.ttl_ms as f64),
             ("redis.presence_ttl_ms", self.redis.presence_ttl_ms as f64),
+            ("redis.lease_ttl_ms", self.redis.lease_ttl_ms as f64),
         ];
         for (key, value) in positive {
             // NaN fails too: it is not greater than zero.

@@ -22,6 +22,10 @@ pub struct RedisSettings {
     /// refresh (a node that died without a goodbye); nodes refresh theirs
     /// every third of it.
     pub presence_ttl_ms: u64,
+    /// How long the services lease (which node runs trending, printers and
+    /// files) lasts without renewal; another node takes over within it
+    /// after the holder dies.
+    pub lease_ttl_ms: u64,
 }
 
 /// `[database]`

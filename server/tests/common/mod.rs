@@ -66,7 +66,13 @@ pub struct Server {
 
 impl Server {
     pub fn start(envs: &[(&str, &str)]) -> Server {
+        Self::start_with(&[], envs)
+    }
+
+    /// `holdfast ARGS` (e.g. `--config FILE`) with `envs`.
+    pub fn start_with(args: &[&str], envs: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(BIN);
+        cmd.args(args);
         let db = std::env::temp_dir().join(format!(
             "holdfast-proc-{}-{}",
             std::process::id(),

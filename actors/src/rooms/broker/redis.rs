@@ -172,8 +172,8 @@ impl RedisBroker {
         let channel = format!("{}:messages", redis.prefix());
         Self {
             inner: Arc::new(Inner {
+                node: redis.node().to_owned(),
                 redis,
-                node: new_epoch(),
                 history: history.max(1),
                 presence_ttl: presence_ttl.max(Duration::from_millis(3)),
                 channel,
