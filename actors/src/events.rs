@@ -19,7 +19,8 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::health::{now_rfc3339, Health, HealthReply, Status};
+use crate::clock::now_rfc3339;
+use crate::health::{Health, HealthReply, Status};
 use crate::metrics::KernelMetrics;
 use crate::shutdown::{ShutdownReason, Stage};
 use crate::supervision::{Child, ChildRef, ChildSpec};

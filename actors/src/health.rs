@@ -156,11 +156,6 @@ pub fn ready<'a>(checks: impl IntoIterator<Item = &'a Check>) -> bool {
         .all(|c| !(c.critical && c.status == Status::Unhealthy))
 }
 
-/// The current time as RFC 3339 UTC with milliseconds.
-pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

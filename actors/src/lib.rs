@@ -2,6 +2,8 @@
 //!
 //! A map of the crate, one line per module:
 //!
+//! - [`backoff`]: the one back-off (exponential, capped, jittered, reset) of every restart and retry.
+//! - [`clock`]: the clock helpers: Unix milliseconds, RFC 3339, durations as milliseconds.
 //! - [`supervision`]: child specs, supervisors, restart strategies, intensity and back-off.
 //! - [`health`]: what actors report, and how `/health` folds it into one status.
 //! - [`shutdown`]: stages, the one control path for stop requests, the shutdown report.
@@ -16,9 +18,12 @@
 //! - [`redis`]: the `redis` actor and [`redis::Cluster`]: the Redis link nodes share (pool, probe, Pub/Sub).
 //! - [`rooms`]: the `rooms` actors, sharded room hubs (membership, offsets, history, presence), and the broker seam ([`rooms::Broker`]: local, Redis).
 //! - [`services`]: the `trending`, `printers` and `files` actors, broadcasting to system rooms.
+//! - [`window`]: the one sliding-window counter (restart intensity, the monitor's limits, abuse).
 //! - [`tls`]: TLS for outbound clients (HTTPS, SMTP): ring, the system's CA certificates plus an optional bundle.
 #![warn(missing_docs)]
 
+pub mod backoff;
+pub mod clock;
 pub mod connections;
 pub mod db;
 pub mod events;
@@ -34,5 +39,6 @@ pub mod sessions;
 pub mod shutdown;
 pub mod supervision;
 pub mod tls;
+pub mod window;
 
 pub use kernel::{Kernel, KernelSettings, Tree, TreeHealth};

@@ -30,12 +30,17 @@ use parking_lot::Mutex;
 use redis::aio::MultiplexedConnection;
 use tracing::{info, warn};
 
-use crate::health::{now_rfc3339, Health, HealthReply};
+use crate::backoff::Backoff;
+use crate::clock::now_rfc3339;
+use crate::health::{Health, HealthReply};
 use crate::shutdown::Stage;
 use crate::supervision::{Child, ChildSpec};
 
 /// How often the actor PINGs Redis.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// First and longest wait before subscribing again after a loss.
+const RESUBSCRIBE_MIN: Duration = Duration::from_millis(100);
+const RESUBSCRIBE_MAX: Duration = Duration::from_secs(2);
 /// Bound on one Redis round trip before it counts as down.
 const COMMAND_TIMEOUT: Duration = Duration::from_millis(1000);
 
@@ -215,13 +220,14 @@ impl RedisActor {
         let cluster = self.cluster.clone();
         let relay = async move {
             let channel = subscriber.channel();
-            let mut delay = Duration::from_millis(100);
+            let backoff = Backoff::full_jitter(RESUBSCRIBE_MIN, RESUBSCRIBE_MAX);
+            let mut failures = 0;
             loop {
                 match cluster.inner.client.get_async_pubsub().await {
                     Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
                         Ok(()) => {
                             cluster.inner.subscribed.store(true, Ordering::SeqCst);
-                            delay = Duration::from_millis(100);
+                            failures = 0;
                             subscriber.subscribed();
                             let mut messages = pubsub.on_message();
                             while let Some(msg) = messages.next().await {
@@ -239,8 +245,8 @@ impl RedisActor {
                         let _ = cluster.failed(e);
                     }
                 }
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
+                failures += 1;
+                tokio::time::sleep(backoff.random_retry(failures)).await;
             }
         };
         ctx.spawn(relay.into_actor(self));

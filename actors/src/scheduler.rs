@@ -27,8 +27,9 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use tracing::{debug, warn};
 
+use crate::clock::now_rfc3339;
 use crate::events::Event;
-use crate::health::{now_rfc3339, Health, HealthReply};
+use crate::health::{Health, HealthReply};
 use crate::kernel::Kernel;
 use crate::shutdown::{millis, Stage};
 use crate::supervision::{panic_message, Child, ChildRef, ChildSpec};

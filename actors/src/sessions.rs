@@ -25,6 +25,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::clock::{from_unix_ms, now_unix_ms, unix_ms};
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
 
@@ -156,21 +157,6 @@ impl SessionStore for MemorySessions {
     }
 }
 
-/// Unix milliseconds now.
-fn now_ms() -> i64 {
-    i64::try_from(
-        SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis(),
-    )
-    .unwrap_or(i64::MAX)
-}
-
-fn from_ms(ms: i64) -> SystemTime {
-    std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
-}
-
 /// A `sessions` row.
 #[derive(
     Clone, Debug, PartialEq, Eq, diesel::Queryable, diesel::Selectable, diesel::Insertable,
@@ -187,14 +173,7 @@ struct Row {
 
 impl Row {
     fn of(record: &SessionRecord, expires_at: Option<i64>) -> Self {
-        let ms = |t: SystemTime| {
-            i64::try_from(
-                t.duration_since(std::time::UNIX_EPOCH)
-                    .unwrap_or_default()
-                    .as_millis(),
-            )
-            .unwrap_or(0)
-        };
+        let ms = unix_ms;
         Row {
             id: record.id.clone(),
             user_id: record.user.clone(),
@@ -210,8 +189,8 @@ impl Row {
             id: self.id.clone(),
             user: self.user_id.clone(),
             rooms: serde_json::from_str(&self.rooms).unwrap_or_default(),
-            created: from_ms(self.created_at),
-            last_seen: from_ms(self.last_seen),
+            created: from_unix_ms(self.created_at),
+            last_seen: from_unix_ms(self.last_seen),
         }
     }
 }
@@ -401,7 +380,7 @@ impl PersistentSessions {
         use crate::db::schema::sessions::dsl;
         use diesel::prelude::*;
         use diesel_async::RunQueryDsl;
-        let now = now_ms();
+        let now = now_unix_ms();
         let rows: Vec<Row> = crate::with_conn!(self.db, |conn| {
             dsl::sessions
                 .filter(dsl::expires_at.is_null().or(dsl::expires_at.gt(now)))
@@ -429,7 +408,7 @@ impl PersistentSessions {
         use crate::db::schema::sessions::dsl;
         use diesel::prelude::*;
         use diesel_async::RunQueryDsl;
-        let now = now_ms();
+        let now = now_unix_ms();
         let row: Option<Row> = crate::with_conn!(self.db, |conn| {
             dsl::sessions
                 .filter(dsl::id.eq(&id))
@@ -464,7 +443,7 @@ impl PersistentSessions {
         use diesel::prelude::*;
         use diesel_async::RunQueryDsl;
         let purged = self.purge_expired();
-        let now = now_ms();
+        let now = now_unix_ms();
         let deleted = crate::with_conn!(self.db, |conn| {
             diesel::delete(dsl::sessions.filter(dsl::expires_at.lt(now)))
                 .execute(conn)
@@ -577,7 +556,7 @@ impl SessionStore for PersistentSessions {
         let cache = self.cache.lock();
         let c = cache.get(id)?;
         c.expires_at
-            .is_none_or(|at| at > now_ms())
+            .is_none_or(|at| at > now_unix_ms())
             .then(|| c.record.clone())
     }
 
@@ -594,7 +573,7 @@ impl SessionStore for PersistentSessions {
         let ttl = self.ttl_ms();
         let mut cache = self.cache.lock();
         if let Some(c) = cache.get_mut(id) {
-            c.expires_at = Some(now_ms().saturating_add(ttl));
+            c.expires_at = Some(now_unix_ms().saturating_add(ttl));
             c.record.last_seen = SystemTime::now();
             c.record.rooms = rooms;
             self.upsert(c);
@@ -608,7 +587,7 @@ impl SessionStore for PersistentSessions {
     }
 
     fn purge_expired(&self) -> usize {
-        let now = now_ms();
+        let now = now_unix_ms();
         let mut cache = self.cache.lock();
         let before = cache.len();
         cache.retain(|_, c| c.expires_at.is_none_or(|at| at > now));
@@ -798,7 +777,7 @@ impl crate::supervision::Child for SessionsActor {
                 epoch,
                 last_offset: i64::try_from(offset).unwrap_or(i64::MAX),
                 clean: true,
-                updated_at: now_ms(),
+                updated_at: now_unix_ms(),
             })
             .collect();
         ctx.spawn(

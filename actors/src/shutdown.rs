@@ -10,7 +10,6 @@
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
@@ -250,10 +249,7 @@ impl ShutdownReport {
     }
 }
 
-/// Milliseconds of a duration, saturating.
-pub(crate) fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
+pub(crate) use crate::clock::millis;
 
 #[cfg(test)]
 mod tests {

@@ -39,7 +39,9 @@
 //! webhook URL and the SMTP password are secrets: they never appear in a
 //! log line.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
+
+use holdfast_actors::window::SlidingWindow;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -157,8 +159,8 @@ pub struct Watchdog {
     answered_since_start: bool,
     /// Whether it has been reported down and not yet recovered.
     down: bool,
-    /// Restarts inside the current window, oldest first.
-    restarts: VecDeque<Instant>,
+    /// Restarts inside the current window.
+    restarts: SlidingWindow,
     /// Set once the restart limit was reached; never cleared.
     gave_up: bool,
 }
@@ -172,7 +174,7 @@ impl Watchdog {
             started_at: now,
             answered_since_start: false,
             down: false,
-            restarts: VecDeque::new(),
+            restarts: SlidingWindow::default(),
             gave_up: false,
         }
     }
@@ -211,20 +213,13 @@ impl Watchdog {
         if self.gave_up {
             return RestartVerdict::GaveUp;
         }
-        if let Some(&last) = self.restarts.back() {
+        if let Some(last) = self.restarts.last() {
             let next = last + self.limits.cooldown;
             if now < next {
                 return RestartVerdict::Cooldown(next - now);
             }
         }
-        while let Some(&oldest) = self.restarts.front() {
-            if now.saturating_duration_since(oldest) >= self.limits.window {
-                self.restarts.pop_front();
-            } else {
-                break;
-            }
-        }
-        if self.restarts.len() >= self.limits.max_restarts as usize {
+        if self.restarts.count(self.limits.window, now) >= self.limits.max_restarts as usize {
             self.gave_up = true;
             return RestartVerdict::GiveUp;
         }
@@ -233,7 +228,7 @@ impl Watchdog {
 
     /// Records a restart (or a start attempt that failed) at `now`.
     pub fn restarted(&mut self, now: Instant) {
-        self.restarts.push_back(now);
+        self.restarts.record(now);
         self.started_at = now;
         self.answered_since_start = false;
         self.consecutive = 0;
@@ -319,8 +314,8 @@ pub struct AlertGate {
     window: Duration,
     /// When each key was last sent.
     last_sent: HashMap<String, Instant>,
-    /// Sends inside the rate window, oldest first.
-    recent: VecDeque<Instant>,
+    /// Sends inside the rate window.
+    recent: SlidingWindow,
     /// Dropped since the last send.
     suppressed: u64,
 }
@@ -333,7 +328,7 @@ impl AlertGate {
             limit,
             window,
             last_sent: HashMap::new(),
-            recent: VecDeque::new(),
+            recent: SlidingWindow::default(),
             suppressed: 0,
         }
     }
@@ -346,18 +341,12 @@ impl AlertGate {
                 return GateDecision::Duplicate;
             }
         }
-        while let Some(&oldest) = self.recent.front() {
-            if now.saturating_duration_since(oldest) >= self.window {
-                self.recent.pop_front();
-            } else {
-                break;
-            }
-        }
-        if severity != Severity::Critical && self.recent.len() >= self.limit as usize {
+        let sent = self.recent.count(self.window, now);
+        if severity != Severity::Critical && sent >= self.limit as usize {
             self.suppressed += 1;
             return GateDecision::RateLimited;
         }
-        self.recent.push_back(now);
+        self.recent.record(now);
         self.last_sent.insert(key.to_owned(), now);
         GateDecision::Send {
             suppressed: std::mem::take(&mut self.suppressed),
@@ -563,7 +552,7 @@ impl Alerter {
             kind,
             target: self.target.clone(),
             message,
-            at: holdfast_actors::health::now_rfc3339(),
+            at: holdfast_actors::clock::now_rfc3339(),
             suppressed,
             dedup_key,
         };

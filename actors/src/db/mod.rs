@@ -41,8 +41,10 @@ use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Regist
 use serde_json::json;
 use tracing::{error, info, warn};
 
+use crate::backoff::Backoff;
+use crate::clock::now_rfc3339;
 use crate::events::{Event, EventBus};
-use crate::health::{now_rfc3339, Health, HealthReply};
+use crate::health::{Health, HealthReply};
 use crate::shutdown::Stage;
 use crate::supervision::{Child, ChildSpec};
 
@@ -559,11 +561,9 @@ impl DbActor {
                 match db.probe().await {
                     Ok(_) => return,
                     Err(e) => {
-                        let cap = s
-                            .retry_base
-                            .saturating_mul(1 << (attempt - 1).min(16))
-                            .min(s.retry_max);
-                        let delay = cap.mul_f64(rand::random::<f64>());
+                        // 0..=min(retry_max, retry_base · 2^(attempt-1)).
+                        let delay = Backoff::full_jitter(s.retry_base / 2, s.retry_max)
+                            .random_retry(attempt);
                         warn!(attempt, of = s.connect_retries, error = %e, retry_in_ms = delay.as_millis() as u64,
                             "database not reachable at start");
                         if attempt < s.connect_retries {

@@ -41,7 +41,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use actix::prelude::*;
 use futures::channel::mpsc;
@@ -60,7 +60,7 @@ use crate::rooms::Rooms;
 use crate::shutdown::Stage;
 use crate::supervision::{Child, ChildSpec};
 
-use super::unix_ms;
+use crate::clock::{from_unix_ms, now_unix_ms, rfc3339, unix_ms};
 
 /// The system room changes go to.
 pub const ROOM: &str = "$files";
@@ -256,8 +256,7 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
 }
 
 fn rfc3339_ms(ms: i64) -> String {
-    let t = std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
-    humantime::format_rfc3339_millis(t).to_string()
+    rfc3339(from_unix_ms(ms))
 }
 
 /// What one scan needs; moved to a worker thread.
@@ -391,7 +390,7 @@ impl Inner {
             size: e.size,
             modified_at: e.modified_at,
             sha256: e.sha256.clone(),
-            indexed_at: unix_ms(SystemTime::now()),
+            indexed_at: now_unix_ms(),
         }
     }
 

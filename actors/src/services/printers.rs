@@ -43,7 +43,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use tracing::{debug, info, warn};
 
-use crate::health::{now_rfc3339, Health, HealthReply};
+use crate::backoff::Backoff;
+use crate::clock::now_rfc3339;
+use crate::health::{Health, HealthReply};
 use crate::lease::Lease;
 use crate::rooms::Rooms;
 use crate::shutdown::Stage;
@@ -508,10 +510,14 @@ impl Inner {
         let delay = if p.failures == 0 {
             interval
         } else {
-            let doubled = interval.saturating_mul(1u32 << p.failures.min(16));
-            doubled
-                .min(self.settings.max_backoff.max(interval))
-                .mul_f64(0.9 + 0.2 * rand::random::<f64>())
+            // interval · 2^failures, capped, ± 10 %.
+            Backoff {
+                min: interval.saturating_mul(2),
+                max: self.settings.max_backoff.max(interval),
+                jitter: 0.1,
+                reset_after: Duration::ZERO,
+            }
+            .random_retry(p.failures)
         };
         p.next_poll = Some(Instant::now() + delay);
         delay

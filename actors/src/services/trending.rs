@@ -42,7 +42,7 @@
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use backon::Retryable;
@@ -54,7 +54,9 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 use tracing::{debug, info, warn};
 
-use crate::health::{now_rfc3339, Health, HealthReply};
+use crate::backoff::Backoff;
+use crate::clock::now_rfc3339;
+use crate::health::{Health, HealthReply};
 use crate::lease::Lease;
 use crate::rooms::Rooms;
 use crate::shutdown::Stage;
@@ -183,48 +185,6 @@ impl FetchError {
         } else {
             FetchError::Transport(text)
         }
-    }
-}
-
-/// The back-off between the tries of one fetch: exponential with full
-/// jitter, `retries` delays at most.
-#[derive(Clone, Debug)]
-pub struct FullJitter {
-    base: Duration,
-    cap: Duration,
-    /// Retries taken so far.
-    attempt: u32,
-    /// Retries left.
-    left: u32,
-}
-
-impl FullJitter {
-    /// Delays for `retries` retries, the n-th (from 0) drawn uniformly from
-    /// `0..=min(cap, base * 2^n)`.
-    pub fn new(base: Duration, cap: Duration, retries: u32) -> Self {
-        Self {
-            base,
-            cap,
-            attempt: 0,
-            left: retries,
-        }
-    }
-}
-
-impl Iterator for FullJitter {
-    type Item = Duration;
-
-    fn next(&mut self) -> Option<Duration> {
-        if self.left == 0 {
-            return None;
-        }
-        self.left -= 1;
-        let ceiling = self
-            .base
-            .saturating_mul(1u32 << self.attempt.min(20))
-            .min(self.cap);
-        self.attempt += 1;
-        Some(ceiling.mul_f64(rand::random::<f64>()))
     }
 }
 
@@ -910,7 +870,8 @@ impl Inner {
             n += 1;
             this.clone().attempt(idx, n)
         })
-        .retry(FullJitter::new(s.retry_base, cap, retries))
+        // Waits drawn from 0..=min(cap, retry_base · 2^n): full jitter from half the base.
+        .retry(Backoff::full_jitter(s.retry_base / 2, cap).retries(retries))
         .sleep(tokio::time::sleep)
         .when(FetchError::is_retryable)
         .adjust(|e, delay| match (e.retry_after(), delay) {
@@ -937,7 +898,7 @@ impl Inner {
                 self.metrics
                     .last_fetch
                     .with_label_values(&[&f.config.name])
-                    .set(super::unix_ms(SystemTime::now()) as f64 / 1e3);
+                    .set(crate::clock::now_unix_ms() as f64 / 1e3);
                 let digest = {
                     let mut h = DefaultHasher::new();
                     data.to_string().hash(&mut h);
@@ -1083,26 +1044,6 @@ impl Handler<Refresh> for TrendingActor {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn full_jitter_stays_under_the_exponential_ceiling_and_the_cap() {
-        let base = Duration::from_millis(100);
-        let cap = Duration::from_millis(350);
-        for _ in 0..200 {
-            let delays: Vec<Duration> = FullJitter::new(base, cap, 4).collect();
-            assert_eq!(delays.len(), 4);
-            let ceilings = [100, 200, 350, 350].map(Duration::from_millis);
-            for (d, c) in delays.iter().zip(ceilings) {
-                assert!(*d <= c, "{d:?} over {c:?}");
-            }
-        }
-        // Full jitter, not "delay plus jitter": some draws land in the lower half.
-        let low = (0..200)
-            .filter_map(|_| FullJitter::new(base, cap, 1).next())
-            .filter(|d| *d < base / 2)
-            .count();
-        assert!(low > 0);
-    }
 
     #[test]
     fn the_breaker_opens_at_the_threshold_half_opens_and_closes() {

@@ -24,8 +24,9 @@ use futures::channel::{mpsc, oneshot};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 
-use super::policy::{Backoff, RestartType};
+use super::policy::RestartType;
 use super::supervisor::{ChildExited, Supervisor, SupervisorSpec};
+use crate::backoff::Backoff;
 use crate::health::{Health, HealthReply};
 use crate::kernel::Kernel;
 use crate::shutdown::Stage;

@@ -9,11 +9,12 @@ mod child;
 mod policy;
 mod supervisor;
 
+pub use crate::backoff::Backoff;
 pub use child::{
     panic_message, AnyChildSpec, Child, ChildCtx, ChildOptions, ChildRef, ChildSpec, Exit,
     DEFAULT_SHUTDOWN_TIMEOUT,
 };
-pub use policy::{Backoff, Intensity, RestartType, RestartWindow, Strategy};
+pub use policy::{Intensity, RestartType, RestartWindow, Strategy};
 pub use supervisor::{
     AddChild, CollectHealth, CrashChild, RemoveChild, RestartChild, Restarted, ShutdownPlan,
     StopStage, Supervisor, SupervisorSpec, Terminate,

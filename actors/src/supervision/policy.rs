@@ -1,12 +1,14 @@
-//! Restart policy: restart types, strategies, restart intensity and back-off.
+//! Restart policy: restart types, strategies and restart intensity (the
+//! back-off is [`crate::backoff`], shared with every retry loop).
 //!
 //! These are pure values and functions so that the timing rules can be tested
 //! without a clock.
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+
+use crate::window::SlidingWindow;
 
 /// When a child is restarted after it exits (Erlang/OTP's restart types).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,110 +69,22 @@ impl Default for Intensity {
 /// The restart times a supervisor remembers to enforce its [`Intensity`].
 #[derive(Debug, Default)]
 pub struct RestartWindow {
-    /// Restart instants inside the current window, oldest first.
-    recent: VecDeque<Instant>,
+    /// Restarts inside the current window.
+    recent: SlidingWindow,
 }
 
 impl RestartWindow {
     /// Records a restart at `now`; returns false when it exceeds `intensity`,
     /// meaning the supervisor must escalate instead of restarting.
     pub fn admit(&mut self, intensity: Intensity, now: Instant) -> bool {
-        while let Some(&oldest) = self.recent.front() {
-            if now.duration_since(oldest) >= intensity.window {
-                self.recent.pop_front();
-            } else {
-                break;
-            }
-        }
-        if self.recent.len() as u32 >= intensity.max_restarts {
-            return false;
-        }
-        self.recent.push_back(now);
-        true
-    }
-}
-
-/// Delay before restarting a child that keeps failing.
-///
-/// The first restart after a healthy run is immediate: a single fault should
-/// cost nothing. Each further consecutive failure waits `min · 2^(n-2)`,
-/// capped at `max`, spread by ± `jitter` (a fraction) so that siblings do not
-/// restart in lock-step. A child that stayed up for `reset_after` starts
-/// counting from zero again.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Backoff {
-    /// Delay of the second consecutive restart.
-    pub min: Duration,
-    /// Upper bound of any delay.
-    pub max: Duration,
-    /// Random spread as a fraction of the delay, 0.0 to 1.0.
-    pub jitter: f64,
-    /// Uptime after which the failure count resets.
-    pub reset_after: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self {
-            min: Duration::from_millis(100),
-            max: Duration::from_secs(10),
-            jitter: 0.2,
-            reset_after: Duration::from_secs(30),
-        }
-    }
-}
-
-impl Backoff {
-    /// No delay at all, ever (tests, benchmarks, and actors whose restart is free).
-    pub fn none() -> Self {
-        Self {
-            min: Duration::ZERO,
-            max: Duration::ZERO,
-            jitter: 0.0,
-            reset_after: Duration::ZERO,
-        }
-    }
-
-    /// The delay before restart number `consecutive` (1 = first failure after a
-    /// healthy run). `unit` is a uniform sample in `[0, 1)` that sets the jitter.
-    pub fn delay(&self, consecutive: u32, unit: f64) -> Duration {
-        if consecutive <= 1 {
-            return Duration::ZERO;
-        }
-        let exp = (consecutive - 2).min(30);
-        let base = self.min.saturating_mul(1u32 << exp).min(self.max);
-        let spread = self.jitter.clamp(0.0, 1.0) * (2.0 * unit.clamp(0.0, 1.0) - 1.0);
-        base.mul_f64((1.0 + spread).max(0.0)).min(self.max)
+        self.recent
+            .admit(intensity.max_restarts as usize, intensity.window, now)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_first_restart_is_immediate_then_doubles_up_to_max() {
-        let b = Backoff {
-            min: Duration::from_millis(100),
-            max: Duration::from_millis(1000),
-            jitter: 0.0,
-            reset_after: Duration::from_secs(1),
-        };
-        let delays: Vec<u128> = (1..=7).map(|n| b.delay(n, 0.5).as_millis()).collect();
-        assert_eq!(delays, vec![0, 100, 200, 400, 800, 1000, 1000]);
-    }
-
-    #[test]
-    fn backoff_jitter_stays_within_its_fraction_and_the_cap() {
-        let b = Backoff {
-            jitter: 0.2,
-            ..Backoff::default()
-        };
-        assert_eq!(b.delay(2, 0.0), Duration::from_millis(80));
-        assert_eq!(b.delay(2, 0.5), Duration::from_millis(100));
-        assert!(b.delay(2, 0.999) <= Duration::from_millis(120));
-        assert_eq!(b.delay(40, 0.999), b.max);
-    }
 
     #[test]
     fn intensity_refuses_the_restart_past_the_limit_and_forgets_old_ones() {

@@ -50,8 +50,9 @@ use super::child::{
     AnyChildSpec, Child, ChildCtx, ChildRef, ChildSpec, Exit, Incarnation, StartArgs,
 };
 use super::policy::{Intensity, RestartType, RestartWindow, Strategy};
+use crate::clock::now_rfc3339;
 use crate::events::Event;
-use crate::health::{aggregate, now_rfc3339, Failure, Health, HealthReply};
+use crate::health::{aggregate, Failure, Health, HealthReply};
 use crate::kernel::Kernel;
 use crate::shutdown::{millis, ShutdownReason, Stage};
 
@@ -584,7 +585,7 @@ impl Handler<ChildExited> for Supervisor {
             return;
         }
         let entry = &mut self.children[i];
-        if uptime >= entry.spec.opts.backoff.reset_after {
+        if entry.spec.opts.backoff.resets_after(uptime) {
             entry.consecutive = 0;
         }
         entry.consecutive += 1;

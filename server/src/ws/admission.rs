@@ -16,8 +16,9 @@
 //! with `rate_limited`; `abuse_limit` of those inside `abuse_window_ms`
 //! close the connection with 1008.
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
+
+use holdfast_actors::window::SlidingWindow;
 
 use crate::config::WsSettings;
 
@@ -42,9 +43,8 @@ pub(super) struct Admission {
     burst: f64,
     /// When `tokens` was last refilled.
     last: Instant,
-    /// When recent frames were rate limited, oldest first; only those inside
-    /// the abuse window are kept.
-    limited: VecDeque<Instant>,
+    /// Frames rate limited inside the abuse window.
+    limited: SlidingWindow,
     /// `ws.abuse_window_ms`.
     window: Duration,
     /// `ws.abuse_limit`.
@@ -58,7 +58,7 @@ impl Admission {
             rate: settings.rate_per_sec,
             burst: settings.rate_burst,
             last: now,
-            limited: VecDeque::new(),
+            limited: SlidingWindow::default(),
             window: Duration::from_millis(settings.abuse_window_ms),
             abuse_limit: settings.abuse_limit as usize,
         }
@@ -70,14 +70,8 @@ impl Admission {
         if free || self.take(now) {
             return Verdict::Admit;
         }
-        while self
-            .limited
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > self.window)
-        {
-            self.limited.pop_front();
-        }
-        self.limited.push_back(now);
+        self.limited.count(self.window, now);
+        self.limited.record(now);
         if self.limited.len() >= self.abuse_limit {
             Verdict::Abuse
         } else {

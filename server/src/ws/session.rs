@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_http::ws::OpCode;
@@ -461,10 +461,7 @@ impl Actor for WsSession {
             }
         });
         if let Some(exp) = self.identity.expires_at {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_secs();
+            let now = holdfast_actors::clock::now_unix_secs();
             ctx.run_later(Duration::from_secs(exp.saturating_sub(now)), |act, ctx| {
                 act.close(ctx, close::POLICY, "token expired");
             });
