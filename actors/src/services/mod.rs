@@ -1,6 +1,6 @@
 //! The domain services under the `services` supervisor, one actor each:
 //!
-//! - [`trending`]: fetches JSON feeds (retries, circuit breakers, a TTL
+//! - [`trending`] (a folder: breaker, error, metrics, actor): fetches JSON feeds (retries, circuit breakers, a TTL
 //!   cache) and broadcasts changes to `$trending`.
 //! - [`printers`]: polls OctoPrint printers and broadcasts state changes to
 //!   `$printers`.

@@ -44,24 +44,32 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::prelude::*;
 use backon::Retryable;
 use parking_lot::Mutex;
-use prometheus::{
-    Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
-};
+use prometheus::Registry;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
 use crate::clock::now_rfc3339;
-use crate::health::{Health, HealthReply};
 use crate::lease::Lease;
 use crate::rooms::Rooms;
 use crate::shutdown::Stage;
-use crate::supervision::{Child, ChildRef, ChildSpec};
+use crate::supervision::{ChildRef, ChildSpec};
 use crate::tls::ClientTls;
+
+mod actor;
+mod breaker;
+mod error;
+mod metrics;
+
+use actor::InFlight;
+pub use actor::{Refresh, TrendingActor};
+pub use breaker::BreakerState;
+use breaker::{Breaker, Permit};
+pub use error::FetchError;
+use metrics::TrendingMetrics;
 
 /// The system room updates go to.
 pub const ROOM: &str = "$trending";
@@ -111,183 +119,6 @@ pub struct TrendingSettings {
     pub max_body_bytes: usize,
 }
 
-/// Why a request failed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum FetchError {
-    /// No connection could be made: refused, unresolved, or a TLS handshake
-    /// that failed (a certificate the client does not trust). Retried.
-    #[error("connect error: {0}")]
-    Connect(String),
-    /// Connecting, a read or the whole request timed out. Retried.
-    #[error("timed out: {0}")]
-    Timeout(String),
-    /// The feed answered with a non-2xx status; retried on 5xx and 429.
-    #[error("HTTP {status}")]
-    Status {
-        /// The status code.
-        status: u16,
-        /// The `Retry-After` the feed asked for, in seconds form.
-        retry_after: Option<Duration>,
-    },
-    /// The connection broke after it was made (a reset mid-response). Not
-    /// retried: only connect errors, timeouts, 5xx and 429 are.
-    #[error("transport error: {0}")]
-    Transport(String),
-    /// The body is not JSON. Never retried.
-    #[error("invalid JSON: {0}")]
-    Parse(String),
-    /// The body is over `max_body_bytes`. Never retried.
-    #[error("body over {0} bytes")]
-    TooLarge(usize),
-    /// The breaker opened during this fetch; the remaining tries are dropped.
-    #[error("circuit breaker open")]
-    BreakerOpen,
-}
-
-impl FetchError {
-    /// Whether another try may succeed: connect errors, timeouts, 5xx, 429.
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            FetchError::Connect(_) | FetchError::Timeout(_) => true,
-            FetchError::Status { status, .. } => *status >= 500 || *status == 429,
-            _ => false,
-        }
-    }
-
-    /// The metrics label of the failure.
-    fn reason(&self) -> &'static str {
-        match self {
-            FetchError::Connect(_) => "connect",
-            FetchError::Timeout(_) => "timeout",
-            FetchError::Status { .. } => "status",
-            FetchError::Transport(_) => "transport",
-            FetchError::Parse(_) => "parse",
-            FetchError::TooLarge(_) => "too_large",
-            FetchError::BreakerOpen => "breaker_open",
-        }
-    }
-
-    fn retry_after(&self) -> Option<Duration> {
-        match self {
-            FetchError::Status { retry_after, .. } => *retry_after,
-            _ => None,
-        }
-    }
-
-    fn of(e: reqwest::Error) -> Self {
-        // Without the URL: it may carry a credential.
-        let e = e.without_url();
-        let text = super::error_chain(&e);
-        if e.is_timeout() {
-            FetchError::Timeout(text)
-        } else if e.is_connect() {
-            FetchError::Connect(text)
-        } else {
-            FetchError::Transport(text)
-        }
-    }
-}
-
-/// A breaker's state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BreakerState {
-    /// Requests flow; failures are counted.
-    Closed,
-    /// Requests are rejected until the open time has passed.
-    Open,
-    /// One trial request is in flight.
-    HalfOpen,
-}
-
-impl BreakerState {
-    /// The wire name (`closed`, `open`, `half_open`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BreakerState::Closed => "closed",
-            BreakerState::Open => "open",
-            BreakerState::HalfOpen => "half_open",
-        }
-    }
-
-    const ALL: [BreakerState; 3] = [
-        BreakerState::Closed,
-        BreakerState::Open,
-        BreakerState::HalfOpen,
-    ];
-}
-
-/// What a breaker allows right now.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Permit {
-    /// A normal fetch with its retries.
-    Allow,
-    /// The single half-open trial request.
-    Trial,
-    /// Nothing.
-    Reject,
-}
-
-/// One feed's circuit breaker.
-#[derive(Debug)]
-struct Breaker {
-    state: BreakerState,
-    /// Consecutive failed requests.
-    failures: u32,
-    /// When an open breaker goes half-open.
-    until: Option<Instant>,
-    /// Times it opened.
-    opened: u64,
-    threshold: u32,
-    open_for: Duration,
-}
-
-impl Breaker {
-    fn new(threshold: u32, open_for: Duration) -> Self {
-        Self {
-            state: BreakerState::Closed,
-            failures: 0,
-            until: None,
-            opened: 0,
-            threshold: threshold.max(1),
-            open_for,
-        }
-    }
-
-    fn permit(&mut self, now: Instant) -> Permit {
-        match self.state {
-            BreakerState::Closed => Permit::Allow,
-            BreakerState::Open if self.until.is_none_or(|t| now >= t) => {
-                self.state = BreakerState::HalfOpen;
-                Permit::Trial
-            }
-            BreakerState::Open | BreakerState::HalfOpen => Permit::Reject,
-        }
-    }
-
-    fn success(&mut self) {
-        self.failures = 0;
-        self.state = BreakerState::Closed;
-        self.until = None;
-    }
-
-    /// Answers whether this failure opened the breaker.
-    fn failure(&mut self, now: Instant) -> bool {
-        self.failures = self.failures.saturating_add(1);
-        let open = match self.state {
-            BreakerState::HalfOpen => true,
-            BreakerState::Closed => self.failures >= self.threshold,
-            BreakerState::Open => false,
-        };
-        if open {
-            self.state = BreakerState::Open;
-            self.until = Some(now + self.open_for);
-            self.opened += 1;
-        }
-        open
-    }
-}
-
 /// A feed's latest document.
 #[derive(Clone, Debug)]
 struct Cached {
@@ -325,129 +156,6 @@ struct Feed {
     /// Hash of the last document broadcast, so an unchanged one is not.
     broadcast: Option<u64>,
     stats: FeedStats,
-}
-
-/// The metrics, all `holdfast_trending_*`, labelled by feed.
-struct TrendingMetrics {
-    requests: IntCounterVec,
-    failures: IntCounterVec,
-    successes: IntCounterVec,
-    failed_fetches: IntCounterVec,
-    retries: IntCounterVec,
-    rejected: IntCounterVec,
-    hits: IntCounterVec,
-    misses: IntCounterVec,
-    success_ratio: Gauge,
-    last_fetch: GaugeVec,
-    breaker: IntGaugeVec,
-    duration: HistogramVec,
-}
-
-impl TrendingMetrics {
-    fn new(registry: &Registry) -> prometheus::Result<Self> {
-        fn counter(
-            registry: &Registry,
-            name: &str,
-            help: &str,
-            labels: &[&str],
-        ) -> prometheus::Result<IntCounterVec> {
-            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
-            registry.register(Box::new(c.clone()))?;
-            Ok(c)
-        }
-        let success_ratio = Gauge::new(
-            "holdfast_trending_success_ratio",
-            "Successful requests over all requests to trending feeds (0 before the first).",
-        )?;
-        registry.register(Box::new(success_ratio.clone()))?;
-        let last_fetch = GaugeVec::new(
-            Opts::new(
-                "holdfast_trending_last_fetch_timestamp_seconds",
-                "Unix time of the feed's last successful fetch.",
-            ),
-            &["feed"],
-        )?;
-        registry.register(Box::new(last_fetch.clone()))?;
-        let breaker = IntGaugeVec::new(
-            Opts::new(
-                "holdfast_trending_breaker_state",
-                "1 for the state the feed's circuit breaker is in (closed, open, half_open).",
-            ),
-            &["feed", "state"],
-        )?;
-        registry.register(Box::new(breaker.clone()))?;
-        let duration = HistogramVec::new(
-            HistogramOpts::new(
-                "holdfast_trending_request_duration_seconds",
-                "Duration of requests to trending feeds, failures included.",
-            )
-            .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
-            &["feed"],
-        )?;
-        registry.register(Box::new(duration.clone()))?;
-        Ok(Self {
-            requests: counter(
-                registry,
-                "holdfast_trending_requests_total",
-                "Requests sent to trending feeds, retries included.",
-                &["feed"],
-            )?,
-            failures: counter(
-                registry,
-                "holdfast_trending_request_failures_total",
-                "Failed requests to trending feeds, by reason.",
-                &["feed", "reason"],
-            )?,
-            successes: counter(
-                registry,
-                "holdfast_trending_successful_fetches_total",
-                "Fetches that got a JSON document.",
-                &["feed"],
-            )?,
-            failed_fetches: counter(
-                registry,
-                "holdfast_trending_failed_fetches_total",
-                "Fetches that gave up without a document.",
-                &["feed"],
-            )?,
-            retries: counter(
-                registry,
-                "holdfast_trending_retries_total",
-                "Requests retried after a back-off.",
-                &["feed"],
-            )?,
-            rejected: counter(
-                registry,
-                "holdfast_trending_breaker_rejections_total",
-                "Refreshes an open circuit breaker refused.",
-                &["feed"],
-            )?,
-            hits: counter(
-                registry,
-                "holdfast_trending_cache_hits_total",
-                "Reads answered by a fresh cached document.",
-                &["feed"],
-            )?,
-            misses: counter(
-                registry,
-                "holdfast_trending_cache_misses_total",
-                "Reads that found no fresh cached document.",
-                &["feed"],
-            )?,
-            success_ratio,
-            last_fetch,
-            breaker,
-            duration,
-        })
-    }
-
-    fn set_breaker(&self, feed: &str, state: BreakerState) {
-        for s in BreakerState::ALL {
-            self.breaker
-                .with_label_values(&[feed, s.as_str()])
-                .set(i64::from(s == state));
-        }
-    }
 }
 
 /// What the handle shares with every incarnation of the actor.
@@ -927,117 +635,6 @@ impl Inner {
                 warn!(feed = %f.config.name, error = %e, "feed fetch failed; keeping the cached document");
             }
         }
-    }
-}
-
-/// Clears a feed's in-flight mark when its fetch ends, or is cancelled with
-/// the actor that ran it.
-struct InFlight {
-    inner: Arc<Inner>,
-    idx: usize,
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        let mut feeds = self.inner.feeds.lock();
-        if let Some(f) = feeds.get_mut(self.idx) {
-            f.in_flight = false;
-            // A trial cancelled mid-flight must not leave the breaker half-open forever.
-            if f.breaker.state == BreakerState::HalfOpen {
-                f.breaker.state = BreakerState::Open;
-                f.breaker.until = Some(Instant::now());
-            }
-        }
-    }
-}
-
-/// The trending actor. See the module docs.
-pub struct TrendingActor {
-    /// Feeds, client, rooms and metrics; shared with [`Trending`].
-    inner: Arc<Inner>,
-}
-
-impl TrendingActor {
-    fn refresh(&mut self, idx: usize, counted: bool, ctx: &mut Context<Self>) {
-        if !self.inner.lease.held() {
-            return debug!(feed = idx, "standby: another node fetches the feeds");
-        }
-        match self.inner.decide(idx, counted) {
-            Decision::Fetch { trial } => {
-                ctx.spawn(self.inner.clone().fetch(idx, trial).into_actor(self));
-            }
-            other => debug!(feed = idx, decision = ?other, "no fetch"),
-        }
-    }
-}
-
-impl Actor for TrendingActor {
-    type Context = Context<Self>;
-
-    /// Refreshes every feed now and every `interval`. Cannot fail.
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        let feeds = self.inner.settings.feeds.len();
-        if feeds == 0 {
-            debug!("no trending feeds configured; idle");
-            return;
-        }
-        info!(
-            feeds,
-            interval_ms = self.inner.settings.interval.as_millis() as u64,
-            "trending feeds refreshing"
-        );
-        for idx in 0..feeds {
-            self.refresh(idx, false, ctx);
-        }
-        ctx.run_interval(self.inner.settings.interval, move |act, ctx| {
-            for idx in 0..feeds {
-                act.refresh(idx, false, ctx);
-            }
-        });
-    }
-}
-
-impl Child for TrendingActor {
-    fn health(&mut self, _ctx: &mut Context<Self>) -> HealthReply<Self> {
-        let feeds = self.inner.feeds.lock();
-        let open: Vec<&str> = feeds
-            .iter()
-            .filter(|f| f.breaker.state != BreakerState::Closed)
-            .map(|f| f.config.name.as_str())
-            .collect();
-        let mut h = if open.is_empty() {
-            Health::healthy()
-        } else {
-            Health::degraded(format!("circuit open for: {}", open.join(", ")))
-        };
-        let breakers: Map<String, Value> = feeds
-            .iter()
-            .map(|f| (f.config.name.clone(), f.breaker.state.as_str().into()))
-            .collect();
-        h = h
-            .with("feeds", feeds.len())
-            .with("active", !feeds.is_empty())
-            .with("breakers", Value::Object(breakers))
-            .with("cached", feeds.iter().filter(|f| f.cache.is_some()).count());
-        self.inner.lease.describe(h).into()
-    }
-}
-
-/// Refresh a feed now, unless its cache is fresh or a fetch is running.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Refresh {
-    /// The feed's index in the configured list.
-    pub feed: usize,
-    /// Whether the caller already counted the cache read (a snapshot did).
-    pub counted: bool,
-}
-
-impl Handler<Refresh> for TrendingActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: Refresh, ctx: &mut Context<Self>) {
-        self.refresh(msg.feed, msg.counted, ctx);
     }
 }
 
