@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::ConfigError;
+
 /// `[supervision]`
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -27,4 +29,47 @@ pub struct SupervisionSettings {
 pub struct EventSettings {
     /// Recent events kept.
     pub capacity: usize,
+}
+
+impl SupervisionSettings {
+    /// # Errors
+    /// The first invalid `supervision.*` key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_restarts == 0 {
+            return Err(ConfigError::key(
+                "supervision.max_restarts",
+                "must be at least 1",
+            ));
+        }
+        if self.window_ms == 0 {
+            return Err(ConfigError::key(
+                "supervision.window_ms",
+                "must be at least 1",
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.backoff_jitter) {
+            return Err(ConfigError::key(
+                "supervision.backoff_jitter",
+                "must be between 0.0 and 1.0",
+            ));
+        }
+        if self.backoff_min_ms > self.backoff_max_ms {
+            return Err(ConfigError::key(
+                "supervision.backoff_min_ms",
+                "must not exceed supervision.backoff_max_ms",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl EventSettings {
+    /// # Errors
+    /// `events.capacity` is 0.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.capacity == 0 {
+            return Err(ConfigError::key("events.capacity", "must be at least 1"));
+        }
+        Ok(())
+    }
 }

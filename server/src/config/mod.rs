@@ -115,6 +115,15 @@ pub struct Settings {
     pub tls: TlsSettings,
 }
 
+/// Fails `key` unless `value` is greater than 0 (NaN fails too).
+pub(crate) fn positive(key: &str, value: f64) -> Result<(), ConfigError> {
+    if value.partial_cmp(&0.0) == Some(std::cmp::Ordering::Greater) {
+        Ok(())
+    } else {
+        Err(ConfigError::key(key, "must be greater than 0"))
+    }
+}
+
 /// Whether `url` is one the outbound HTTP clients speak: `http://` or `https://`.
 fn is_http_url(url: &str) -> bool {
     url.starts_with("http://") || url.starts_with("https://")
@@ -250,143 +259,17 @@ impl Settings {
     /// # Errors
     /// The first invalid key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.server.host.trim().is_empty() {
-            return Err(ConfigError::key("server.host", "must not be empty"));
-        }
-        for origin in &self.server.cors_origins {
-            let plain = origin.starts_with("http://") || origin.starts_with("https://");
-            if origin != "*" && (!plain || origin.trim_end_matches('/').matches('/').count() > 2) {
-                return Err(ConfigError::key(
-                    "server.cors_origins",
-                    format!("'{origin}' is not an origin (scheme://host[:port]) or \"*\""),
-                ));
-            }
-        }
-        if self.server.max_body_bytes == 0 {
-            return Err(ConfigError::key(
-                "server.max_body_bytes",
-                "must be at least 1",
-            ));
-        }
-        if self.health.timeout_ms == 0 {
-            return Err(ConfigError::key("health.timeout_ms", "must be at least 1"));
-        }
-        if self.health.watch_interval_ms < 100 {
-            return Err(ConfigError::key(
-                "health.watch_interval_ms",
-                "must be at least 100",
-            ));
-        }
-        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
-            return Err(ConfigError::key(
-                "log.level",
-                format!("'{}' is not a valid filter", self.log.level),
-            ));
-        }
-        if !self.log.file.is_empty() && self.log.file_max_bytes < 1024 {
-            return Err(ConfigError::key(
-                "log.file_max_bytes",
-                "must be at least 1024",
-            ));
-        }
-        if self.log.file_max_files == 0 {
-            return Err(ConfigError::key("log.file_max_files", "must be at least 1"));
-        }
-        let s = &self.supervision;
-        if s.max_restarts == 0 {
-            return Err(ConfigError::key(
-                "supervision.max_restarts",
-                "must be at least 1",
-            ));
-        }
-        if s.window_ms == 0 {
-            return Err(ConfigError::key(
-                "supervision.window_ms",
-                "must be at least 1",
-            ));
-        }
-        if !(0.0..=1.0).contains(&s.backoff_jitter) {
-            return Err(ConfigError::key(
-                "supervision.backoff_jitter",
-                "must be between 0.0 and 1.0",
-            ));
-        }
-        if s.backoff_min_ms > s.backoff_max_ms {
-            return Err(ConfigError::key(
-                "supervision.backoff_min_ms",
-                "must not exceed supervision.backoff_max_ms",
-            ));
-        }
-        let ws = &self.ws;
-        let positive = [
-            ("ws.heartbeat_ms", ws.heartbeat_ms as f64),
-            ("ws.max_frame_bytes", ws.max_frame_bytes as f64),
-            ("ws.max_data_bytes", ws.max_data_bytes as f64),
-            ("ws.max_connections", ws.max_connections as f64),
-            ("ws.rate_per_sec", ws.rate_per_sec),
-            ("ws.rate_burst", ws.rate_burst),
-            ("ws.abuse_limit", f64::from(ws.abuse_limit)),
-            ("ws.outbound_max_messages", ws.outbound_max_messages as f64),
-            ("ws.outbound_max_bytes", ws.outbound_max_bytes as f64),
-            ("rooms.history_size", self.rooms.history_size as f64),
-            ("session.ttl_ms", self.session.ttl_ms as f64),
-            ("redis.presence_ttl_ms", self.redis.presence_ttl_ms as f64),
-            ("redis.lease_ttl_ms", self.redis.lease_ttl_ms as f64),
-        ];
-        for (key, value) in positive {
-            // NaN fails too: it is not greater than zero.
-            if value.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
-                return Err(ConfigError::key(key, "must be greater than 0"));
-            }
-        }
-        if holdfast_actors::db::Backend::of(self.database.url.expose()).is_none() {
-            return Err(ConfigError::key(
-                "database.url",
-                "must start with sqlite:// or postgres://",
-            ));
-        }
-        let redis = self.redis.url.expose();
-        if !(redis.is_empty() || redis.starts_with("redis://") || redis.starts_with("rediss://")) {
-            return Err(ConfigError::key(
-                "redis.url",
-                "must start with redis:// (or be empty)",
-            ));
-        }
-        if self.redis.prefix.is_empty() || self.redis.prefix.contains(['{', '}', ' ']) {
-            return Err(ConfigError::key(
-                "redis.prefix",
-                "must be non-empty, without spaces or braces",
-            ));
-        }
-        if self.database.max_size == 0 {
-            return Err(ConfigError::key("database.max_size", "must be at least 1"));
-        }
-        if self.database.connect_timeout_ms == 0
-            || self.database.probe_interval_ms == 0
-            || self.database.probe_timeout_ms == 0
-        {
-            return Err(ConfigError::key(
-                "database.connect_timeout_ms",
-                "timeouts must be at least 1 ms",
-            ));
-        }
-        if ws.max_data_bytes > ws.max_frame_bytes {
-            return Err(ConfigError::key(
-                "ws.max_data_bytes",
-                "must not exceed ws.max_frame_bytes",
-            ));
-        }
-        if self.events.capacity == 0 {
-            return Err(ConfigError::key("events.capacity", "must be at least 1"));
-        }
-        let token = self.admin.token.expose();
-        if !token.is_empty() && token.len() < ADMIN_TOKEN_MIN_BYTES {
-            // The message never shows the token itself.
-            return Err(ConfigError::key(
-                "admin.token",
-                format!("must be at least {ADMIN_TOKEN_MIN_BYTES} bytes"),
-            ));
-        }
+        self.server.validate()?;
+        self.health.validate()?;
+        self.log.validate()?;
+        self.supervision.validate()?;
+        self.events.validate()?;
+        self.ws.validate()?;
+        self.rooms.validate()?;
+        self.session.validate()?;
+        self.redis.validate()?;
+        self.database.validate()?;
+        self.admin.validate()?;
         self.monitor.validate()?;
         self.trending.validate()?;
         self.printers.validate()?;

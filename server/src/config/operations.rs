@@ -150,3 +150,19 @@ impl MonitorSettings {
         Ok(())
     }
 }
+
+impl AdminSettings {
+    /// # Errors
+    /// `admin.token` is set but shorter than [`ADMIN_TOKEN_MIN_BYTES`].
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let token = self.token.expose();
+        if !token.is_empty() && token.len() < ADMIN_TOKEN_MIN_BYTES {
+            // The message never shows the token itself.
+            return Err(ConfigError::key(
+                "admin.token",
+                format!("must be at least {ADMIN_TOKEN_MIN_BYTES} bytes"),
+            ));
+        }
+        Ok(())
+    }
+}

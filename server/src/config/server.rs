@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::ConfigError;
+
 /// `[server]`
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -64,4 +66,70 @@ pub struct ShutdownSettings {
     pub drain_delay_ms: u64,
     /// Bound on the HTTP server's own graceful stop.
     pub http_timeout_ms: u64,
+}
+
+impl ServerSettings {
+    /// # Errors
+    /// The first invalid `server.*` key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.host.trim().is_empty() {
+            return Err(ConfigError::key("server.host", "must not be empty"));
+        }
+        for origin in &self.cors_origins {
+            let plain = origin.starts_with("http://") || origin.starts_with("https://");
+            if origin != "*" && (!plain || origin.trim_end_matches('/').matches('/').count() > 2) {
+                return Err(ConfigError::key(
+                    "server.cors_origins",
+                    format!("'{origin}' is not an origin (scheme://host[:port]) or \"*\""),
+                ));
+            }
+        }
+        if self.max_body_bytes == 0 {
+            return Err(ConfigError::key(
+                "server.max_body_bytes",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl HealthSettings {
+    /// # Errors
+    /// The first invalid `health.*` key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.timeout_ms == 0 {
+            return Err(ConfigError::key("health.timeout_ms", "must be at least 1"));
+        }
+        if self.watch_interval_ms < 100 {
+            return Err(ConfigError::key(
+                "health.watch_interval_ms",
+                "must be at least 100",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl LogSettings {
+    /// # Errors
+    /// The first invalid `log.*` key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if tracing_subscriber::EnvFilter::try_new(&self.level).is_err() {
+            return Err(ConfigError::key(
+                "log.level",
+                format!("'{}' is not a valid filter", self.level),
+            ));
+        }
+        if !self.file.is_empty() && self.file_max_bytes < 1024 {
+            return Err(ConfigError::key(
+                "log.file_max_bytes",
+                "must be at least 1024",
+            ));
+        }
+        if self.file_max_files == 0 {
+            return Err(ConfigError::key("log.file_max_files", "must be at least 1"));
+        }
+        Ok(())
+    }
 }

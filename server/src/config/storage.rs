@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::DbUrl;
+use super::{positive, ConfigError, DbUrl};
 
 /// `[redis]`
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -81,5 +81,53 @@ impl DatabaseSettings {
             probe_timeout: Duration::from_millis(self.probe_timeout_ms),
             migrate: self.migrate,
         }
+    }
+}
+
+impl RedisSettings {
+    /// # Errors
+    /// The first invalid `redis.*` key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let url = self.url.expose();
+        if !(url.is_empty() || url.starts_with("redis://") || url.starts_with("rediss://")) {
+            return Err(ConfigError::key(
+                "redis.url",
+                "must start with redis:// (or be empty)",
+            ));
+        }
+        if self.prefix.is_empty() || self.prefix.contains(['{', '}', ' ']) {
+            return Err(ConfigError::key(
+                "redis.prefix",
+                "must be non-empty, without spaces or braces",
+            ));
+        }
+        positive("redis.presence_ttl_ms", self.presence_ttl_ms as f64)?;
+        positive("redis.lease_ttl_ms", self.lease_ttl_ms as f64)
+    }
+}
+
+impl DatabaseSettings {
+    /// # Errors
+    /// The first invalid `database.*` key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if holdfast_actors::db::Backend::of(self.url.expose()).is_none() {
+            return Err(ConfigError::key(
+                "database.url",
+                "must start with sqlite:// or postgres://",
+            ));
+        }
+        if self.max_size == 0 {
+            return Err(ConfigError::key("database.max_size", "must be at least 1"));
+        }
+        for (key, value) in [
+            ("database.connect_timeout_ms", self.connect_timeout_ms),
+            ("database.probe_interval_ms", self.probe_interval_ms),
+            ("database.probe_timeout_ms", self.probe_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::key(key, "must be at least 1 ms"));
+            }
+        }
+        Ok(())
     }
 }

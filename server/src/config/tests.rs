@@ -56,6 +56,31 @@ fn a_bad_value_names_its_key() {
     assert!(err.contains("log.format"), "{err}");
 }
 
+/// Each timeout is named for itself (the probe timeout was once reported
+/// as `database.connect_timeout_ms`), and so are the new cluster keys.
+#[test]
+fn every_bad_timeout_names_its_own_key() {
+    for (toml, key) in [
+        (
+            "[database]\nprobe_timeout_ms = 0\n",
+            "database.probe_timeout_ms",
+        ),
+        (
+            "[database]\nprobe_interval_ms = 0\n",
+            "database.probe_interval_ms",
+        ),
+        (
+            "[database]\nconnect_timeout_ms = 0\n",
+            "database.connect_timeout_ms",
+        ),
+        ("[redis]\npresence_ttl_ms = 0\n", "redis.presence_ttl_ms"),
+        ("[redis]\nlease_ttl_ms = 0\n", "redis.lease_ttl_ms"),
+    ] {
+        let err = from_toml(toml).unwrap_err().to_string();
+        assert!(err.contains(key), "{toml:?}: {err}");
+    }
+}
+
 #[test]
 fn secrets_are_redacted_when_printed() {
     let s = from_toml("[auth]\njwt_secret = \"hunter2-very-secret\"\n").unwrap();

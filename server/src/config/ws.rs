@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::Secret;
+use super::{positive, ConfigError, Secret};
 
 /// `[ws]`
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -72,4 +72,50 @@ pub struct SessionSettings {
     pub flush_interval_ms: u64,
     /// Changes kept while the database is down.
     pub max_pending: usize,
+}
+
+impl WsSettings {
+    /// # Errors
+    /// The first invalid `ws.*` key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (key, value) in [
+            ("ws.heartbeat_ms", self.heartbeat_ms as f64),
+            ("ws.max_frame_bytes", self.max_frame_bytes as f64),
+            ("ws.max_data_bytes", self.max_data_bytes as f64),
+            ("ws.max_connections", self.max_connections as f64),
+            ("ws.rate_per_sec", self.rate_per_sec),
+            ("ws.rate_burst", self.rate_burst),
+            ("ws.abuse_limit", f64::from(self.abuse_limit)),
+            (
+                "ws.outbound_max_messages",
+                self.outbound_max_messages as f64,
+            ),
+            ("ws.outbound_max_bytes", self.outbound_max_bytes as f64),
+        ] {
+            positive(key, value)?;
+        }
+        if self.max_data_bytes > self.max_frame_bytes {
+            return Err(ConfigError::key(
+                "ws.max_data_bytes",
+                "must not exceed ws.max_frame_bytes",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl RoomSettings {
+    /// # Errors
+    /// `rooms.history_size` is 0.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        positive("rooms.history_size", self.history_size as f64)
+    }
+}
+
+impl SessionSettings {
+    /// # Errors
+    /// `session.ttl_ms` is 0.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        positive("session.ttl_ms", self.ttl_ms as f64)
+    }
 }
