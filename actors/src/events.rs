@@ -2,10 +2,10 @@
 //!
 //! Owns: fan-out of typed [`Event`]s to subscribers, and the ring of recent
 //! events that `/admin/events` shows.
-//! Answers: `Publish` (through [`EventBus::publish`]).
+//! Answers: `Publish` (through [`Events::publish`]).
 //! Restart policy: permanent, non-critical, stage `core`.
 //! Lost on a crash: nothing that was published. The ring, the subscriber list
-//! and the events published while it is down live in [`EventBus`], outside the
+//! and the events published while it is down live in [`Events`], outside the
 //! actor, and its next incarnation delivers what queued up meanwhile. A
 //! subscriber that does not keep up loses events (counted in
 //! `holdfast_events_dropped_total`), never slows a publisher down.
@@ -145,13 +145,13 @@ struct BusState {
 
 /// The handle every publisher and subscriber holds. Cheap to clone.
 #[derive(Clone)]
-pub struct EventBus {
+pub struct Events {
     state: Arc<Mutex<BusState>>,
-    actor: ChildRef<Events>,
+    actor: ChildRef<EventsActor>,
     metrics: Arc<KernelMetrics>,
 }
 
-impl EventBus {
+impl Events {
     /// A bus keeping the `capacity` most recent events.
     pub fn new(capacity: usize, metrics: Arc<KernelMetrics>) -> Self {
         let state = BusState {
@@ -214,10 +214,10 @@ impl EventBus {
     }
 
     /// The child spec of the bus actor: permanent, non-critical, stage `core`.
-    pub fn spec(&self) -> ChildSpec<Events> {
+    pub fn spec(&self) -> ChildSpec<EventsActor> {
         let state = self.state.clone();
         let metrics = self.metrics.clone();
-        ChildSpec::new("events", move |_| Events {
+        ChildSpec::new("events", move |_| EventsActor {
             state: state.clone(),
             metrics: metrics.clone(),
         })
@@ -228,13 +228,13 @@ impl EventBus {
 }
 
 /// The bus actor. See the module docs.
-pub struct Events {
-    /// Ring, subscribers and pending events; shared with [`EventBus`].
+pub struct EventsActor {
+    /// Ring, subscribers and pending events; shared with [`Events`].
     state: Arc<Mutex<BusState>>,
     metrics: Arc<KernelMetrics>,
 }
 
-impl Events {
+impl EventsActor {
     fn deliver(&self, event: Event) {
         let mut state = self.state.lock();
         let envelope = Arc::new(Envelope {
@@ -264,7 +264,7 @@ impl Events {
     }
 }
 
-impl Actor for Events {
+impl Actor for EventsActor {
     type Context = Context<Self>;
 
     /// Delivers what was published while the bus was down. Cannot fail.
@@ -277,7 +277,7 @@ impl Actor for Events {
     }
 }
 
-impl Child for Events {
+impl Child for EventsActor {
     fn health(&mut self, _ctx: &mut Context<Self>) -> HealthReply<Self> {
         let state = self.state.lock();
         Health::healthy()
@@ -296,7 +296,7 @@ pub struct Publish {
     pub event: Event,
 }
 
-impl Handler<Publish> for Events {
+impl Handler<Publish> for EventsActor {
     type Result = ();
 
     fn handle(&mut self, msg: Publish, _ctx: &mut Context<Self>) {

@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 use prometheus::Registry;
 use tracing::{error, info};
 
-use crate::events::{Event, EventBus};
+use crate::events::{Event, Events};
 use crate::health::{aggregate, Check, Status};
 use crate::metrics::KernelMetrics;
 use crate::shutdown::{
@@ -51,7 +51,7 @@ impl Default for KernelSettings {
 #[derive(Clone)]
 pub struct Kernel {
     /// The internal event bus.
-    pub events: EventBus,
+    pub events: Events,
     /// The kernel's metrics and the process's registry.
     pub metrics: Arc<KernelMetrics>,
     /// Asks for, and tells about, the staged shutdown.
@@ -74,7 +74,7 @@ impl Kernel {
     ) -> prometheus::Result<Self> {
         let metrics = Arc::new(KernelMetrics::new(registry)?);
         Ok(Self {
-            events: EventBus::new(settings.event_capacity, metrics.clone()),
+            events: Events::new(settings.event_capacity, metrics.clone()),
             metrics,
             shutdown,
             health_timeout: settings.health_timeout,

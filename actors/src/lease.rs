@@ -33,7 +33,7 @@ use parking_lot::Mutex;
 use tracing::{info, warn};
 
 use crate::health::{Health, HealthReply};
-use crate::redis::Cluster;
+use crate::redis::Redis;
 use crate::shutdown::Stage;
 use crate::supervision::{Child, ChildSpec};
 
@@ -62,7 +62,7 @@ struct Inner {
     /// This node's id.
     node: String,
     /// The shared Redis; `None`: this node alone, always the holder.
-    cluster: Option<Cluster>,
+    cluster: Option<Redis>,
     /// How long a claim lasts without renewal.
     ttl: Duration,
     claim: redis::Script,
@@ -79,12 +79,12 @@ impl Lease {
     }
 
     /// A lease shared through `cluster`, lasting `ttl` without renewal.
-    pub fn shared(cluster: Cluster, ttl: Duration) -> Self {
+    pub fn shared(cluster: Redis, ttl: Duration) -> Self {
         let node = cluster.node().to_owned();
         Self::build(node, Some(cluster), ttl, false)
     }
 
-    fn build(node: String, cluster: Option<Cluster>, ttl: Duration, held: bool) -> Self {
+    fn build(node: String, cluster: Option<Redis>, ttl: Duration, held: bool) -> Self {
         let holder = held.then(|| node.clone());
         Self {
             inner: Arc::new(Inner {

@@ -15,11 +15,27 @@
 //! - [`sessions`]: the session registry behind `resume` ([`sessions::SessionStore`]).
 //! - [`connections`]: the `connections` actor, live client connections and their drain.
 //! - [`metrics`]: the kernel's Prometheus metrics.
-//! - [`redis`]: the `redis` actor and [`redis::Cluster`]: the Redis link nodes share (pool, probe, Pub/Sub).
+//! - [`redis`]: the `redis` actor and [`redis::Redis`]: the Redis link nodes share (pool, probe, Pub/Sub).
 //! - [`rooms`]: the `rooms` actors, sharded room hubs (membership, offsets, history, presence), and the broker seam ([`rooms::Broker`]: local, Redis).
 //! - [`services`]: the `trending`, `printers` and `files` actors, broadcasting to system rooms.
 //! - [`window`]: the one sliding-window counter (restart intensity, the monitor's limits, abuse).
 //! - [`tls`]: TLS for outbound clients (HTTPS, SMTP): ring, the system's CA certificates plus an optional bundle.
+//!
+//! # Names
+//!
+//! One rule for a subsystem's pair of types: the **handle** (cheap to
+//! clone, what the rest of the program holds) is named for the subsystem,
+//! and the **actor** behind it is the handle's name plus `Actor`:
+//! [`connections::Connections`] / [`connections::ConnectionsActor`],
+//! [`events::Events`] / [`events::EventsActor`], [`scheduler::Scheduler`] /
+//! [`scheduler::SchedulerActor`], [`redis::Redis`] / [`redis::RedisActor`],
+//! [`db::Db`] / [`db::DbActor`], [`lease::Lease`] / [`lease::LeaseActor`],
+//! and the services' `Trending`, `Printers`, `Files` with their `…Actor`.
+//! A handle in front of many actors of one kind names them for what they are:
+//! [`rooms::Rooms`] and its hubs, one per shard (private to `rooms`). A
+//! child's name in the tree (`/health/{name}`) is the module's name.
+//! Messages are named for what they ask (`Join`, `Publish`, `Drain`); what
+//! only the crate sends (a hub's `Announce`, `Reconcile`) is `pub(crate)`.
 #![warn(missing_docs)]
 
 pub mod backoff;

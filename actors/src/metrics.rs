@@ -75,12 +75,12 @@ impl KernelMetrics {
         )?;
         let events_published = counter(
             "holdfast_events_published_total",
-            "Events published on the internal bus.",
+            "EventsActor published on the internal bus.",
             &["kind"],
         )?;
         let events_dropped = counter(
             "holdfast_events_dropped_total",
-            "Events not delivered: a subscriber's queue was full, or the bus was down with its buffer full.",
+            "EventsActor not delivered: a subscriber's queue was full, or the bus was down with its buffer full.",
             &["reason"],
         )?;
         let actor_health = IntGaugeVec::new(

@@ -1,4 +1,4 @@
-//! The `redis` actor and the [`Cluster`] handle: the Redis link that
+//! The `redis` actor and the [`Redis`] handle: the Redis link that
 //! several `holdfast` nodes share.
 //!
 //! The handle owns the connection pool (bb8-redis), runs scripts with a
@@ -8,7 +8,7 @@
 //! history and relays publications over it; this module knows nothing of
 //! rooms.
 //!
-//! **Redis down:** every user sees [`Cluster::is_up`] false and falls back
+//! **Redis down:** every user sees [`Redis::is_up`] false and falls back
 //! on its own (rooms serve their local members on node-local epochs); health
 //! is `degraded` (the actor is non-critical); everything goes back through
 //! Redis as soon as it answers PING again.
@@ -67,7 +67,7 @@ pub trait Subscriber: Send + Sync + 'static {
 
 /// The handle to the cluster link. Cheap to clone.
 #[derive(Clone)]
-pub struct Cluster {
+pub struct Redis {
     inner: Arc<Inner>,
 }
 
@@ -89,9 +89,9 @@ struct Inner {
 /// Why a cluster operation failed (messages carry no secrets).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("redis: {0}")]
-pub struct ClusterError(String);
+pub struct RedisError(String);
 
-impl Cluster {
+impl Redis {
     /// A link to the Redis at `settings.url`; connects lazily.
     ///
     /// # Errors
@@ -137,13 +137,13 @@ impl Cluster {
         &self.inner.settings.prefix
     }
 
-    fn failed(&self, e: impl std::fmt::Display) -> ClusterError {
+    fn failed(&self, e: impl std::fmt::Display) -> RedisError {
         let msg = e.to_string();
         if self.inner.up.swap(false, Ordering::SeqCst) {
             warn!(error = %msg, "redis down; every node serves on its own meanwhile");
         }
         *self.inner.last_error.lock() = Some((msg.clone(), now_rfc3339()));
-        ClusterError(msg)
+        RedisError(msg)
     }
 
     fn succeeded(&self) {
@@ -156,13 +156,13 @@ impl Cluster {
     ///
     /// # Errors
     /// Redis does not answer.
-    pub async fn connection(&self) -> Result<MultiplexedConnection, ClusterError> {
+    pub async fn connection(&self) -> Result<MultiplexedConnection, RedisError> {
         let conn = self.inner.pool.get().await.map_err(|e| self.failed(e))?;
         Ok((*conn).clone())
     }
 
     /// Runs a script on `conn` (or a pooled connection), bounded by
-    /// `COMMAND_TIMEOUT`; every outcome updates [`Cluster::is_up`].
+    /// `COMMAND_TIMEOUT`; every outcome updates [`Redis::is_up`].
     ///
     /// # Errors
     /// Redis is down, did not answer in time, or refused the script.
@@ -170,7 +170,7 @@ impl Cluster {
         &self,
         conn: Option<&mut MultiplexedConnection>,
         invocation: redis::ScriptInvocation<'_>,
-    ) -> Result<T, ClusterError> {
+    ) -> Result<T, RedisError> {
         let mut owned;
         let conn = match conn {
             Some(c) => c,
@@ -205,7 +205,7 @@ impl Cluster {
 
 /// See the module docs.
 pub struct RedisActor {
-    cluster: Cluster,
+    cluster: Redis,
     /// Who gets which channel's messages.
     subscribers: Vec<Arc<dyn Subscriber>>,
     /// The last PING's round trip.

@@ -2,7 +2,7 @@
 //!
 //! Owns: the timers of every task, and the runs in flight.
 //! Answers: [`ScheduleTask`], [`CancelTask`], [`ListTasks`] (through
-//! [`SchedulerHandle`]).
+//! [`Scheduler`]).
 //! Guarantees: a periodic task never overlaps itself (a tick that finds the
 //! previous run still going is skipped and counted); every run is bounded by
 //! the task's timeout; a run that panics or fails is counted, logged and
@@ -183,7 +183,7 @@ struct TaskEntry {
 type TaskTable = Arc<Mutex<BTreeMap<String, TaskEntry>>>;
 
 /// The scheduler actor. See the module docs.
-pub struct Scheduler {
+pub struct SchedulerActor {
     /// Every task; outlives this incarnation.
     tasks: TaskTable,
     kernel: Kernel,
@@ -194,7 +194,7 @@ pub struct Scheduler {
     running: BTreeMap<String, tokio::task::AbortHandle>,
 }
 
-impl Scheduler {
+impl SchedulerActor {
     fn arm(&mut self, name: &str, ctx: &mut Context<Self>) {
         let delay = {
             let tasks = self.tasks.lock();
@@ -306,7 +306,7 @@ impl Scheduler {
     }
 }
 
-impl Drop for Scheduler {
+impl Drop for SchedulerActor {
     /// Runs on a normal stop and while unwinding from a panic alike, so no run
     /// outlives the incarnation that started it.
     fn drop(&mut self) {
@@ -314,7 +314,7 @@ impl Drop for Scheduler {
     }
 }
 
-impl Actor for Scheduler {
+impl Actor for SchedulerActor {
     type Context = Context<Self>;
 
     /// Arms every task in the table. Cannot fail.
@@ -329,7 +329,7 @@ impl Actor for Scheduler {
     }
 }
 
-impl Child for Scheduler {
+impl Child for SchedulerActor {
     fn health(&mut self, _ctx: &mut Context<Self>) -> HealthReply<Self> {
         let tasks = self.tasks.lock();
         let failures: u64 = tasks.values().map(|t| t.info.failures).sum();
@@ -366,7 +366,7 @@ pub enum SchedulerError {
     Unavailable,
 }
 
-impl Handler<ScheduleTask> for Scheduler {
+impl Handler<ScheduleTask> for SchedulerActor {
     type Result = Result<(), SchedulerError>;
 
     fn handle(&mut self, msg: ScheduleTask, ctx: &mut Context<Self>) -> Self::Result {
@@ -424,7 +424,7 @@ pub struct CancelTask {
     pub name: String,
 }
 
-impl Handler<CancelTask> for Scheduler {
+impl Handler<CancelTask> for SchedulerActor {
     type Result = bool;
 
     fn handle(&mut self, msg: CancelTask, ctx: &mut Context<Self>) -> bool {
@@ -443,7 +443,7 @@ impl Handler<CancelTask> for Scheduler {
 #[rtype(result = "Vec<TaskInfo>")]
 pub struct ListTasks;
 
-impl Handler<ListTasks> for Scheduler {
+impl Handler<ListTasks> for SchedulerActor {
     type Result = MessageResult<ListTasks>;
 
     fn handle(&mut self, _: ListTasks, _ctx: &mut Context<Self>) -> Self::Result {
@@ -454,19 +454,19 @@ impl Handler<ListTasks> for Scheduler {
 /// The handle to the scheduler: builds its child spec and talks to whichever
 /// incarnation runs.
 #[derive(Clone, Default)]
-pub struct SchedulerHandle {
+pub struct Scheduler {
     tasks: TaskTable,
-    actor: ChildRef<Scheduler>,
+    actor: ChildRef<SchedulerActor>,
 }
 
-impl SchedulerHandle {
+impl Scheduler {
     /// A handle with an empty task table.
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Adds a task before the scheduler starts; it is armed when the
-    /// scheduler starts. Use [`SchedulerHandle::schedule`] once it runs.
+    /// scheduler starts. Use [`Scheduler::schedule`] once it runs.
     ///
     /// # Errors
     /// A task of that name exists.
@@ -480,9 +480,9 @@ impl SchedulerHandle {
     }
 
     /// The scheduler's child spec: permanent, critical, stage `core`.
-    pub fn spec(&self) -> ChildSpec<Scheduler> {
+    pub fn spec(&self) -> ChildSpec<SchedulerActor> {
         let tasks = self.tasks.clone();
-        ChildSpec::new("scheduler", move |cctx| Scheduler {
+        ChildSpec::new("scheduler", move |cctx| SchedulerActor {
             tasks: tasks.clone(),
             kernel: cctx.kernel.clone(),
             timers: BTreeMap::new(),
@@ -523,7 +523,7 @@ impl SchedulerHandle {
     }
 
     /// The scheduler's current address, if it runs.
-    pub fn addr(&self) -> Option<Addr<Scheduler>> {
+    pub fn addr(&self) -> Option<Addr<SchedulerActor>> {
         self.actor.addr()
     }
 }

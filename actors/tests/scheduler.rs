@@ -12,7 +12,7 @@ use common::*;
 use holdfast_actors::events::Event;
 use holdfast_actors::health::Status;
 use holdfast_actors::kernel::Kernel;
-use holdfast_actors::scheduler::{RunOutcome, SchedulerHandle, TaskInfo, TaskSpec};
+use holdfast_actors::scheduler::{RunOutcome, Scheduler, TaskInfo, TaskSpec};
 use holdfast_actors::shutdown::{Outcome, ShutdownReason};
 use holdfast_actors::supervision::SupervisorSpec;
 use holdfast_actors::Tree;
@@ -30,8 +30,8 @@ impl Drop for SetOnDrop {
 }
 
 /// A tree running the scheduler (and the event bus, to see `TaskFailed`).
-async fn start(kernel: &Kernel) -> (Tree, SchedulerHandle) {
-    let scheduler = SchedulerHandle::new();
+async fn start(kernel: &Kernel) -> (Tree, Scheduler) {
+    let scheduler = Scheduler::new();
     let spec = SupervisorSpec::new("root")
         .child(scheduler.spec())
         .child(kernel.events.spec());
@@ -44,7 +44,7 @@ async fn start(kernel: &Kernel) -> (Tree, SchedulerHandle) {
 }
 
 /// The task `name` as the scheduler lists it.
-fn task(scheduler: &SchedulerHandle, name: &str) -> TaskInfo {
+fn task(scheduler: &Scheduler, name: &str) -> TaskInfo {
     let tasks = scheduler.list();
     tasks
         .iter()

@@ -31,7 +31,7 @@ use actix_web::{web, HttpServer};
 use prometheus::Registry;
 use tracing::{info, info_span};
 
-use holdfast_actors::scheduler::{SchedulerHandle, TaskSpec};
+use holdfast_actors::scheduler::{Scheduler, TaskSpec};
 use holdfast_actors::shutdown::{
     ControlEvent, ControlEvents, Shutdown, ShutdownReason, ShutdownReport,
 };
@@ -93,7 +93,7 @@ impl StartError {
 pub struct Builder {
     settings: Settings,
     services: Vec<AnyChildSpec>,
-    scheduler: SchedulerHandle,
+    scheduler: Scheduler,
 }
 
 impl Builder {
@@ -102,7 +102,7 @@ impl Builder {
         Self {
             settings,
             services: Vec::new(),
-            scheduler: SchedulerHandle::new(),
+            scheduler: Scheduler::new(),
         }
     }
 
@@ -165,7 +165,7 @@ impl Builder {
         let cluster = match settings.redis.url.expose() {
             "" => None,
             url => Some(
-                holdfast_actors::redis::Cluster::new(holdfast_actors::redis::RedisSettings {
+                holdfast_actors::redis::Redis::new(holdfast_actors::redis::RedisSettings {
                     url: url.to_owned(),
                     prefix: settings.redis.prefix.clone(),
                     pool_size: settings.redis.pool_size,
@@ -489,7 +489,7 @@ pub struct Server {
     http: ServerHandle,
     control: ControlEvents,
     shutdown: Shutdown,
-    scheduler: SchedulerHandle,
+    scheduler: Scheduler,
     services: ChildRef<Supervisor>,
     /// Live client connections (the systemd `STATUS=` line).
     connections: holdfast_actors::connections::Connections,
@@ -529,7 +529,7 @@ impl Server {
     }
 
     /// The scheduler.
-    pub fn scheduler(&self) -> &SchedulerHandle {
+    pub fn scheduler(&self) -> &Scheduler {
         &self.scheduler
     }
 

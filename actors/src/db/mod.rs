@@ -43,7 +43,7 @@ use tracing::{error, info, warn};
 
 use crate::backoff::Backoff;
 use crate::clock::now_rfc3339;
-use crate::events::{Event, EventBus};
+use crate::events::{Event, Events};
 use crate::health::{Health, HealthReply};
 use crate::shutdown::Stage;
 use crate::supervision::{Child, ChildSpec};
@@ -256,7 +256,7 @@ struct DbInner {
     /// The last failure, for health (no secrets).
     last_error: Mutex<Option<(String, String)>>,
     metrics: DbMetrics,
-    events: EventBus,
+    events: Events,
     /// Resolves when the start-up probes are over (up, or given up on).
     started: tokio::sync::watch::Sender<bool>,
 }
@@ -267,11 +267,7 @@ impl Db {
     ///
     /// # Errors
     /// An unsupported URL, or metrics already registered.
-    pub fn new(
-        settings: DbSettings,
-        registry: &Registry,
-        events: EventBus,
-    ) -> Result<Self, String> {
+    pub fn new(settings: DbSettings, registry: &Registry, events: Events) -> Result<Self, String> {
         let backend = Backend::of(&settings.url)
             .ok_or_else(|| "database.url must start with sqlite:// or postgres://".to_owned())?;
         let metrics = DbMetrics::new(registry).map_err(|e| e.to_string())?;

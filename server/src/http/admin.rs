@@ -30,7 +30,7 @@ use subtle::ConstantTimeEq;
 use tracing::{info, warn};
 
 use holdfast_actors::events::Envelope;
-use holdfast_actors::scheduler::SchedulerHandle;
+use holdfast_actors::scheduler::Scheduler;
 use holdfast_actors::shutdown::ShutdownReason;
 
 use super::error::ApiError;
@@ -47,12 +47,12 @@ pub struct Admin {
     /// Whether the crash route exists.
     chaos: bool,
     /// For `GET /admin/tasks`.
-    scheduler: SchedulerHandle,
+    scheduler: Scheduler,
 }
 
 impl Admin {
     /// The admin API as configured.
-    pub fn new(settings: &AdminSettings, scheduler: SchedulerHandle) -> Self {
+    pub fn new(settings: &AdminSettings, scheduler: Scheduler) -> Self {
         Self {
             token: settings.token.clone(),
             chaos: settings.chaos,
@@ -239,7 +239,7 @@ mod tests {
         Admin {
             token: Secret::new(token),
             chaos: false,
-            scheduler: SchedulerHandle::new(),
+            scheduler: Scheduler::new(),
         }
     }
 

@@ -46,7 +46,7 @@ use super::{
     new_epoch, Broker, BrokerError, BrokerFuture, History, Inbound, Membership, Position,
     Publication, Reply,
 };
-use crate::redis::{Cluster, ClusterError, Subscriber};
+use crate::redis::{Redis, RedisError, Subscriber};
 use crate::rooms::{message_frame, PresenceEntry};
 
 /// Publishes one message: assigns the offset, appends to the stream, trims
@@ -143,7 +143,7 @@ pub struct RedisBroker {
 }
 
 struct Inner {
-    redis: Cluster,
+    redis: Redis,
     /// This node's id, sent with every publication so that it skips its own.
     node: String,
     /// Stream length kept per room (the rooms' history size).
@@ -168,7 +168,7 @@ struct Inner {
 impl RedisBroker {
     /// A broker over `redis`, keeping `history` messages per room; a node's
     /// members leave presence `presence_ttl` after its last refresh.
-    pub fn new(redis: Cluster, history: usize, presence_ttl: Duration) -> Self {
+    pub fn new(redis: Redis, history: usize, presence_ttl: Duration) -> Self {
         let channel = format!("{}:messages", redis.prefix());
         Self {
             inner: Arc::new(Inner {
@@ -194,7 +194,7 @@ impl RedisBroker {
     }
 
     fn keys(&self, room: &str) -> [String; 3] {
-        // `{room}` is a hash tag: a room's keys stay on one Redis Cluster slot.
+        // `{room}` is a hash tag: a room's keys stay on one Redis Redis slot.
         let p = self.inner.redis.prefix();
         [
             format!("{p}:{{{room}}}:seq"),
@@ -213,7 +213,7 @@ impl RedisBroker {
 
 impl Inner {
     /// The publish connection, obtained on first use.
-    async fn connection(&self) -> Result<MultiplexedConnection, ClusterError> {
+    async fn connection(&self) -> Result<MultiplexedConnection, RedisError> {
         let mut conn = self.conn.lock().await;
         if let Some(c) = conn.as_ref() {
             return Ok(c.clone());
@@ -228,7 +228,7 @@ fn down() -> BrokerError {
     BrokerError("redis is down".into())
 }
 
-fn failed(e: ClusterError) -> BrokerError {
+fn failed(e: RedisError) -> BrokerError {
     BrokerError(e.to_string())
 }
 
