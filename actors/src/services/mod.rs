@@ -4,7 +4,7 @@
 //!   cache) and broadcasts changes to `$trending`.
 //! - [`printers`]: polls OctoPrint printers and broadcasts state changes to
 //!   `$printers`.
-//! - [`files`]: watches directories for print files, indexes them in the
+//! - [`files`] (a folder: scan, actor): watches directories for print files, indexes them in the
 //!   database and broadcasts added / changed / removed to `$files`.
 //!
 //! Each is always in the tree: with nothing configured it is idle and
