@@ -1,168 +1,14 @@
-//! Client sessions: the registry behind `resume`, and the `sessions` actor
-//! that persists it.
-//!
-//! A session (id, user, rooms with the last offset delivered, times) stays
-//! valid for `ttl` after its socket closes. The transport talks to the
-//! registry only through [`SessionStore`]. [`MemorySessions`] keeps sessions
-//! in memory only; [`PersistentSessions`] keeps them in memory and writes them
-//! behind to the database, so they survive restarts.
-//!
-//! The `sessions` actor owns the write-behind: every `flush_interval` it
-//! writes the pending changes in one transaction, so a publish or a connect
-//! never waits on the database. Fail-open: with the database down, sessions
-//! keep working from memory and pending writes are kept (at most
-//! `max_pending`; past that the oldest are dropped and counted) and flushed
-//! when it returns. A `resume` of a session the cache does not hold reads
-//! it from the database ([`SessionStore::fetch`]), so a session created on
-//! another node sharing the database is adopted. At shutdown (stage `core`, after the connections closed)
-//! it flushes what is pending and checkpoints every room's epoch and offset,
-//! so that offsets continue after a graceful restart; after a crash the rooms
-//! start new epochs instead, so an offset never repeats within an epoch.
-//! Restart policy: permanent, non-critical. Lost on a crash: nothing; the
-//! cache and the pending writes live in [`PersistentSessions`], outside it.
+//! The session store behind `resume` across restarts and nodes: memory in
+//! front, the database behind it, written in batches (write-behind).
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
-
-use crate::clock::{from_unix_ms, now_unix_ms, unix_ms};
-use futures::future::BoxFuture;
-use parking_lot::Mutex;
-
-/// One session.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SessionRecord {
-    /// The session id the client resumes with.
-    pub id: String,
-    /// Its user.
-    pub user: String,
-    /// Rooms with the last offset delivered to the client.
-    pub rooms: BTreeMap<String, u64>,
-    /// When it was created.
-    pub created: SystemTime,
-    /// When its socket was last seen open.
-    pub last_seen: SystemTime,
-}
-
-/// Where sessions live. Calls must not block: a store backed by a database
-/// answers from memory and writes behind.
-pub trait SessionStore: Send + Sync + 'static {
-    /// Records a new, attached session.
-    fn create(&self, id: &str, user: &str);
-    /// The session, if it exists and has not expired.
-    fn get(&self, id: &str) -> Option<SessionRecord>;
-    /// [`get`](Self::get), and on a miss, a read of the backing store where
-    /// there is one: a session that another node created, or that this node
-    /// has not loaded yet. The only call that may wait on the database.
-    fn fetch(self: Arc<Self>, id: String) -> BoxFuture<'static, Option<SessionRecord>> {
-        Box::pin(std::future::ready(self.get(&id)))
-    }
-    /// Marks the session attached to a live socket (it does not expire while attached).
-    fn attach(&self, id: &str);
-    /// Marks the session detached with its rooms; it expires `ttl` from now.
-    fn detach(&self, id: &str, rooms: BTreeMap<String, u64>);
-    /// Forgets a session at once (a connection that resumed another one).
-    fn remove(&self, id: &str);
-    /// Forgets sessions detached longer than the ttl; answers how many.
-    fn purge_expired(&self) -> usize;
-    /// Sessions held (attached and detached).
-    fn len(&self) -> usize;
-    /// Whether no session is held.
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// A session and when it was detached (`None` while attached).
-struct Held {
-    record: SessionRecord,
-    detached: Option<Instant>,
-}
-
-/// The in-memory [`SessionStore`].
-pub struct MemorySessions {
-    ttl: Duration,
-    held: Mutex<HashMap<String, Held>>,
-}
-
-impl MemorySessions {
-    /// A store whose detached sessions live `ttl`.
-    pub fn new(ttl: Duration) -> Arc<Self> {
-        Arc::new(Self {
-            ttl,
-            held: Mutex::new(HashMap::new()),
-        })
-    }
-
-    fn expired(&self, held: &Held, now: Instant) -> bool {
-        held.detached
-            .is_some_and(|at| now.duration_since(at) > self.ttl)
-    }
-}
-
-impl SessionStore for MemorySessions {
-    fn create(&self, id: &str, user: &str) {
-        let now = SystemTime::now();
-        let record = SessionRecord {
-            id: id.to_owned(),
-            user: user.to_owned(),
-            rooms: BTreeMap::new(),
-            created: now,
-            last_seen: now,
-        };
-        self.held.lock().insert(
-            id.to_owned(),
-            Held {
-                record,
-                detached: None,
-            },
-        );
-    }
-
-    fn get(&self, id: &str) -> Option<SessionRecord> {
-        let held = self.held.lock();
-        let h = held.get(id)?;
-        (!self.expired(h, Instant::now())).then(|| h.record.clone())
-    }
-
-    fn attach(&self, id: &str) {
-        if let Some(h) = self.held.lock().get_mut(id) {
-            h.detached = None;
-            h.record.last_seen = SystemTime::now();
-        }
-    }
-
-    fn detach(&self, id: &str, rooms: BTreeMap<String, u64>) {
-        if let Some(h) = self.held.lock().get_mut(id) {
-            h.detached = Some(Instant::now());
-            h.record.last_seen = SystemTime::now();
-            h.record.rooms = rooms;
-        }
-    }
-
-    fn remove(&self, id: &str) {
-        self.held.lock().remove(id);
-    }
-
-    fn purge_expired(&self) -> usize {
-        let now = Instant::now();
-        let mut held = self.held.lock();
-        let before = held.len();
-        held.retain(|_, h| !self.expired(h, now));
-        before - held.len()
-    }
-
-    fn len(&self) -> usize {
-        self.held.lock().len()
-    }
-}
+use super::*;
 
 /// A `sessions` row.
 #[derive(
     Clone, Debug, PartialEq, Eq, diesel::Queryable, diesel::Selectable, diesel::Insertable,
 )]
 #[diesel(table_name = crate::db::schema::sessions, treat_none_as_default_value = false)]
-struct Row {
+pub(super) struct Row {
     id: String,
     user_id: String,
     rooms: String,
@@ -197,13 +43,13 @@ impl Row {
 
 /// A change waiting to be written.
 #[derive(Clone, Debug)]
-enum Write {
+pub(super) enum Write {
     Upsert(Row),
     Delete,
 }
 
 /// A cached session and when it expires (Unix ms; `None` while attached).
-struct Cached {
+pub(super) struct Cached {
     record: SessionRecord,
     expires_at: Option<i64>,
 }
@@ -221,28 +67,28 @@ impl Cached {
 
 /// The session store in front of the database. See the module docs.
 pub struct PersistentSessions {
-    ttl: Duration,
-    db: crate::db::Db,
-    cache: Mutex<HashMap<String, Cached>>,
+    pub(super) ttl: Duration,
+    pub(super) db: crate::db::Db,
+    pub(super) cache: Mutex<HashMap<String, Cached>>,
     /// The latest change per session, oldest first by insertion.
-    pending: Mutex<indexmap::IndexMap<String, Write>>,
+    pub(super) pending: Mutex<indexmap::IndexMap<String, Write>>,
     /// Bound on `pending`.
-    max_pending: usize,
+    pub(super) max_pending: usize,
     /// Set once the sessions in the database were loaded into the cache.
-    warmed: std::sync::atomic::AtomicBool,
+    pub(super) warmed: std::sync::atomic::AtomicBool,
     /// Changes taken out of `pending` by a flush still writing them.
-    in_flight: std::sync::atomic::AtomicUsize,
-    metrics: SessionMetrics,
+    pub(super) in_flight: std::sync::atomic::AtomicUsize,
+    pub(super) metrics: SessionMetrics,
 }
 
-struct SessionMetrics {
-    pending: prometheus::IntGauge,
-    written: prometheus::IntCounter,
-    dropped: prometheus::IntCounter,
+pub(super) struct SessionMetrics {
+    pub(super) pending: prometheus::IntGauge,
+    pub(super) written: prometheus::IntCounter,
+    pub(super) dropped: prometheus::IntCounter,
 }
 
 /// Most changes written in one transaction.
-const FLUSH_BATCH: usize = 500;
+pub(super) const FLUSH_BATCH: usize = 500;
 
 impl PersistentSessions {
     /// A store writing behind to `db`.
@@ -596,229 +442,5 @@ impl SessionStore for PersistentSessions {
 
     fn len(&self) -> usize {
         self.cache.lock().len()
-    }
-}
-
-/// A room's epoch and latest offset, as checkpointed.
-#[derive(
-    Clone, Debug, PartialEq, Eq, diesel::Queryable, diesel::Selectable, diesel::Insertable,
-)]
-#[diesel(table_name = crate::db::schema::rooms, treat_none_as_default_value = false)]
-pub struct RoomRow {
-    /// The room.
-    pub name: String,
-    /// Its epoch.
-    pub epoch: String,
-    /// Its latest offset.
-    pub last_offset: i64,
-    /// Written by a graceful shutdown.
-    pub clean: bool,
-    /// When, Unix ms.
-    pub updated_at: i64,
-}
-
-/// Loads the rooms a graceful shutdown checkpointed, and marks every row
-/// unclean: should this process crash, they must not be trusted again.
-///
-/// # Errors
-/// The database is down.
-pub async fn load_room_checkpoint(db: &crate::db::Db) -> Result<Vec<RoomRow>, crate::db::DbError> {
-    use crate::db::schema::rooms::dsl;
-    use diesel::prelude::*;
-    use diesel_async::RunQueryDsl;
-    let rows = crate::with_conn!(db, |conn| {
-        let rows: Vec<RoomRow> = dsl::rooms
-            .filter(dsl::clean.eq(true))
-            .select(RoomRow::as_select())
-            .load(conn)
-            .await?;
-        diesel::update(dsl::rooms)
-            .set(dsl::clean.eq(false))
-            .execute(conn)
-            .await?;
-        rows
-    });
-    Ok(rows)
-}
-
-/// Writes every room's epoch and latest offset, marked clean.
-///
-/// # Errors
-/// The database is down.
-pub async fn save_room_checkpoint(
-    db: &crate::db::Db,
-    rows: Vec<RoomRow>,
-) -> Result<usize, crate::db::DbError> {
-    use crate::db::schema::rooms::dsl;
-    use diesel::prelude::*;
-    use diesel::upsert::excluded;
-    use diesel_async::{AsyncConnection, RunQueryDsl};
-    let n = rows.len();
-    crate::with_conn!(db, |conn| {
-        let rows = rows.clone();
-        conn.transaction(async |conn| {
-            for row in &rows {
-                diesel::insert_into(dsl::rooms)
-                    .values(row)
-                    .on_conflict(dsl::name)
-                    .do_update()
-                    .set((
-                        dsl::epoch.eq(excluded(dsl::epoch)),
-                        dsl::last_offset.eq(excluded(dsl::last_offset)),
-                        dsl::clean.eq(excluded(dsl::clean)),
-                        dsl::updated_at.eq(excluded(dsl::updated_at)),
-                    ))
-                    .execute(conn)
-                    .await?;
-            }
-            Ok::<_, crate::db::DbError>(())
-        })
-        .await?;
-    });
-    Ok(n)
-}
-
-/// The `sessions` actor. See the module docs.
-pub struct SessionsActor {
-    store: Arc<PersistentSessions>,
-    rooms: crate::rooms::Rooms,
-    flush_interval: Duration,
-    /// A flush is in flight; ticks meanwhile are skipped.
-    flushing: bool,
-    /// The last write failure, for health.
-    last_error: Option<String>,
-}
-
-impl SessionsActor {
-    /// The actor's spec: permanent, non-critical, stage `core`.
-    pub fn spec(
-        store: Arc<PersistentSessions>,
-        rooms: crate::rooms::Rooms,
-        flush_interval: Duration,
-        shutdown_timeout: Duration,
-    ) -> crate::supervision::ChildSpec<SessionsActor> {
-        crate::supervision::ChildSpec::new("sessions", move |_| SessionsActor {
-            store: store.clone(),
-            rooms: rooms.clone(),
-            flush_interval,
-            flushing: false,
-            last_error: None,
-        })
-        .critical(false)
-        .stage(crate::shutdown::Stage::Core)
-        .shutdown_timeout(shutdown_timeout)
-    }
-
-    fn tick(&mut self, ctx: &mut actix::Context<Self>) {
-        use actix::prelude::*;
-        if self.flushing || !self.store.db.is_up() {
-            return;
-        }
-        let store = self.store.clone();
-        self.flushing = true;
-        ctx.spawn(
-            async move {
-                if !store.warmed.load(std::sync::atomic::Ordering::SeqCst) {
-                    store.warm().await?;
-                }
-                store.flush_all().await
-            }
-            .into_actor(self)
-            .map(|result, act, _| {
-                act.flushing = false;
-                match result {
-                    Ok(_) => act.last_error = None,
-                    Err(e) => {
-                        tracing::warn!(error = %e, pending = act.store.pending(), "session write-behind failed; kept pending");
-                        act.last_error = Some(e.to_string());
-                    }
-                }
-            }),
-        );
-    }
-}
-
-impl actix::Actor for SessionsActor {
-    type Context = actix::Context<Self>;
-
-    /// Flushes every `flush_interval`. Cannot fail.
-    fn started(&mut self, ctx: &mut Self::Context) {
-        use actix::AsyncContext;
-        ctx.run_interval(self.flush_interval, |act, ctx| act.tick(ctx));
-    }
-}
-
-impl crate::supervision::Child for SessionsActor {
-    fn health(&mut self, _ctx: &mut actix::Context<Self>) -> crate::health::HealthReply<Self> {
-        let pending = self.store.pending();
-        let mut h = crate::health::Health::healthy();
-        if pending > 0 && !self.store.db.is_up() {
-            h = crate::health::Health::degraded("database down; session writes pending");
-        }
-        if let Some(e) = &self.last_error {
-            h = h.with("last_error", e.clone());
-        }
-        h.with("sessions", self.store.len())
-            .with("pending_writes", pending)
-            .with("dropped_writes", self.store.metrics.dropped.get())
-            .into()
-    }
-
-    /// Flushes what is pending and checkpoints the rooms, then stops.
-    fn shutdown(&mut self, ctx: &mut actix::Context<Self>) {
-        use actix::prelude::*;
-        let store = self.store.clone();
-        let rows: Vec<RoomRow> = self
-            .rooms
-            .checkpoint()
-            .into_iter()
-            .map(|(name, epoch, offset)| RoomRow {
-                name,
-                epoch,
-                last_offset: i64::try_from(offset).unwrap_or(i64::MAX),
-                clean: true,
-                updated_at: now_unix_ms(),
-            })
-            .collect();
-        ctx.spawn(
-            async move {
-                match store.flush_all().await {
-                    Ok(n) => tracing::info!(written = n, "sessions flushed"),
-                    Err(e) => tracing::error!(error = %e, pending = store.pending(), "sessions not flushed at shutdown"),
-                }
-                match save_room_checkpoint(&store.db, rows).await {
-                    Ok(n) => tracing::info!(rooms = n, "room offsets checkpointed"),
-                    Err(e) => tracing::error!(error = %e, "room checkpoint failed; rooms will start new epochs"),
-                }
-            }
-            .into_actor(self)
-            .map(|_, _, ctx| ctx.stop()),
-        );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_detached_session_lives_its_ttl_then_expires() {
-        let store = MemorySessions::new(Duration::from_millis(30));
-        store.create("s1", "u1");
-        store.detach("s1", BTreeMap::from([("lobby".to_owned(), 7)]));
-        let got = store.get("s1").unwrap();
-        assert_eq!((got.user.as_str(), got.rooms["lobby"]), ("u1", 7));
-        std::thread::sleep(Duration::from_millis(40)); // the ttl itself is what is under test
-        assert!(store.get("s1").is_none());
-        assert_eq!(store.purge_expired(), 1);
-        assert!(store.is_empty());
-    }
-
-    #[test]
-    fn an_attached_session_never_expires() {
-        let store = MemorySessions::new(Duration::ZERO);
-        store.create("s1", "u1");
-        assert!(store.get("s1").is_some());
-        assert_eq!(store.purge_expired(), 0);
     }
 }
