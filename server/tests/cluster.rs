@@ -205,7 +205,13 @@ impl Feed {
 }
 
 /// A node of the cluster `prefix` whose trending feed is `path` on `feed`.
-fn trending_node(prefix: &str, feed: &Feed, path: &str, dir: &std::path::Path) -> Server {
+fn trending_node(
+    prefix: &str,
+    feed: &Feed,
+    path: &str,
+    dir: &std::path::Path,
+    lease_ttl: Duration,
+) -> Server {
     let config = dir.join(format!("{}.toml", path.trim_start_matches('/')));
     std::fs::write(
         &config,
@@ -216,7 +222,7 @@ fn trending_node(prefix: &str, feed: &Feed, path: &str, dir: &std::path::Path) -
         ),
     )
     .unwrap();
-    let ttl = LEASE_TTL.as_millis().to_string();
+    let ttl = lease_ttl.as_millis().to_string();
     Server::start_with(
         &["--config", config.to_str().unwrap()],
         &[
@@ -247,6 +253,22 @@ async fn next_trending(ws: &mut Ws) -> (u64, u64) {
     }
 }
 
+/// The index of the one node that leads, once both agree on it.
+async fn leader_of(nodes: &[&Server]) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let roles: Vec<Value> = nodes.iter().map(|n| role(n)).collect();
+        let leaders: Vec<usize> = (0..nodes.len())
+            .filter(|&i| roles[i]["role"] == "leader")
+            .collect();
+        if leaders.len() == 1 && roles.iter().all(|r| r["leader"] == roles[0]["leader"]) {
+            return leaders[0];
+        }
+        assert!(Instant::now() < deadline, "no single leader: {roles:?}");
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 /// `/health/trending`'s details: `role`, `leader`, `node`.
 fn role(server: &Server) -> Value {
     // The blocking HTTP client runs a runtime of its own.
@@ -269,8 +291,14 @@ async fn one_node_runs_the_services_and_another_takes_over_when_it_dies() {
     let dir = tempfile::tempdir().unwrap();
     let feed = Feed::start();
     let mut nodes = vec![
-        (trending_node(&prefix, &feed, "/a", dir.path()), "/a"),
-        (trending_node(&prefix, &feed, "/b", dir.path()), "/b"),
+        (
+            trending_node(&prefix, &feed, "/a", dir.path(), LEASE_TTL),
+            "/a",
+        ),
+        (
+            trending_node(&prefix, &feed, "/b", dir.path(), LEASE_TTL),
+            "/b",
+        ),
     ];
     let mut clients = Vec::new();
     for (node, _) in &nodes {
@@ -352,4 +380,40 @@ async fn one_node_runs_the_services_and_another_takes_over_when_it_dies() {
     let details = role(&nodes[standby].0);
     assert_eq!(details["role"], "leader", "{details}");
     assert_eq!(details["leader"], details["node"], "{details}");
+}
+
+/// A leader stopped gracefully (SIGTERM) gives the lease up: the other node
+/// runs the services at its next claim, a third of the TTL, instead of
+/// waiting for the lease to expire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_hands_the_services_over_at_once() {
+    if !redis("a_graceful_stop_hands_the_services_over_at_once") {
+        return;
+    }
+    // Long enough that waiting for the expiry would miss the bound below.
+    let ttl = Duration::from_secs(24);
+    let prefix = format!("hfg{}x{}", std::process::id(), next_id());
+    let dir = tempfile::tempdir().unwrap();
+    let feed = Feed::start();
+    let mut a = trending_node(&prefix, &feed, "/a", dir.path(), ttl);
+    let mut b = trending_node(&prefix, &feed, "/b", dir.path(), ttl);
+    let leader = leader_of(&[&a, &b]).await;
+    let (stopping, survivor_path) = if leader == 0 {
+        (&mut a, "/b")
+    } else {
+        (&mut b, "/a")
+    };
+    stopping.signal("TERM");
+    assert_eq!(stopping.wait_exit(Duration::from_secs(30)), 0);
+    let stopped = Instant::now();
+    // Next claim within ttl / 3 = 8 s; an expiry would take at least 16 s more.
+    let deadline = stopped + ttl / 3 + Duration::from_secs(4);
+    while feed.requests(survivor_path) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the survivor did not take over within {:?} of the stop",
+            deadline - stopped
+        );
+        tokio::time::sleep(POLL).await;
+    }
 }
