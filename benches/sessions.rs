@@ -19,19 +19,19 @@ use holdfast::actors::{Kernel, KernelSettings};
 
 fn settings(url: &str) -> DbSettings {
     DbSettings {
-        url: url.to_owned(),
+        url: serde_json::from_value(serde_json::json!(url)).expect("a database URL"),
         critical: false,
         max_size: 10,
         min_idle: 0,
-        connection_timeout: Duration::from_secs(5),
-        max_lifetime: Duration::from_secs(3600),
-        idle_timeout: Duration::from_secs(600),
+        connect_timeout_ms: 5_000,
+        max_lifetime_ms: 3_600_000,
+        idle_timeout_ms: 600_000,
         test_on_checkout: false,
         connect_retries: 1,
-        retry_base: Duration::from_millis(100),
-        retry_max: Duration::from_millis(100),
-        probe_interval: Duration::from_secs(1),
-        probe_timeout: Duration::from_secs(1),
+        retry_base_ms: 100,
+        retry_max_ms: 100,
+        probe_interval_ms: 1_000,
+        probe_timeout_ms: 1_000,
         migrate: true,
     }
 }

@@ -19,6 +19,7 @@
 //! - [`rooms`]: the `rooms` actors, sharded room hubs (membership, offsets, history, presence), and the broker seam ([`rooms::Broker`]: local, Redis).
 //! - [`services`]: the `trending`, `printers` and `files` actors, broadcasting to system rooms.
 //! - [`window`]: the one sliding-window counter (restart intensity, the monitor's limits, abuse).
+//! - [`settings`]: the error a subsystem's settings answer when a key cannot be used.
 //! - [`tls`]: TLS for outbound clients (HTTPS, SMTP): ring, the system's CA certificates plus an optional bundle.
 //!
 //! # Names
@@ -52,6 +53,7 @@ pub mod rooms;
 pub mod scheduler;
 pub mod services;
 pub mod sessions;
+pub mod settings;
 pub mod shutdown;
 pub mod supervision;
 pub mod tls;

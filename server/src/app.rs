@@ -208,7 +208,7 @@ impl Builder {
                     .backoff(backoff),
             );
         let db = holdfast_actors::db::Db::new(
-            settings.database.actor_settings(),
+            settings.database.clone(),
             &registry,
             kernel.events.clone(),
         )

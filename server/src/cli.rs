@@ -100,17 +100,15 @@ fn migrate(settings: &Settings) -> i32 {
                     return 1;
                 }
             };
-        let db = match holdfast_actors::db::Db::new(
-            settings.database.actor_settings(),
-            &registry,
-            kernel.events,
-        ) {
-            Ok(db) => db,
-            Err(e) => {
-                eprintln!("holdfast migrate: {e}");
-                return EXIT_CONFIG;
-            }
-        };
+        let db =
+            match holdfast_actors::db::Db::new(settings.database.clone(), &registry, kernel.events)
+            {
+                Ok(db) => db,
+                Err(e) => {
+                    eprintln!("holdfast migrate: {e}");
+                    return EXIT_CONFIG;
+                }
+            };
         match db.migrate().await {
             Ok(n) => {
                 println!("{n} migration(s) applied to {}", db.redacted_url());

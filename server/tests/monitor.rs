@@ -619,11 +619,13 @@ async fn the_cooldown_and_the_max_restarts_limit_hold() {
         3,
         "the first start and 2 restarts: {started:?}"
     );
-    // Measured at the children's own start, which lags each restart by a
-    // few ms of shell start-up; without the cooldown the gap is one poll
-    // interval (50 ms).
+    // Measured at the children's own start, which lags each restart by the
+    // shell's start-up: a few ms idle, a few hundred on a loaded machine
+    // (one run of the whole suite on two cores saw the gap under 780 ms).
+    // Without the cooldown the gap is one poll interval (50 ms), so 600 ms
+    // still tells the two apart.
     let gap = started[2].1 - started[1].1;
-    assert!(gap >= 780, "restarts {gap} ms apart, under the cooldown");
+    assert!(gap >= 600, "restarts {gap} ms apart, under the cooldown");
 
     let gave_up = hook.of_kind("gave_up");
     assert_eq!(gave_up.len(), 1, "{gave_up:?}");

@@ -23,6 +23,9 @@
 //! Restart policy: permanent, stage `storage`.
 
 pub mod schema;
+mod settings;
+
+pub use settings::{DbSettings, DbUrl};
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
@@ -140,40 +143,6 @@ pub enum DbError {
     Migration(String),
 }
 
-/// Pool settings (config `[database]`).
-#[derive(Clone, Debug)]
-pub struct DbSettings {
-    /// `sqlite://path` or `postgres://user[:password]@host[:port]/db`.
-    pub url: String,
-    /// Whether the node is unhealthy (and not ready) while the database is down.
-    pub critical: bool,
-    /// Pool size.
-    pub max_size: u32,
-    /// Idle connections kept open.
-    pub min_idle: u32,
-    /// How long a caller waits for a connection.
-    pub connection_timeout: Duration,
-    /// A connection older than this is closed.
-    pub max_lifetime: Duration,
-    /// An idle connection older than this is closed.
-    pub idle_timeout: Duration,
-    /// Check a connection before handing it out.
-    pub test_on_checkout: bool,
-    /// Tries of the first probe at start.
-    pub connect_retries: u32,
-    /// Back-off of those tries: first delay...
-    pub retry_base: Duration,
-    /// ...and cap.
-    pub retry_max: Duration,
-    /// Probe interval while the database is down.
-    pub probe_interval: Duration,
-    /// Bound on one probe; keep it under the health timeout. (A pool checkout
-    /// against a dead database would otherwise wait the whole connection timeout.)
-    pub probe_timeout: Duration,
-    /// Run pending migrations at start (and on the first successful probe).
-    pub migrate: bool,
-}
-
 /// The database's metrics.
 struct DbMetrics {
     pool: IntGauge,
@@ -268,12 +237,12 @@ impl Db {
     /// # Errors
     /// An unsupported URL, or metrics already registered.
     pub fn new(settings: DbSettings, registry: &Registry, events: Events) -> Result<Self, String> {
-        let backend = Backend::of(&settings.url)
+        let backend = Backend::of(settings.url.expose())
             .ok_or_else(|| "database.url must start with sqlite:// or postgres://".to_owned())?;
         let metrics = DbMetrics::new(registry).map_err(|e| e.to_string())?;
         let pool = match backend {
             Backend::Sqlite => {
-                let path = sqlite_path(&settings.url).to_owned();
+                let path = sqlite_path(settings.url.expose()).to_owned();
                 if let Some(dir) = std::path::Path::new(&path)
                     .parent()
                     .filter(|d| !d.as_os_str().is_empty())
@@ -304,7 +273,7 @@ impl Db {
             }
             Backend::Postgres => {
                 let manager =
-                    AsyncDieselConnectionManager::<AsyncPgConnection>::new(settings.url.clone());
+                    AsyncDieselConnectionManager::<AsyncPgConnection>::new(settings.url.expose());
                 Pool::Postgres(builder(&settings).build_unchecked(manager))
             }
         };
@@ -362,14 +331,14 @@ impl Db {
 
     /// The URL with any password replaced, for health and logs.
     pub fn redacted_url(&self) -> String {
-        redact_url(&self.inner.settings.url)
+        redact_url(self.inner.settings.url.expose())
     }
 
     /// One probe: `SELECT 1`, then pending migrations if they have not run.
     /// Updates `up`, the metrics and the last error; answers the latency.
     async fn probe(&self) -> Result<Duration, String> {
         let began = Instant::now();
-        let timeout = self.inner.settings.probe_timeout;
+        let timeout = Duration::from_millis(self.inner.settings.probe_timeout_ms);
         let result = tokio::time::timeout(timeout, self.select_one()).await;
         let result = match result {
             Ok(Ok(())) => Ok(began.elapsed()),
@@ -420,7 +389,7 @@ impl Db {
     /// # Errors
     /// The connection or a migration failed.
     pub async fn migrate(&self) -> Result<usize, DbError> {
-        let url = self.inner.settings.url.clone();
+        let url = self.inner.settings.url.expose().to_owned();
         let backend = self.inner.backend;
         let (tx, rx) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
@@ -510,9 +479,9 @@ fn builder<M: bb8::ManageConnection>(s: &DbSettings) -> bb8::Builder<M> {
     bb8::Pool::builder()
         .max_size(s.max_size.max(1))
         .min_idle(Some(s.min_idle.min(s.max_size)))
-        .connection_timeout(s.connection_timeout)
-        .max_lifetime(Some(s.max_lifetime))
-        .idle_timeout(Some(s.idle_timeout))
+        .connection_timeout(s.connection_timeout())
+        .max_lifetime(Some(Duration::from_millis(s.max_lifetime_ms)))
+        .idle_timeout(Some(Duration::from_millis(s.idle_timeout_ms)))
         .test_on_check_out(s.test_on_checkout)
         .retry_connection(false)
 }
@@ -558,8 +527,11 @@ impl DbActor {
                     Ok(_) => return,
                     Err(e) => {
                         // 0..=min(retry_max, retry_base · 2^(attempt-1)).
-                        let delay = Backoff::full_jitter(s.retry_base / 2, s.retry_max)
-                            .random_retry(attempt);
+                        let delay = Backoff::full_jitter(
+                            Duration::from_millis(s.retry_base_ms) / 2,
+                            Duration::from_millis(s.retry_max_ms),
+                        )
+                        .random_retry(attempt);
                         warn!(attempt, of = s.connect_retries, error = %e, retry_in_ms = delay.as_millis() as u64,
                             "database not reachable at start");
                         if attempt < s.connect_retries {
@@ -577,7 +549,7 @@ impl DbActor {
     }
 
     fn keep_probing(&mut self, ctx: &mut Context<Self>) {
-        let every = self.db.inner.settings.probe_interval;
+        let every = Duration::from_millis(self.db.inner.settings.probe_interval_ms);
         ctx.run_interval(every, |act, ctx| {
             if !act.db.is_up() {
                 let db = act.db.clone();

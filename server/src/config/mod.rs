@@ -23,13 +23,14 @@ mod storage;
 mod tests;
 mod ws;
 
+pub use holdfast_actors::db::DbSettings;
 pub use kernel::{EventSettings, SupervisionSettings};
 pub use operations::{AdminSettings, MonitorSettings, SmtpSecurity, ADMIN_TOKEN_MIN_BYTES};
 pub use server::{HealthSettings, LogFormat, LogSettings, ServerSettings, ShutdownSettings};
 pub use services::{
     FeedSettings, FilesSettings, PrinterSettings, PrintersSettings, TlsSettings, TrendingSettings,
 };
-pub use storage::{DatabaseSettings, RedisSettings};
+pub use storage::RedisSettings;
 pub use ws::{AuthSettings, RoomSettings, SessionSettings, WsSettings};
 
 use std::path::{Path, PathBuf};
@@ -61,6 +62,15 @@ pub enum ConfigError {
         /// What is wrong with it.
         message: String,
     },
+}
+
+impl From<holdfast_actors::settings::SettingError> for ConfigError {
+    fn from(e: holdfast_actors::settings::SettingError) -> Self {
+        ConfigError::Key {
+            key: e.key,
+            message: e.message,
+        }
+    }
 }
 
 impl ConfigError {
@@ -97,7 +107,7 @@ pub struct Settings {
     /// Client sessions.
     pub session: SessionSettings,
     /// The database.
-    pub database: DatabaseSettings,
+    pub database: DbSettings,
     /// Redis, for rooms that span nodes.
     pub redis: RedisSettings,
     /// The admin API.
@@ -129,29 +139,7 @@ fn is_http_url(url: &str) -> bool {
     url.starts_with("http://") || url.starts_with("https://")
 }
 
-/// A database URL: printed and serialized with its password replaced by `***`.
-#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct DbUrl(String);
-
-impl DbUrl {
-    /// The clear URL, for the one place that connects.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for DbUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?}", holdfast_actors::db::redact_url(&self.0))
-    }
-}
-
-impl Serialize for DbUrl {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&holdfast_actors::db::redact_url(&self.0))
-    }
-}
+pub use holdfast_actors::db::DbUrl;
 
 /// A secret: never printed, logged or serialized in clear.
 #[derive(Clone, Default, Deserialize, PartialEq, Eq)]
