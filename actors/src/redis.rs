@@ -23,6 +23,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
+
 use actix::prelude::*;
 use bb8_redis::RedisConnectionManager;
 use futures::StreamExt;
@@ -32,7 +34,9 @@ use tracing::{info, warn};
 
 use crate::backoff::Backoff;
 use crate::clock::now_rfc3339;
+use crate::db::DbUrl;
 use crate::health::{Health, HealthReply};
+use crate::settings::{positive, SettingError};
 use crate::shutdown::Stage;
 use crate::supervision::{Child, ChildSpec};
 
@@ -44,15 +48,46 @@ const RESUBSCRIBE_MAX: Duration = Duration::from_secs(2);
 /// Bound on one Redis round trip before it counts as down.
 const COMMAND_TIMEOUT: Duration = Duration::from_millis(1000);
 
-/// Settings of the cluster link (config `[redis]`).
-#[derive(Clone, Debug)]
+/// Settings of the Redis link (config `[redis]`), as the file spells them.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct RedisSettings {
-    /// `redis://host:port[/db]`.
-    pub url: String,
-    /// Key prefix, so that several systems can share one Redis.
+    /// `redis://host:port[/db]`; empty keeps rooms local. May hold a password.
+    pub url: DbUrl,
+    /// Key prefix.
     pub prefix: String,
     /// Pool size.
     pub pool_size: u32,
+    /// How long a node's members stay in the cluster's presence without a
+    /// refresh (a node that died without a goodbye); nodes refresh theirs
+    /// every third of it.
+    pub presence_ttl_ms: u64,
+    /// How long the services lease (which node runs trending, printers and
+    /// files) lasts without renewal; another node takes over within it
+    /// after the holder dies.
+    pub lease_ttl_ms: u64,
+}
+
+impl RedisSettings {
+    /// # Errors
+    /// The first invalid `redis.*` key.
+    pub fn validate(&self) -> Result<(), SettingError> {
+        let url = self.url.expose();
+        if !(url.is_empty() || url.starts_with("redis://") || url.starts_with("rediss://")) {
+            return Err(SettingError::key(
+                "redis.url",
+                "must start with redis:// (or be empty)",
+            ));
+        }
+        if self.prefix.is_empty() || self.prefix.contains(['{', '}', ' ']) {
+            return Err(SettingError::key(
+                "redis.prefix",
+                "must be non-empty, without spaces or braces",
+            ));
+        }
+        positive("redis.presence_ttl_ms", self.presence_ttl_ms as f64)?;
+        positive("redis.lease_ttl_ms", self.lease_ttl_ms as f64)
+    }
 }
 
 /// A user of a Pub/Sub channel, fed by the `redis` actor.
@@ -98,8 +133,8 @@ impl Redis {
     /// The URL does not parse.
     pub fn new(settings: RedisSettings) -> Result<Self, String> {
         let client =
-            redis::Client::open(settings.url.as_str()).map_err(|e| format!("redis.url: {e}"))?;
-        let manager = RedisConnectionManager::new(settings.url.as_str())
+            redis::Client::open(settings.url.expose()).map_err(|e| format!("redis.url: {e}"))?;
+        let manager = RedisConnectionManager::new(settings.url.expose())
             .map_err(|e| format!("redis.url: {e}"))?;
         let pool = bb8::Pool::builder()
             .max_size(settings.pool_size.max(1))

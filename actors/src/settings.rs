@@ -22,3 +22,15 @@ impl SettingError {
         }
     }
 }
+
+/// Fails `key` unless `value` is greater than 0 (NaN fails too).
+///
+/// # Errors
+/// `value` is 0, negative or NaN.
+pub fn positive(key: &str, value: f64) -> Result<(), SettingError> {
+    if value.partial_cmp(&0.0) == Some(std::cmp::Ordering::Greater) {
+        Ok(())
+    } else {
+        Err(SettingError::key(key, "must be greater than 0"))
+    }
+}

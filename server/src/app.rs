@@ -164,13 +164,9 @@ impl Builder {
         };
         let cluster = match settings.redis.url.expose() {
             "" => None,
-            url => Some(
-                holdfast_actors::redis::Redis::new(holdfast_actors::redis::RedisSettings {
-                    url: url.to_owned(),
-                    prefix: settings.redis.prefix.clone(),
-                    pool_size: settings.redis.pool_size,
-                })
-                .map_err(StartError::Storage)?,
+            _ => Some(
+                holdfast_actors::redis::Redis::new(settings.redis.clone())
+                    .map_err(StartError::Storage)?,
             ),
         };
         // With Redis, offsets and history are shared by every node through it.

@@ -10,27 +10,28 @@
 //! This file holds the [`Settings`] root, loading and layering, validation,
 //! the error type and the redacting [`Secret`] and [`DbUrl`]. The sections
 //! live by concern: `server` (server, log, health, shutdown), `kernel`
-//! (supervision, events), `ws` (ws, auth, rooms, session), `storage`
-//! (database, redis), `services` (trending, printers, files, tls) and
-//! `operations` (admin, monitor); all are re-exported here.
+//! (supervision, events), `ws` (ws, auth, rooms, session), `services`
+//! (trending, printers, files, tls) and `operations` (admin, monitor); all
+//! are re-exported here. `[database]` and `[redis]` are the actor crate's
+//! own settings types (`db::DbSettings`, `redis::RedisSettings`), each
+//! validating itself.
 
 mod kernel;
 mod operations;
 mod server;
 mod services;
-mod storage;
 #[cfg(test)]
 mod tests;
 mod ws;
 
 pub use holdfast_actors::db::DbSettings;
+pub use holdfast_actors::redis::RedisSettings;
 pub use kernel::{EventSettings, SupervisionSettings};
 pub use operations::{AdminSettings, MonitorSettings, SmtpSecurity, ADMIN_TOKEN_MIN_BYTES};
 pub use server::{HealthSettings, LogFormat, LogSettings, ServerSettings, ShutdownSettings};
 pub use services::{
     FeedSettings, FilesSettings, PrinterSettings, PrintersSettings, TlsSettings, TrendingSettings,
 };
-pub use storage::RedisSettings;
 pub use ws::{AuthSettings, RoomSettings, SessionSettings, WsSettings};
 
 use std::path::{Path, PathBuf};
@@ -125,14 +126,7 @@ pub struct Settings {
     pub tls: TlsSettings,
 }
 
-/// Fails `key` unless `value` is greater than 0 (NaN fails too).
-pub(crate) fn positive(key: &str, value: f64) -> Result<(), ConfigError> {
-    if value.partial_cmp(&0.0) == Some(std::cmp::Ordering::Greater) {
-        Ok(())
-    } else {
-        Err(ConfigError::key(key, "must be greater than 0"))
-    }
-}
+pub(crate) use holdfast_actors::settings::positive;
 
 /// Whether `url` is one the outbound HTTP clients speak: `http://` or `https://`.
 fn is_http_url(url: &str) -> bool {

@@ -108,7 +108,7 @@ impl RoomSettings {
     /// # Errors
     /// `rooms.history_size` is 0.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        positive("rooms.history_size", self.history_size as f64)
+        Ok(positive("rooms.history_size", self.history_size as f64)?)
     }
 }
 
@@ -116,6 +116,6 @@ impl SessionSettings {
     /// # Errors
     /// `session.ttl_ms` is 0.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        positive("session.ttl_ms", self.ttl_ms as f64)
+        Ok(positive("session.ttl_ms", self.ttl_ms as f64)?)
     }
 }
