@@ -3,6 +3,8 @@
 //! validates itself and answers this; the server's config turns it into
 //! its own error (exit 64, naming the key).
 
+use crate::db::DbUrl;
+
 /// A setting that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{key}: {message}")]
@@ -33,4 +35,54 @@ pub fn positive(key: &str, value: f64) -> Result<(), SettingError> {
     } else {
         Err(SettingError::key(key, "must be greater than 0"))
     }
+}
+
+/// Checks a list of named endpoints: names non-empty and unique, URLs
+/// `http://` or `https://`.
+///
+/// # Errors
+/// The first entry whose name or URL is wrong, by key (`section[i].name`).
+pub fn check_endpoints<'a>(
+    section: &str,
+    entries: impl Iterator<Item = (&'a str, &'a DbUrl)>,
+) -> Result<(), SettingError> {
+    let mut seen = std::collections::HashSet::new();
+    for (i, (name, url)) in entries.enumerate() {
+        if name.trim().is_empty() {
+            return Err(SettingError::key(
+                &format!("{section}[{i}].name"),
+                "must not be empty",
+            ));
+        }
+        if !seen.insert(name) {
+            return Err(SettingError::key(
+                &format!("{section}[{i}].name"),
+                format!("'{name}' is used twice"),
+            ));
+        }
+        // The URL is not shown: it may hold a credential.
+        if !is_http_url(url.expose()) {
+            return Err(SettingError::key(
+                &format!("{section}[{i}].url"),
+                "must be an http:// or https:// URL",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Fails `key` unless `value` is at least `min`.
+///
+/// # Errors
+/// `value` is under `min`.
+pub fn at_least(key: &str, value: u64, min: u64) -> Result<(), SettingError> {
+    if value < min {
+        return Err(SettingError::key(key, format!("must be at least {min}")));
+    }
+    Ok(())
+}
+
+/// Whether `url` is one the outbound HTTP clients speak: `http://` or `https://`.
+pub fn is_http_url(url: &str) -> bool {
+    url.starts_with("http://") || url.starts_with("https://")
 }

@@ -266,7 +266,7 @@ impl Builder {
             .child(sessions_spec);
         // The domain services: always in the tree, idle when not configured.
         let trending = holdfast_actors::services::trending::Trending::new(
-            settings.trending.actor_settings(),
+            settings.trending.clone(),
             &tls,
             rooms.clone(),
             &registry,

@@ -26,12 +26,11 @@ mod ws;
 
 pub use holdfast_actors::db::DbSettings;
 pub use holdfast_actors::redis::RedisSettings;
+pub use holdfast_actors::services::trending::{FeedSettings, TrendingSettings};
 pub use kernel::{EventSettings, SupervisionSettings};
 pub use operations::{AdminSettings, MonitorSettings, SmtpSecurity, ADMIN_TOKEN_MIN_BYTES};
 pub use server::{HealthSettings, LogFormat, LogSettings, ServerSettings, ShutdownSettings};
-pub use services::{
-    FeedSettings, FilesSettings, PrinterSettings, PrintersSettings, TlsSettings, TrendingSettings,
-};
+pub use services::{FilesSettings, PrinterSettings, PrintersSettings, TlsSettings};
 pub use ws::{AuthSettings, RoomSettings, SessionSettings, WsSettings};
 
 use std::path::{Path, PathBuf};
@@ -128,10 +127,7 @@ pub struct Settings {
 
 pub(crate) use holdfast_actors::settings::positive;
 
-/// Whether `url` is one the outbound HTTP clients speak: `http://` or `https://`.
-fn is_http_url(url: &str) -> bool {
-    url.starts_with("http://") || url.starts_with("https://")
-}
+pub(crate) use holdfast_actors::settings::is_http_url;
 
 pub use holdfast_actors::db::DbUrl;
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{is_http_url, ConfigError, DbUrl, Secret};
+use super::{ConfigError, DbUrl, Secret};
 
 /// `[tls]`: what outbound TLS connections trust.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -43,53 +43,6 @@ impl TlsSettings {
         holdfast_actors::tls::ClientTls::load(ca_file)
             .map_err(|e| ConfigError::key("tls.ca_file", e.to_string()))
     }
-}
-
-/// `[trending]`: the `trending` service (JSON feeds broadcast to `$trending`).
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrendingSettings {
-    /// The feeds (`[[trending.feeds]]`); none leaves the service idle.
-    pub feeds: Vec<FeedSettings>,
-    /// Time between two refreshes of a feed.
-    pub interval_ms: u64,
-    /// How long a fetched document is fresh (a refresh within it is a cache hit).
-    pub cache_ttl_ms: u64,
-    /// Bound on establishing a connection.
-    pub connect_timeout_ms: u64,
-    /// Bound on one read from an established connection.
-    pub read_timeout_ms: u64,
-    /// Bound on a whole request.
-    pub timeout_ms: u64,
-    /// Idle pooled (keep-alive) connections are closed after this.
-    pub pool_idle_timeout_ms: u64,
-    /// Idle pooled connections kept per host.
-    pub pool_max_idle_per_host: usize,
-    /// TCP keep-alive probe interval; 0 turns probes off.
-    pub tcp_keepalive_ms: u64,
-    /// Requests per fetch, the first included.
-    pub retry_tries: u32,
-    /// Back-off base (full jitter: a retry waits up to base * 2^n)...
-    pub retry_base_ms: u64,
-    /// ...capped at this; a longer Retry-After ends the fetch.
-    pub retry_max_ms: u64,
-    /// Consecutive failed requests that open a feed's circuit breaker.
-    pub breaker_failure_threshold: u32,
-    /// How long an open breaker rejects before one half-open trial.
-    pub breaker_open_ms: u64,
-    /// Largest feed document accepted.
-    pub max_body_bytes: usize,
-}
-
-/// One `[[trending.feeds]]` entry.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct FeedSettings {
-    /// Unique name: in broadcasts, statistics, metrics and logs.
-    pub name: String,
-    /// `http://` or `https://` URL of the JSON document; its password, if
-    /// any, is redacted.
-    pub url: DbUrl,
 }
 
 /// `[printers]`: the `printers` service (OctoPrint printers broadcast to `$printers`).
@@ -139,106 +92,7 @@ pub struct FilesSettings {
     pub recursive: bool,
 }
 
-/// Checks a list of named endpoints: names non-empty and unique, URLs
-/// `http://` or `https://`.
-fn check_endpoints<'a>(
-    section: &str,
-    entries: impl Iterator<Item = (&'a str, &'a DbUrl)>,
-) -> Result<(), ConfigError> {
-    let mut seen = std::collections::HashSet::new();
-    for (i, (name, url)) in entries.enumerate() {
-        if name.trim().is_empty() {
-            return Err(ConfigError::key(
-                &format!("{section}[{i}].name"),
-                "must not be empty",
-            ));
-        }
-        if !seen.insert(name) {
-            return Err(ConfigError::key(
-                &format!("{section}[{i}].name"),
-                format!("'{name}' is used twice"),
-            ));
-        }
-        // The URL is not shown: it may hold a credential.
-        if !is_http_url(url.expose()) {
-            return Err(ConfigError::key(
-                &format!("{section}[{i}].url"),
-                "must be an http:// or https:// URL",
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn at_least(key: &str, value: u64, min: u64) -> Result<(), ConfigError> {
-    if value < min {
-        return Err(ConfigError::key(key, format!("must be at least {min}")));
-    }
-    Ok(())
-}
-
-impl TrendingSettings {
-    /// Checks ranges and combinations.
-    ///
-    /// # Errors
-    /// The first invalid key.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        check_endpoints(
-            "trending.feeds",
-            self.feeds.iter().map(|f| (f.name.as_str(), &f.url)),
-        )?;
-        for (key, value) in [
-            ("trending.interval_ms", self.interval_ms),
-            ("trending.connect_timeout_ms", self.connect_timeout_ms),
-            ("trending.read_timeout_ms", self.read_timeout_ms),
-            ("trending.timeout_ms", self.timeout_ms),
-            ("trending.retry_tries", u64::from(self.retry_tries)),
-            (
-                "trending.breaker_failure_threshold",
-                u64::from(self.breaker_failure_threshold),
-            ),
-            ("trending.max_body_bytes", self.max_body_bytes as u64),
-        ] {
-            at_least(key, value, 1)?;
-        }
-        if self.retry_base_ms > self.retry_max_ms {
-            return Err(ConfigError::key(
-                "trending.retry_base_ms",
-                "must not exceed trending.retry_max_ms",
-            ));
-        }
-        Ok(())
-    }
-
-    /// The settings of the `trending` actor.
-    pub fn actor_settings(&self) -> holdfast_actors::services::trending::TrendingSettings {
-        let ms = Duration::from_millis;
-        holdfast_actors::services::trending::TrendingSettings {
-            feeds: self
-                .feeds
-                .iter()
-                .map(|f| holdfast_actors::services::trending::FeedConfig {
-                    name: f.name.clone(),
-                    url: f.url.expose().to_owned(),
-                })
-                .collect(),
-            interval: ms(self.interval_ms),
-            cache_ttl: ms(self.cache_ttl_ms),
-            connect_timeout: ms(self.connect_timeout_ms),
-            read_timeout: ms(self.read_timeout_ms),
-            timeout: ms(self.timeout_ms),
-            pool_idle_timeout: ms(self.pool_idle_timeout_ms),
-            pool_max_idle_per_host: self.pool_max_idle_per_host,
-            tcp_keepalive: ms(self.tcp_keepalive_ms),
-            retry_tries: self.retry_tries,
-            retry_base: ms(self.retry_base_ms),
-            retry_max: ms(self.retry_max_ms),
-            breaker_failure_threshold: self.breaker_failure_threshold,
-            breaker_open: ms(self.breaker_open_ms),
-            max_body_bytes: self.max_body_bytes,
-        }
-    }
-}
+pub(crate) use holdfast_actors::settings::{at_least, check_endpoints};
 
 impl PrintersSettings {
     /// Checks ranges, names, URLs and keys (never showing a key).
@@ -312,7 +166,11 @@ impl FilesSettings {
             ));
         }
         at_least("files.debounce_ms", self.debounce_ms, 1)?;
-        at_least("files.rescan_interval_ms", self.rescan_interval_ms, 10)
+        Ok(at_least(
+            "files.rescan_interval_ms",
+            self.rescan_interval_ms,
+            10,
+        )?)
     }
 
     /// The settings of the `files` actor.

@@ -164,7 +164,7 @@ fn service_sections_load_validate_and_hide_their_secrets() {
     )
     .unwrap_or_else(|e| panic!("https:// feeds and printers are accepted: {e}"));
     assert_eq!(
-        s.trending.actor_settings().feeds[0].url,
+        s.trending.feeds[0].url.expose(),
         "https://u:s3cr3t@a/t.json"
     );
     assert_eq!(

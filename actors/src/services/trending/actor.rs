@@ -65,13 +65,13 @@ impl Actor for TrendingActor {
         }
         info!(
             feeds,
-            interval_ms = self.inner.settings.interval.as_millis() as u64,
+            interval_ms = self.inner.settings.interval().as_millis() as u64,
             "trending feeds refreshing"
         );
         for idx in 0..feeds {
             self.refresh(idx, false, ctx);
         }
-        ctx.run_interval(self.inner.settings.interval, move |act, ctx| {
+        ctx.run_interval(self.inner.settings.interval(), move |act, ctx| {
             for idx in 0..feeds {
                 act.refresh(idx, false, ctx);
             }

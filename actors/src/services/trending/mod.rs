@@ -63,6 +63,7 @@ mod actor;
 mod breaker;
 mod error;
 mod metrics;
+mod settings;
 
 use actor::InFlight;
 pub use actor::{Refresh, TrendingActor};
@@ -70,54 +71,10 @@ pub use breaker::BreakerState;
 use breaker::{Breaker, Permit};
 pub use error::FetchError;
 use metrics::TrendingMetrics;
+pub use settings::{FeedSettings, TrendingSettings};
 
 /// The system room updates go to.
 pub const ROOM: &str = "$trending";
-
-/// One feed to fetch.
-#[derive(Clone, Debug)]
-pub struct FeedConfig {
-    /// Its name: in broadcasts, statistics, metrics labels and logs.
-    pub name: String,
-    /// Where its JSON is (`http://` or `https://`); may hold a credential,
-    /// so never shown.
-    pub url: String,
-}
-
-/// The `trending` settings (config `[trending]`).
-#[derive(Clone, Debug)]
-pub struct TrendingSettings {
-    /// The feeds; none leaves the actor idle.
-    pub feeds: Vec<FeedConfig>,
-    /// Time between two refreshes of a feed.
-    pub interval: Duration,
-    /// How long a fetched document is fresh.
-    pub cache_ttl: Duration,
-    /// Bound on establishing a connection.
-    pub connect_timeout: Duration,
-    /// Bound on one read from an established connection.
-    pub read_timeout: Duration,
-    /// Bound on a whole request, body included.
-    pub timeout: Duration,
-    /// An idle pooled connection is closed after this.
-    pub pool_idle_timeout: Duration,
-    /// Idle connections kept per host.
-    pub pool_max_idle_per_host: usize,
-    /// TCP keep-alive probe interval; zero turns probes off.
-    pub tcp_keepalive: Duration,
-    /// Requests per fetch, the first included.
-    pub retry_tries: u32,
-    /// Back-off base: the first retry waits up to this.
-    pub retry_base: Duration,
-    /// Back-off cap.
-    pub retry_max: Duration,
-    /// Consecutive failed requests that open a feed's breaker.
-    pub breaker_failure_threshold: u32,
-    /// How long an open breaker rejects before its half-open trial.
-    pub breaker_open: Duration,
-    /// Largest document accepted.
-    pub max_body_bytes: usize,
-}
 
 /// A feed's latest document.
 #[derive(Clone, Debug)]
@@ -146,7 +103,7 @@ struct FeedStats {
 
 /// One feed: its config and everything that outlives the actor.
 struct Feed {
-    config: FeedConfig,
+    config: FeedSettings,
     breaker: Breaker,
     cache: Option<Cached>,
     /// A fetch is running; refreshes meanwhile are skipped.
@@ -204,14 +161,14 @@ impl Trending {
         let metrics = TrendingMetrics::new(registry).map_err(|e| e.to_string())?;
         let mut builder = tls
             .http_client()
-            .connect_timeout(settings.connect_timeout)
-            .read_timeout(settings.read_timeout)
-            .timeout(settings.timeout)
-            .pool_idle_timeout(settings.pool_idle_timeout)
+            .connect_timeout(settings.connect_timeout())
+            .read_timeout(settings.read_timeout())
+            .timeout(settings.timeout())
+            .pool_idle_timeout(settings.pool_idle_timeout())
             .pool_max_idle_per_host(settings.pool_max_idle_per_host)
             .user_agent(concat!("holdfast/", env!("CARGO_PKG_VERSION")));
-        if !settings.tcp_keepalive.is_zero() {
-            builder = builder.tcp_keepalive(settings.tcp_keepalive);
+        if !settings.tcp_keepalive().is_zero() {
+            builder = builder.tcp_keepalive(settings.tcp_keepalive());
         }
         let client = builder
             .build()
@@ -238,7 +195,7 @@ impl Trending {
                     config: config.clone(),
                     breaker: Breaker::new(
                         settings.breaker_failure_threshold,
-                        settings.breaker_open,
+                        settings.breaker_open(),
                     ),
                     cache: None,
                     in_flight: false,
@@ -343,7 +300,7 @@ impl Trending {
     /// refresh in the background and answers what is cached now.
     pub fn snapshot(&self) -> Value {
         let now = Instant::now();
-        let ttl = self.inner.settings.cache_ttl;
+        let ttl = self.inner.settings.cache_ttl();
         let mut stale = Vec::new();
         let mut out = Map::new();
         {
@@ -422,7 +379,7 @@ impl Inner {
         let fresh = f
             .cache
             .as_ref()
-            .is_some_and(|c| now.duration_since(c.at) < self.settings.cache_ttl);
+            .is_some_and(|c| now.duration_since(c.at) < self.settings.cache_ttl());
         if fresh {
             if !counted {
                 self.count_cache(f, true);
@@ -477,7 +434,7 @@ impl Inner {
                 return Err(FetchError::BreakerOpen);
             }
             f.stats.total_requests += 1;
-            (f.config.name.clone(), f.config.url.clone())
+            (f.config.name.clone(), f.config.url.expose().to_owned())
         };
         self.metrics.requests.with_label_values(&[&name]).inc();
         let began = Instant::now();
@@ -512,7 +469,7 @@ impl Inner {
                     .with_label_values(&[&name, e.reason()])
                     .inc();
                 if f.breaker.failure(now) {
-                    warn!(feed = %name, failures = f.breaker.failures, open_ms = self.settings.breaker_open.as_millis() as u64,
+                    warn!(feed = %name, failures = f.breaker.failures, open_ms = self.settings.breaker_open().as_millis() as u64,
                         error = %e, "circuit opened; feed not requested until it half-opens");
                     self.metrics.set_breaker(&name, BreakerState::Open);
                 } else {
@@ -571,7 +528,7 @@ impl Inner {
         };
         let s = &self.settings;
         let retries = if trial { 0 } else { s.retry_tries.max(1) - 1 };
-        let cap = s.retry_max;
+        let cap = s.retry_max();
         let mut n = 0;
         let this = self.clone();
         let result = (move || {
@@ -579,7 +536,7 @@ impl Inner {
             this.clone().attempt(idx, n)
         })
         // Waits drawn from 0..=min(cap, retry_base · 2^n): full jitter from half the base.
-        .retry(Backoff::full_jitter(s.retry_base / 2, cap).retries(retries))
+        .retry(Backoff::full_jitter(s.retry_base() / 2, cap).retries(retries))
         .sleep(tokio::time::sleep)
         .when(FetchError::is_retryable)
         .adjust(|e, delay| match (e.retry_after(), delay) {
