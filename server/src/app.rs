@@ -282,7 +282,7 @@ impl Builder {
         )
         .map_err(StartError::Services)?;
         let files = holdfast_actors::services::files::Files::new(
-            settings.files.actor_settings(),
+            settings.files.clone(),
             db.clone(),
             rooms.clone(),
             lease,

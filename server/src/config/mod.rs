@@ -26,11 +26,12 @@ mod ws;
 
 pub use holdfast_actors::db::DbSettings;
 pub use holdfast_actors::redis::RedisSettings;
+pub use holdfast_actors::services::files::FilesSettings;
 pub use holdfast_actors::services::trending::{FeedSettings, TrendingSettings};
 pub use kernel::{EventSettings, SupervisionSettings};
 pub use operations::{AdminSettings, MonitorSettings, SmtpSecurity, ADMIN_TOKEN_MIN_BYTES};
 pub use server::{HealthSettings, LogFormat, LogSettings, ServerSettings, ShutdownSettings};
-pub use services::{FilesSettings, PrinterSettings, PrintersSettings, TlsSettings};
+pub use services::{PrinterSettings, PrintersSettings, TlsSettings};
 pub use ws::{AuthSettings, RoomSettings, SessionSettings, WsSettings};
 
 use std::path::{Path, PathBuf};

@@ -76,22 +76,6 @@ fn default_printer_interval_ms() -> u64 {
     5000
 }
 
-/// `[files]`: the `files` service (print files indexed and broadcast to `$files`).
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct FilesSettings {
-    /// Directories to watch; none leaves the service idle. Env: comma-separated.
-    pub directories: Vec<String>,
-    /// File extensions that count, without the dot. Env: comma-separated.
-    pub extensions: Vec<String>,
-    /// Quiet time before a burst of changes to a file is acted on.
-    pub debounce_ms: u64,
-    /// How often missing or re-created directories are checked for.
-    pub rescan_interval_ms: u64,
-    /// Whether subdirectories count.
-    pub recursive: bool,
-}
-
 pub(crate) use holdfast_actors::settings::{at_least, check_endpoints};
 
 impl PrintersSettings {
@@ -138,53 +122,6 @@ impl PrintersSettings {
                 .collect(),
             timeout: Duration::from_millis(self.timeout_ms),
             max_backoff: Duration::from_millis(self.max_backoff_ms),
-        }
-    }
-}
-
-impl FilesSettings {
-    /// Checks ranges.
-    ///
-    /// # Errors
-    /// The first invalid key.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.directories.iter().any(|d| d.trim().is_empty()) {
-            return Err(ConfigError::key(
-                "files.directories",
-                "must not hold an empty path",
-            ));
-        }
-        if self.extensions.is_empty()
-            || self
-                .extensions
-                .iter()
-                .any(|e| e.trim_start_matches('.').is_empty() || e.contains(['/', ' ']))
-        {
-            return Err(ConfigError::key(
-                "files.extensions",
-                "must list extensions such as \"gcode\"",
-            ));
-        }
-        at_least("files.debounce_ms", self.debounce_ms, 1)?;
-        Ok(at_least(
-            "files.rescan_interval_ms",
-            self.rescan_interval_ms,
-            10,
-        )?)
-    }
-
-    /// The settings of the `files` actor.
-    pub fn actor_settings(&self) -> holdfast_actors::services::files::FilesSettings {
-        holdfast_actors::services::files::FilesSettings {
-            directories: self
-                .directories
-                .iter()
-                .map(std::path::PathBuf::from)
-                .collect(),
-            extensions: self.extensions.clone(),
-            debounce: Duration::from_millis(self.debounce_ms),
-            rescan_interval: Duration::from_millis(self.rescan_interval_ms),
-            recursive: self.recursive,
         }
     }
 }

@@ -211,7 +211,7 @@ impl Actor for FilesActor {
             return;
         }
         let (tx, rx) = mpsc::unbounded::<DebounceEventResult>();
-        match new_debouncer(self.inner.settings.debounce, None, move |result| {
+        match new_debouncer(self.inner.settings.debounce(), None, move |result| {
             let _ = tx.unbounded_send(result);
         }) {
             Ok(debouncer) => {
@@ -227,7 +227,7 @@ impl Actor for FilesActor {
         // lost while it was down.
         self.queue.extend(self.inner.roots.iter().cloned());
         self.tick(ctx);
-        ctx.run_interval(self.inner.settings.rescan_interval, |act, ctx| {
+        ctx.run_interval(self.inner.settings.rescan_interval(), |act, ctx| {
             act.tick(ctx)
         });
     }

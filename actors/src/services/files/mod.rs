@@ -49,6 +49,7 @@ use indexmap::IndexMap;
 use notify::RecursiveMode;
 use notify_debouncer_full::{new_debouncer, DebounceEventResult, Debouncer, RecommendedCache};
 use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tracing::{debug, info, warn};
@@ -61,6 +62,7 @@ use crate::shutdown::Stage;
 use crate::supervision::{Child, ChildSpec};
 
 use crate::clock::{from_unix_ms, now_unix_ms, rfc3339, unix_ms};
+use crate::settings::{at_least, SettingError};
 
 mod actor;
 mod scan;
@@ -75,21 +77,59 @@ pub const ROOM: &str = "$files";
 /// Most rows written in one transaction.
 const WRITE_BATCH: usize = 500;
 
-/// The `files` settings (config `[files]`).
-#[derive(Clone, Debug)]
+/// The `files` settings (config `[files]`), as the file spells them.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct FilesSettings {
-    /// Directories to watch; none leaves the actor idle. Relative paths are
-    /// taken from the working directory.
-    pub directories: Vec<PathBuf>,
-    /// Extensions that count, without the dot (matched in any case).
+    /// Directories to watch; none leaves the service idle. Env: comma-separated.
+    pub directories: Vec<String>,
+    /// File extensions that count, without the dot. Env: comma-separated.
     pub extensions: Vec<String>,
+    /// Quiet time before a burst of changes to a file is acted on.
+    pub debounce_ms: u64,
+    /// How often missing or re-created directories are checked for.
+    pub rescan_interval_ms: u64,
+    /// Whether subdirectories count.
+    pub recursive: bool,
+}
+
+impl FilesSettings {
+    /// Checks ranges.
+    ///
+    /// # Errors
+    /// The first invalid key.
+    pub fn validate(&self) -> Result<(), SettingError> {
+        if self.directories.iter().any(|d| d.trim().is_empty()) {
+            return Err(SettingError::key(
+                "files.directories",
+                "must not hold an empty path",
+            ));
+        }
+        if self.extensions.is_empty()
+            || self
+                .extensions
+                .iter()
+                .any(|e| e.trim_start_matches('.').is_empty() || e.contains(['/', ' ']))
+        {
+            return Err(SettingError::key(
+                "files.extensions",
+                "must list extensions such as \"gcode\"",
+            ));
+        }
+        at_least("files.debounce_ms", self.debounce_ms, 1)?;
+        at_least("files.rescan_interval_ms", self.rescan_interval_ms, 10)
+    }
+
     /// Quiet time before a burst of events on a file is acted on.
-    pub debounce: Duration,
+    pub fn debounce(&self) -> Duration {
+        Duration::from_millis(self.debounce_ms)
+    }
+
     /// How often missing, deleted or re-created directories are checked
     /// for, and pending database writes retried.
-    pub rescan_interval: Duration,
-    /// Whether subdirectories are watched too.
-    pub recursive: bool,
+    pub fn rescan_interval(&self) -> Duration {
+        Duration::from_millis(self.rescan_interval_ms)
+    }
 }
 
 /// A row of the `files` table.
@@ -184,7 +224,7 @@ impl Files {
         let roots = settings
             .directories
             .iter()
-            .map(|d| std::path::absolute(d).unwrap_or_else(|_| d.clone()))
+            .map(|d| std::path::absolute(d).unwrap_or_else(|_| PathBuf::from(d)))
             .collect();
         let extensions = settings
             .extensions
