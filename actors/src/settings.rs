@@ -3,6 +3,8 @@
 //! validates itself and answers this; the server's config turns it into
 //! its own error (exit 64, naming the key).
 
+use serde::{Deserialize, Serialize};
+
 use crate::db::DbUrl;
 
 /// A setting that cannot be used.
@@ -85,4 +87,42 @@ pub fn at_least(key: &str, value: u64, min: u64) -> Result<(), SettingError> {
 /// Whether `url` is one the outbound HTTP clients speak: `http://` or `https://`.
 pub fn is_http_url(url: &str) -> bool {
     url.starts_with("http://") || url.starts_with("https://")
+}
+
+/// A secret: never printed, logged or serialized in clear.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// A secret holding `value`.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The clear value, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether no secret is set.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "\"\""
+        } else {
+            "\"[redacted]\""
+        })
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(if self.0.is_empty() { "" } else { "[redacted]" })
+    }
 }

@@ -274,7 +274,7 @@ impl Builder {
         )
         .map_err(StartError::Services)?;
         let printers = holdfast_actors::services::printers::Printers::new(
-            settings.printers.actor_settings(),
+            settings.printers.clone(),
             &tls,
             rooms.clone(),
             &registry,

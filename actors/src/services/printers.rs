@@ -45,9 +45,11 @@ use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
 use crate::clock::now_rfc3339;
+use crate::db::DbUrl;
 use crate::health::{Health, HealthReply};
 use crate::lease::Lease;
 use crate::rooms::Rooms;
+use crate::settings::{at_least, check_endpoints, Secret, SettingError};
 use crate::shutdown::Stage;
 use crate::supervision::{Child, ChildSpec};
 use crate::tls::ClientTls;
@@ -55,45 +57,81 @@ use crate::tls::ClientTls;
 /// The system room state changes go to.
 pub const ROOM: &str = "$printers";
 
-/// An OctoPrint API key: never printed, logged or shown in health.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct ApiKey(String);
-
-impl ApiKey {
-    /// A key holding `value`.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-}
-
-impl std::fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-/// One printer to watch.
-#[derive(Clone, Debug)]
-pub struct PrinterConfig {
-    /// Its name, unique: in broadcasts, health and logs.
-    pub name: String,
-    /// OctoPrint's base URL (`http[s]://host[:port][/prefix]`).
-    pub url: String,
-    /// OctoPrint's API key, sent as `X-Api-Key`.
-    pub api_key: ApiKey,
-    /// Time between two polls while it answers.
-    pub interval: Duration,
-}
-
-/// The `printers` settings (config `[printers]`).
-#[derive(Clone, Debug)]
+/// The `printers` settings (config `[printers]`), as the file spells them.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct PrintersSettings {
-    /// The printers; none leaves the actor idle.
-    pub printers: Vec<PrinterConfig>,
-    /// Bound on one request to a printer (connect included).
-    pub timeout: Duration,
+    /// Bound on one request to a printer.
+    pub timeout_ms: u64,
     /// Cap of the back-off while a printer is offline.
-    pub max_backoff: Duration,
+    pub max_backoff_ms: u64,
+    /// The printers (`[[printers.devices]]`); none leaves the service idle.
+    pub devices: Vec<PrinterSettings>,
+}
+
+/// One `[[printers.devices]]` entry.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrinterSettings {
+    /// Unique name.
+    pub name: String,
+    /// OctoPrint's base URL, `http[s]://host[:port]`.
+    pub url: DbUrl,
+    /// OctoPrint's API key (`X-Api-Key`); a secret.
+    pub api_key: Secret,
+    /// Time between two polls while the printer answers.
+    #[serde(default = "default_printer_interval_ms")]
+    pub interval_ms: u64,
+}
+
+fn default_printer_interval_ms() -> u64 {
+    5000
+}
+
+impl PrintersSettings {
+    /// Checks ranges, names, URLs and keys (never showing a key).
+    ///
+    /// # Errors
+    /// The first invalid key.
+    pub fn validate(&self) -> Result<(), SettingError> {
+        check_endpoints(
+            "printers.devices",
+            self.devices.iter().map(|p| (p.name.as_str(), &p.url)),
+        )?;
+        at_least("printers.timeout_ms", self.timeout_ms, 1)?;
+        for (i, p) in self.devices.iter().enumerate() {
+            at_least(
+                &format!("printers.devices[{i}].interval_ms"),
+                p.interval_ms,
+                1,
+            )?;
+            let key = p.api_key.expose();
+            if key.is_empty() || !key.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(SettingError::key(
+                    &format!("printers.devices[{i}].api_key"),
+                    "must be a non-empty key of visible ASCII characters",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Bound on one request to a printer (connect included).
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+
+    /// Cap of the back-off while a printer is offline.
+    pub fn max_backoff(&self) -> Duration {
+        Duration::from_millis(self.max_backoff_ms)
+    }
+}
+
+impl PrinterSettings {
+    /// Time between two polls while the printer answers.
+    pub fn interval(&self) -> Duration {
+        Duration::from_millis(self.interval_ms)
+    }
 }
 
 /// What a printer is doing.
@@ -170,7 +208,7 @@ impl Observation {
 
 /// One printer's state, kept across restarts of the actor.
 struct Printer {
-    config: PrinterConfig,
+    config: PrinterSettings,
     /// The last poll's outcome.
     current: Option<Observation>,
     /// When it last answered with a state other than offline, RFC 3339.
@@ -291,13 +329,13 @@ impl Printers {
             .map_err(|e| e.to_string())?;
         let client = tls
             .http_client()
-            .connect_timeout(settings.timeout)
-            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout())
+            .timeout(settings.timeout())
             .user_agent(concat!("holdfast/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         let printers = settings
-            .printers
+            .devices
             .iter()
             .map(|config| Printer {
                 config: config.clone(),
@@ -352,7 +390,7 @@ impl Inner {
                         "file": c.and_then(|c| c.file.clone()),
                         "message": c.map(|c| c.message.clone()),
                         "last_seen": p.last_seen,
-                        "url": crate::db::redact_url(&p.config.url),
+                        "url": crate::db::redact_url(p.config.url.expose()),
                         "polls": p.polls,
                         "failures": p.failures,
                         "next_poll_ms": p.next_poll.map(|t| t.saturating_duration_since(now).as_millis() as u64),
@@ -368,7 +406,10 @@ impl Inner {
         let (url, key) = {
             let printers = self.printers.lock();
             let c = &printers[idx].config;
-            (c.url.trim_end_matches('/').to_owned(), c.api_key.0.clone())
+            (
+                c.url.expose().trim_end_matches('/').to_owned(),
+                c.api_key.expose().to_owned(),
+            )
         };
         let printer: PrinterAnswer = match self.get(&url, "/api/printer", &key).await {
             Ok(Answer::Json(v)) => match serde_json::from_value(v) {
@@ -436,7 +477,10 @@ impl Inner {
             .map_err(|e| {
                 let e = e.without_url();
                 if e.is_timeout() {
-                    format!("no answer within {} ms", self.settings.timeout.as_millis())
+                    format!(
+                        "no answer within {} ms",
+                        self.settings.timeout().as_millis()
+                    )
                 } else {
                     format!("unreachable: {}", super::error_chain(&e))
                 }
@@ -506,14 +550,14 @@ impl Inner {
             );
         }
         p.current = Some(obs);
-        let interval = p.config.interval;
+        let interval = p.config.interval();
         let delay = if p.failures == 0 {
             interval
         } else {
             // interval · 2^failures, capped, ± 10 %.
             Backoff {
                 min: interval.saturating_mul(2),
-                max: self.settings.max_backoff.max(interval),
+                max: self.settings.max_backoff().max(interval),
                 jitter: 0.1,
                 reset_after: Duration::ZERO,
             }
@@ -547,7 +591,7 @@ impl PrintersActor {
     fn poll(&mut self, idx: usize, ctx: &mut Context<Self>) {
         if !self.inner.lease.held() {
             // Standby: another node polls; look again in one interval.
-            let every = self.inner.printers.lock()[idx].config.interval;
+            let every = self.inner.printers.lock()[idx].config.interval();
             ctx.run_later(every, move |act, ctx| act.poll(idx, ctx));
             return;
         }
@@ -569,7 +613,7 @@ impl Actor for PrintersActor {
 
     /// Polls every printer now; each poll arms the next. Cannot fail.
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let n = self.inner.settings.printers.len();
+        let n = self.inner.settings.devices.len();
         if n == 0 {
             debug!("no printers configured; idle");
             return;
@@ -637,13 +681,13 @@ mod tests {
 
     #[test]
     fn the_api_key_never_prints() {
-        let key = ApiKey::new("s3cr3t");
-        assert_eq!(format!("{key:?}"), "[redacted]");
-        let config = PrinterConfig {
+        let key = Secret::new("s3cr3t");
+        assert_eq!(format!("{key:?}"), "\"[redacted]\"");
+        let config = PrinterSettings {
             name: "p".into(),
-            url: "http://x".into(),
+            url: serde_json::from_value(serde_json::json!("http://x")).unwrap(),
             api_key: key,
-            interval: Duration::from_secs(1),
+            interval_ms: 1000,
         };
         assert!(!format!("{config:?}").contains("s3cr3t"));
     }

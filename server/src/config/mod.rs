@@ -8,13 +8,15 @@
 //! binary prints it and exits with [`EXIT_CONFIG`].
 //!
 //! This file holds the [`Settings`] root, loading and layering, validation,
-//! the error type and the redacting [`Secret`] and [`DbUrl`]. The sections
+//! the error type, and re-exports the redacting [`Secret`] and [`DbUrl`]
+//! (which live in `holdfast_actors`). The sections
 //! live by concern: `server` (server, log, health, shutdown), `kernel`
 //! (supervision, events), `ws` (ws, auth, rooms, session), `services`
-//! (trending, printers, files, tls) and `operations` (admin, monitor); all
-//! are re-exported here. `[database]` and `[redis]` are the actor crate's
-//! own settings types (`db::DbSettings`, `redis::RedisSettings`), each
-//! validating itself.
+//! (tls) and `operations` (admin, monitor); all are re-exported here.
+//! `[database]`, `[redis]`, `[trending]`, `[printers]` and `[files]` are the
+//! actor crate's own settings types (`db::DbSettings`,
+//! `redis::RedisSettings`, `services::{trending, printers, files}`), each
+//! validating itself; nothing is translated between two copies.
 
 mod kernel;
 mod operations;
@@ -27,11 +29,12 @@ mod ws;
 pub use holdfast_actors::db::DbSettings;
 pub use holdfast_actors::redis::RedisSettings;
 pub use holdfast_actors::services::files::FilesSettings;
+pub use holdfast_actors::services::printers::{PrinterSettings, PrintersSettings};
 pub use holdfast_actors::services::trending::{FeedSettings, TrendingSettings};
 pub use kernel::{EventSettings, SupervisionSettings};
 pub use operations::{AdminSettings, MonitorSettings, SmtpSecurity, ADMIN_TOKEN_MIN_BYTES};
 pub use server::{HealthSettings, LogFormat, LogSettings, ServerSettings, ShutdownSettings};
-pub use services::{PrinterSettings, PrintersSettings, TlsSettings};
+pub use services::TlsSettings;
 pub use ws::{AuthSettings, RoomSettings, SessionSettings, WsSettings};
 
 use std::path::{Path, PathBuf};
@@ -132,43 +135,7 @@ pub(crate) use holdfast_actors::settings::is_http_url;
 
 pub use holdfast_actors::db::DbUrl;
 
-/// A secret: never printed, logged or serialized in clear.
-#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// A secret holding `value`.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The clear value, for the one place that needs it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// Whether no secret is set.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_empty() {
-            "\"\""
-        } else {
-            "\"[redacted]\""
-        })
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(if self.0.is_empty() { "" } else { "[redacted]" })
-    }
-}
+pub use holdfast_actors::settings::Secret;
 
 impl Settings {
     /// Loads every layer and validates the result.

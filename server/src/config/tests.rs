@@ -167,10 +167,7 @@ fn service_sections_load_validate_and_hide_their_secrets() {
         s.trending.feeds[0].url.expose(),
         "https://u:s3cr3t@a/t.json"
     );
-    assert_eq!(
-        s.printers.actor_settings().printers[0].url,
-        "https://octo.local"
-    );
+    assert_eq!(s.printers.devices[0].url.expose(), "https://octo.local");
     let err = from_toml("[[trending.feeds]]\nname = \"x\"\nurl = \"ftp://u:s3cr3t@a/\"\n")
         .unwrap_err()
         .to_string();
