@@ -486,13 +486,15 @@ impl Hub {
     /// The broker gave `msg` its position: it is applied (and delivered)
     /// through the same path as another node's publication.
     fn published(&mut self, ctx: &mut Context<Self>, msg: &Publish, position: Position) {
-        self.state.lock().published += 1;
         let frame = message_frame(&msg.room, position.offset, &msg.user, &msg.data);
         if self.broker.shared() {
+            self.state.lock().published += 1;
             self.apply(ctx, msg.room.clone(), position, frame, Some(Instant::now()));
         } else {
+            // One take of the shard's lock on the one-node publish path.
             let config = self.config;
             let mut state = self.state.lock();
+            state.published += 1;
             let room = state.room(&msg.room);
             room.deliver(
                 &msg.room,
