@@ -81,3 +81,17 @@ where
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+pub async fn metric(server: &Server, name: &str) -> f64 {
+    let text = reqwest::get(format!("http://{}/metrics", server.addr()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
