@@ -112,7 +112,7 @@ pub fn app(
     http_metrics: web::Data<HttpMetrics>,
     ws: web::Data<crate::ws::WsShared>,
     admin: web::Data<admin::Admin>,
-    trending_data: web::Data<holdfast_actors::services::trending::Trending>,
+    mounted: &[crate::app::Routes],
     server: &ServerSettings,
 ) -> App<
     impl ServiceFactory<
@@ -133,8 +133,11 @@ pub fn app(
         .configure(routes)
         .configure(|cfg| admin::routes(cfg, &admin))
         .app_data(admin)
-        .app_data(trending_data)
-        .configure(trending::routes)
+        .configure(|cfg| {
+            for routes in mounted {
+                routes(cfg);
+            }
+        })
         .default_service(web::to(not_found))
         .wrap(cors(&server.cors_origins))
         .wrap(ErrorHandlers::new().default_handler(error::json_errors))

@@ -1,0 +1,277 @@
+//! Starting a server: [`Builder`] takes the settings and the parts of the
+//! application, builds the handles ([`AppContext`]), mounts every part
+//! ([`Mount`]: the built-in services first, then the user's), starts the
+//! supervision tree, binds and serves; [`Server`] runs the staged shutdown
+//! when a control event arrives.
+//!
+//! Files: `context` (the handles), `mount` (what a part adds), `builtin`
+//! (the built-in services), `tree` (the supervisors), `listener` (the
+//! socket), `server` (the running server), `error` (why a start failed).
+//!
+//! The tree:
+//!
+//! ```text
+//! root (one-for-one)
+//! ├── http        the intake: drains before anything else stops   stage: intake
+//! ├── storage     (one-for-one)
+//! │   ├── db         the diesel-async pool, probes, outages       stage: storage
+//! │   ├── redis      with Redis: the link, its probe, Pub/Sub     stage: storage
+//! │   └── lease      with Redis: which node runs the services     stage: storage
+//! ├── core        (one-for-one)
+//! │   ├── events     event bus, ring of recent events             stage: core
+//! │   ├── scheduler  named one-shot and periodic tasks            stage: core
+//! │   └── sessions   the session registry behind resume           stage: core
+//! ├── realtime    (one-for-one)
+//! │   ├── connections  live sockets; drains them at shutdown       stage: connections
+//! │   └── rooms        (one-for-one) rooms-0..N, a thread each     stage: connections
+//! └── services    (one-for-one) trending, printers, files (one node
+//!                 at a time with Redis), then your actors          stage: services
+//! ```
+
+mod builtin;
+mod context;
+mod error;
+mod listener;
+mod mount;
+mod server;
+mod tree;
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_web::{web, HttpServer};
+use prometheus::Registry;
+use tracing::{info, info_span};
+
+use holdfast_actors::scheduler::{Scheduler, SchedulerError, TaskSpec};
+use holdfast_actors::shutdown::Shutdown;
+use holdfast_actors::supervision::AnyChildSpec;
+use holdfast_actors::{Kernel, Tree};
+
+use crate::config::Settings;
+use crate::http::observe::HttpMetrics;
+use crate::http::{self, AppState};
+
+pub use context::AppContext;
+pub use error::{StartError, EXIT_SOFTWARE, EXIT_UNAVAILABLE};
+pub use mount::Mount;
+pub(crate) use mount::Routes;
+pub use server::{Probe, Server};
+
+/// Sets up a server: config, plus the parts of the application (actors,
+/// routes) and scheduled tasks.
+pub struct Builder {
+    settings: Settings,
+    parts: Vec<mount::Part>,
+    scheduler: Scheduler,
+}
+
+impl Builder {
+    /// A server with these settings and the built-in services.
+    pub fn new(settings: Settings) -> Self {
+        Self {
+            settings,
+            parts: Vec::new(),
+            scheduler: Scheduler::new(),
+        }
+        .mount(builtin::trending)
+        .mount(builtin::printers)
+        .mount(builtin::files)
+    }
+
+    /// Adds a part of the application, built from the server's handles when
+    /// it starts: its actors (under `services`) and routes. Parts are mounted
+    /// in the order they were added; an error stops the start.
+    pub fn mount(
+        mut self,
+        part: impl FnOnce(&mut Mount<'_>) -> Result<(), StartError> + 'static,
+    ) -> Self {
+        self.parts.push(Box::new(part));
+        self
+    }
+
+    /// Adds a user actor under the `services` supervisor. It then shows in
+    /// `/health`, `/metrics` and the shutdown report with no other change.
+    pub fn service(self, spec: impl Into<AnyChildSpec>) -> Self {
+        let spec = spec.into();
+        self.mount(move |mount| {
+            mount.service(spec);
+            Ok(())
+        })
+    }
+
+    /// Adds a scheduled task, armed when the scheduler starts.
+    ///
+    /// # Errors
+    /// A task of that name exists.
+    pub fn task(self, spec: TaskSpec) -> Result<Self, SchedulerError> {
+        self.scheduler.with_task(spec)?;
+        Ok(self)
+    }
+
+    /// Binds the listener, starts the tree and serves. Must run inside an
+    /// actix system (`actix_rt::System`, `#[actix_rt::test]`).
+    ///
+    /// # Errors
+    /// See [`StartError`].
+    pub async fn start(self) -> Result<Server, StartError> {
+        let Builder {
+            settings,
+            parts,
+            scheduler,
+        } = self;
+        // Before the bind: a bad CA bundle is a config error, no port taken.
+        settings.tls.client()?;
+        let listener = listener::bind(&settings.server.host, settings.server.port)?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: format!("{}:{}", settings.server.host, settings.server.port),
+            source,
+        })?;
+
+        let registry = Registry::new();
+        let (shutdown, control) = Shutdown::new();
+        let kernel = Kernel::new(registry.clone(), shutdown.clone(), &settings.kernel())?;
+        let http_metrics = HttpMetrics::new(&registry)?;
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+        let shards = match settings.rooms.shards {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let room_arbiters: Vec<Arbiter> = (0..shards).map(|_| Arbiter::new()).collect();
+        let room_loops = room_arbiters.iter().map(Arbiter::handle).collect();
+        let cx = AppContext::build(
+            settings,
+            kernel.clone(),
+            registry.clone(),
+            scheduler,
+            room_loops,
+        )?;
+
+        let mut mount = Mount::new(&cx);
+        for part in parts {
+            part(&mut mount)?;
+        }
+        let Mount {
+            services, routes, ..
+        } = mount;
+        let (root, services) = tree::root(&cx, services, addr.to_string());
+        let tree = info_span!("tree").in_scope(|| Tree::start(&kernel, root))?;
+
+        let mut arbiters = vec![("main".to_owned(), Arbiter::current())];
+        arbiters.extend(
+            cx.room_loops
+                .iter()
+                .enumerate()
+                .map(|(i, h)| (format!("rooms-{i}"), h.clone())),
+        );
+        let settings = cx.settings.clone();
+        let ws = web::Data::new(crate::ws::WsShared {
+            settings: settings.ws.clone(),
+            rooms: cx.rooms.clone(),
+            sessions: cx.sessions.clone(),
+            connections: cx.connections.clone(),
+            metrics: crate::ws::WsMetrics::new(&registry)?,
+            shutdown: shutdown.clone(),
+            verifier: (!settings.auth.jwt_secret.is_empty())
+                .then(|| crate::auth::Verifier::new(settings.auth.jwt_secret.expose())),
+        });
+        let state = web::Data::new(AppState::new(tree, registry, arbiters));
+        let watch_state = state.clone();
+        let watch = TaskSpec::every(
+            "health-watch",
+            Duration::from_millis(settings.health.watch_interval_ms),
+            move || {
+                let state = watch_state.clone();
+                async move {
+                    state.tree.health().await;
+                    Ok(())
+                }
+            },
+        )
+        .timeout(Duration::from_millis(settings.health.timeout_ms * 2));
+        // A name clash here means a user task took the name; theirs wins.
+        let _ = cx.scheduler.with_task(watch);
+
+        let http_metrics = web::Data::new(http_metrics);
+        let app_state = state.clone();
+        let admin = web::Data::new(http::admin::Admin::new(
+            &settings.admin,
+            cx.scheduler.clone(),
+        ));
+        let app_settings = settings.clone();
+        let mut server = HttpServer::new(move || {
+            http::app(
+                app_state.clone(),
+                http_metrics.clone(),
+                ws.clone(),
+                admin.clone(),
+                &routes,
+                &app_settings.server,
+            )
+        })
+        .disable_signals()
+        // Realtime frames are small and must not wait for Nagle's algorithm
+        // (with delayed ACKs on the client, up to 40 ms per frame).
+        .tcp_nodelay(true)
+        .shutdown_timeout(settings.shutdown.http_timeout_ms.div_ceil(1000).max(1));
+        if settings.server.workers > 0 {
+            server = server.workers(settings.server.workers);
+        }
+        let server = server
+            .listen(listener)
+            .map_err(|source| StartError::Bind {
+                addr: addr.to_string(),
+                source,
+            })?
+            .run();
+        let http = server.handle();
+        actix_rt::spawn(server);
+        warm_up(&cx).await;
+        // Start-up is done once every actor has answered a health request.
+        state.tree.health().await;
+        state.set_ready();
+        info!(addr = %addr, version = env!("CARGO_PKG_VERSION"), "listening; ready");
+        Ok(Server {
+            addr,
+            context: cx,
+            state,
+            room_arbiters,
+            http,
+            control,
+            services,
+            http_timeout: Duration::from_millis(settings.shutdown.http_timeout_ms),
+        })
+    }
+}
+
+/// The database's start-up probes (bounded by its retries), then what must
+/// be in memory before clients come: sessions and room offsets.
+async fn warm_up(cx: &AppContext) {
+    cx.db.started().await;
+    if !cx.db.is_up() {
+        return;
+    }
+    match cx.sessions.warm().await {
+        Ok(n) => info!(sessions = n, "sessions loaded"),
+        Err(e) => {
+            tracing::warn!(error = %e, "sessions not loaded; they load when the database answers")
+        }
+    }
+    match holdfast_actors::sessions::load_room_checkpoint(&cx.db).await {
+        Ok(rows) => {
+            let n = cx.rooms.restore(
+                rows.into_iter()
+                    .map(|r| (r.name, r.epoch, u64::try_from(r.last_offset).unwrap_or(0))),
+            );
+            info!(
+                rooms = n,
+                "room offsets restored from the last graceful shutdown"
+            );
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "room checkpoint not loaded; rooms start new epochs")
+        }
+    }
+}
