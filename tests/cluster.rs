@@ -267,3 +267,40 @@ async fn presence_answers_every_nodes_members() {
         tokio::time::sleep(POLL).await;
     }
 }
+
+/// `history` on a node that never saw the room answers from Redis: the
+/// messages another node published, with the cluster's epoch and offsets.
+#[actix_rt::test]
+async fn history_on_another_node_reads_the_shared_history() {
+    if redis("history_on_another_node_reads_the_shared_history")
+        .await
+        .is_none()
+    {
+        return;
+    }
+    let prefix = redis_prefix();
+    let url = format!("redis://{REDIS_ADDR}");
+    let a = start(node(&url, &prefix)).await;
+    let b = start(node(&url, &prefix)).await;
+    let mut on_a = connect(a.addr()).await;
+    let joined = on_a.join("shared-log").await;
+    for i in 1..=4 {
+        let ack = on_a
+            .request(json!({"type": "publish", "room": "shared-log", "data": i, "id": i}))
+            .await;
+        assert_eq!(ack["offset"], i, "{ack}");
+    }
+    let mut on_b = connect(b.addr()).await;
+    let page = on_b
+        .request(json!({"type": "history", "room": "shared-log", "since": 1, "id": 9}))
+        .await;
+    assert_eq!(page["epoch"], joined["epoch"], "{page}");
+    assert_eq!(page["complete"], true, "{page}");
+    let got: Vec<(u64, i64)> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["offset"].as_u64().unwrap(), m["data"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(got, [(2, 2), (3, 3), (4, 4)]);
+}

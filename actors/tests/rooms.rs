@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use bytestring::ByteString;
 use holdfast_actors::connections::Connections;
-use holdfast_actors::rooms::{Inbox, Member, Outlet, RoomConfig, RoomEvent, Rooms};
+use holdfast_actors::rooms::{Inbox, JoinAnswer, Member, Outlet, RoomConfig, RoomEvent, Rooms};
 use holdfast_actors::supervision::{Intensity, SupervisorSpec};
 use holdfast_actors::Tree;
 use parking_lot::Mutex;
@@ -117,7 +117,11 @@ async fn an_outlet_gets_each_message_once_however_many_members_it_serves() {
     for slot in 1..=3 {
         let who = format!("s{slot}");
         rooms
-            .join("lobby", member(&who, "u", on_outlet(slot)), None)
+            .join(
+                "lobby",
+                member(&who, "u", on_outlet(slot)),
+                JoinAnswer::default(),
+            )
             .await
             .unwrap();
     }
@@ -127,7 +131,7 @@ async fn an_outlet_gets_each_message_once_however_many_members_it_serves() {
         .join(
             "lobby",
             member("a", "v", Inbox::Actor(listener.recipient())),
-            None,
+            JoinAnswer::default(),
         )
         .await
         .unwrap();
@@ -195,7 +199,7 @@ async fn a_resume_through_an_outlet_replays_to_that_member_alone_then_broadcasts
                     slot: 1,
                 },
             ),
-            None,
+            JoinAnswer::default(),
         )
         .await
         .unwrap();

@@ -1,14 +1,17 @@
-//! Client authentication: HS256 JWTs with `sub`, `exp` and an optional
-//! `rooms` claim, from `Authorization: Bearer <token>` or the `token` query
+//! Client authentication: HS256 JWTs with `sub`, `exp`, the optional
+//! `rooms` and `rpc` claims and any claims of the application's own, from `Authorization: Bearer <token>` or the `token` query
 //! parameter (browsers cannot set headers on a WebSocket). Without a
 //! configured secret every client is anonymous and gets a generated user id.
+
+use std::sync::Arc;
 
 use actix_web::HttpRequest;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
+use serde_json::{Map, Value};
 
 /// Who a connection is.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Identity {
     /// The user id (`sub`, or generated for anonymous clients).
     pub user: String,
@@ -16,17 +19,24 @@ pub struct Identity {
     pub expires_at: Option<u64>,
     /// Room patterns the user may join and publish to; `None` allows every room.
     pub rooms: Option<Vec<String>>,
+    /// RPC method patterns the user may call; `None` allows every method.
+    pub rpc: Option<Vec<String>>,
+    /// Every claim of the token, the application's own included; empty
+    /// when anonymous. Handlers receive them with every call.
+    pub claims: Arc<Map<String, Value>>,
     /// Whether the identity came from a token (a resumed session must then match it).
     pub authenticated: bool,
 }
 
-/// The claims Holdfast reads.
+/// The claims Holdfast reads; a token whose claim has another type is invalid.
 #[derive(Debug, Deserialize)]
 struct Claims {
     sub: String,
     exp: u64,
     #[serde(default)]
     rooms: Option<Vec<String>>,
+    #[serde(default)]
+    rpc: Option<Vec<String>>,
 }
 
 /// Why a client was refused before the upgrade (HTTP 401).
@@ -66,13 +76,14 @@ impl Verifier {
     /// # Errors
     /// See [`AuthError`]; the message never contains the token.
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
-            |e| match e.kind() {
+        let all = jsonwebtoken::decode::<Map<String, Value>>(token, &self.key, &self.validation)
+            .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
                 _ => AuthError::Invalid(e.to_string()),
-            },
-        )?;
-        let claims = data.claims;
+            })?
+            .claims;
+        let claims = Claims::deserialize(&Value::Object(all.clone()))
+            .map_err(|e| AuthError::Invalid(e.to_string()))?;
         if claims.sub.is_empty() {
             return Err(AuthError::Invalid("empty sub".into()));
         }
@@ -80,6 +91,8 @@ impl Verifier {
             user: claims.sub,
             expires_at: Some(claims.exp),
             rooms: claims.rooms,
+            rpc: claims.rpc,
+            claims: Arc::new(all),
             authenticated: true,
         })
     }
@@ -115,20 +128,23 @@ pub fn authenticate(req: &HttpRequest, verifier: Option<&Verifier>) -> Result<Id
             user: format!("anon-{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff),
             expires_at: None,
             rooms: None,
+            rpc: None,
+            claims: Arc::default(),
             authenticated: false,
         }),
     }
 }
 
-/// Whether `room` matches one of `patterns` (`*` alone matches every room; a
-/// trailing `*` matches a prefix; anything else matches exactly).
-pub fn room_allowed(patterns: Option<&[String]>, room: &str) -> bool {
+/// Whether `name` (a room, an RPC method) matches one of a claim's
+/// `patterns` (`*` alone matches every name; a trailing `*` matches a
+/// prefix; anything else matches exactly). No claim allows every name.
+pub fn allowed(patterns: Option<&[String]>, name: &str) -> bool {
     let Some(patterns) = patterns else {
         return true;
     };
     patterns.iter().any(|p| match p.strip_suffix('*') {
-        Some(prefix) => room.starts_with(prefix),
-        None => p == room,
+        Some(prefix) => name.starts_with(prefix),
+        None => p == name,
     })
 }
 
@@ -139,12 +155,12 @@ mod tests {
     #[test]
     fn room_patterns_match_exactly_or_by_prefix() {
         let p = vec!["lobby".to_owned(), "team:*".to_owned()];
-        assert!(room_allowed(Some(&p), "lobby"));
-        assert!(room_allowed(Some(&p), "team:blue"));
-        assert!(!room_allowed(Some(&p), "lobby2"));
-        assert!(!room_allowed(Some(&p), "other"));
-        assert!(room_allowed(Some(&["*".to_owned()]), "anything"));
-        assert!(room_allowed(None, "anything"));
+        assert!(allowed(Some(&p), "lobby"));
+        assert!(allowed(Some(&p), "team:blue"));
+        assert!(!allowed(Some(&p), "lobby2"));
+        assert!(!allowed(Some(&p), "other"));
+        assert!(allowed(Some(&["*".to_owned()]), "anything"));
+        assert!(allowed(None, "anything"));
     }
 
     #[test]

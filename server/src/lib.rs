@@ -7,6 +7,7 @@
 //! - [`app`]: builds the supervision tree from config, serves, shuts down.
 //! - [`http`]: routes, health, metrics and admin endpoints, JSON errors, request logging.
 //! - [`logging`]: JSON or human logs, size-rotated log files, panic hook.
+//! - [`handlers`]: the application layer: RPC and room handlers, as supervised actors.
 //! - [`ws`]: the WebSocket transport (`/ws`), the only user of actix-web-actors.
 //! - [`auth`]: HS256 JWT verification and room patterns.
 //! - [`monitor`]: `holdfast monitor`, the external watchdog with webhook and email alerts.
@@ -17,6 +18,7 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod handlers;
 pub mod http;
 pub mod logging;
 pub mod monitor;

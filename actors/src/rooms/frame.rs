@@ -1,6 +1,7 @@
-//! The one encoder of the `message` frame.
+//! The one encoder of the `message` frame, and its reader for history.
 
 use bytestring::ByteString;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 /// The one encoder of the `message` frame (PROTOCOL.md): built once per
@@ -20,4 +21,23 @@ pub fn message_frame(room: &str, offset: u64, user: &str, data: &RawValue) -> By
     s.push_str(data);
     s.push('}');
     ByteString::from(s)
+}
+
+/// One message of history as the `history` reply lists it:
+/// `{"offset","from","data"}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HistoryMessage {
+    /// Its offset.
+    pub offset: u64,
+    /// Who published it.
+    pub from: String,
+    /// Its body, as published.
+    pub data: Box<RawValue>,
+}
+
+impl HistoryMessage {
+    /// Reads a frame built by [`message_frame`] (its other fields are ignored).
+    pub fn from_frame(frame: &str) -> Option<Self> {
+        serde_json::from_str(frame).ok()
+    }
 }

@@ -13,6 +13,8 @@ use actix_rt::ArbiterHandle;
 use parking_lot::Mutex;
 use prometheus::{IntGauge, IntGaugeVec, Opts, Registry};
 use serde_json::value::RawValue;
+
+use super::HistoryMessage;
 use serde_json::Value;
 
 use super::broker::{Broker, Inbound, Local, Publication};
@@ -163,7 +165,8 @@ impl Rooms {
         }
     }
 
-    /// Adds `member` to `room`; the hub then sends it `RoomEvent::Joined`.
+    /// Adds `member` to `room`; the hub then sends it `RoomEvent::Joined`
+    /// with `answer`.
     ///
     /// # Errors
     /// `Unavailable` while the hub restarts.
@@ -171,14 +174,14 @@ impl Rooms {
         &self,
         room: &str,
         member: Member,
-        id: Option<Value>,
+        answer: JoinAnswer,
     ) -> impl std::future::Future<Output = Result<(), RoomError>> + use<> {
         self.ask(
             room,
             Join {
                 room: room.into(),
                 member,
-                id,
+                answer,
             },
         )
     }
@@ -238,6 +241,28 @@ impl Rooms {
         room: &str,
     ) -> impl std::future::Future<Output = Result<Vec<PresenceEntry>, RoomError>> + use<> {
         self.ask(room, Presence { room: room.into() })
+    }
+
+    /// The messages of `room` after offset `since`, oldest first, at most
+    /// `limit`, from the shared broker's history when there is one, else
+    /// this node's. Membership is not needed.
+    ///
+    /// # Errors
+    /// `Unavailable` while the hub restarts.
+    pub fn history(
+        &self,
+        room: &str,
+        since: u64,
+        limit: usize,
+    ) -> impl std::future::Future<Output = Result<HistoryPage, RoomError>> + use<> {
+        self.ask(
+            room,
+            ReadHistory {
+                room: room.into(),
+                since,
+                limit,
+            },
+        )
     }
 
     /// Re-joins `member` to `room` and replays what followed `after`; the hub
@@ -355,8 +380,17 @@ pub struct Join {
     pub room: Arc<str>,
     /// Who joins.
     pub member: Member,
-    /// The request id, echoed in `Joined`.
+    /// What `Joined` echoes.
+    pub answer: JoinAnswer,
+}
+
+/// What the answer to a join carries back to the member, untouched.
+#[derive(Debug, Clone, Default)]
+pub struct JoinAnswer {
+    /// The request id to echo.
     pub id: Option<Value>,
+    /// What the room's handler answered with the join, if anything.
+    pub data: Option<Box<RawValue>>,
 }
 
 /// Leave a room.
@@ -397,6 +431,29 @@ pub struct Publish {
 pub struct Presence {
     /// The room.
     pub room: Arc<str>,
+}
+
+/// Read a room's history.
+#[derive(Message)]
+#[rtype(result = "HistoryPage")]
+pub struct ReadHistory {
+    /// The room.
+    pub room: Arc<str>,
+    /// Messages after this offset.
+    pub since: u64,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// What history holds of a room after an offset.
+#[derive(Debug, Clone)]
+pub struct HistoryPage {
+    /// The room's epoch: the offsets' meaning.
+    pub epoch: Arc<str>,
+    /// Oldest first.
+    pub messages: Vec<HistoryMessage>,
+    /// Whether history reached back to `since + 1`.
+    pub complete: bool,
 }
 
 /// Re-join a room and replay what followed an offset.

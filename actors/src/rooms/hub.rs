@@ -25,10 +25,12 @@ use tracing::warn;
 
 use super::broker::{Arrival, Broker, BrokerFuture, Filled, History, Membership, Position, Reply};
 use super::handle::{
-    Announce, Crash, Join, Leave, LeaveAnswer, Presence, Publish, Reconcile, Resume,
+    Announce, Crash, HistoryPage, Join, Leave, LeaveAnswer, Presence, Publish, ReadHistory,
+    Reconcile, Resume,
 };
 use super::outlet::RoomEvent;
 use super::room::{Room, RoomConfig};
+use super::HistoryMessage;
 use super::{message_frame, PresenceEntry};
 use crate::health::{Health, HealthReply};
 use crate::supervision::Child;
@@ -228,7 +230,7 @@ impl Hub {
                 room: msg.room.clone(),
                 offset: room.offset,
                 epoch: room.epoch.clone(),
-                id: msg.id,
+                answer: msg.answer,
             });
             room.add(msg.member);
         }
@@ -562,6 +564,82 @@ impl Hub {
             .get(room)
             .map(Room::presence)
             .unwrap_or_default()
+    }
+}
+
+impl Handler<ReadHistory> for Hub {
+    type Result = ResponseActFuture<Self, HistoryPage>;
+
+    /// From the shared broker's history when it answers, this node's
+    /// otherwise.
+    fn handle(&mut self, msg: ReadHistory, _ctx: &mut Context<Self>) -> Self::Result {
+        self.depth.dec();
+        let to = msg.since.saturating_add(msg.limit as u64);
+        let read = match self.shared_up() {
+            true => self.broker.history(&msg.room, msg.since + 1, to),
+            false => Reply::Now(Ok(None)),
+        };
+        match read {
+            Reply::Now(history) => {
+                Box::pin(actix::fut::ready(self.page(&msg, history.ok().flatten())))
+            }
+            Reply::Later(history) => Box::pin(
+                history
+                    .into_actor(self)
+                    .map(move |history, act, _| act.page(&msg, history.ok().flatten())),
+            ),
+        }
+    }
+}
+
+impl Hub {
+    /// A page of history: the broker's entries (when it has the room),
+    /// then what this node applied after them.
+    fn page(&mut self, msg: &ReadHistory, broker: Option<History>) -> HistoryPage {
+        let config = self.config;
+        let mut state = self.state.lock();
+        let room = state.room(&msg.room);
+        room.prune(&config, Instant::now());
+        let broker = broker.filter(|h| !h.head.epoch.is_empty());
+        let (epoch, latest, oldest) = match &broker {
+            Some(h) => (
+                h.head.epoch.clone(),
+                h.head.offset.max(room.offset),
+                h.oldest,
+            ),
+            None => (
+                room.epoch.clone(),
+                room.offset,
+                room.history.front().map_or(0, |e| e.offset),
+            ),
+        };
+        let mut messages = Vec::new();
+        let mut last = msg.since;
+        let held = broker
+            .iter()
+            .flat_map(|h| h.entries.iter().map(|(o, f)| (*o, f)));
+        let applied = room
+            .history
+            .iter()
+            .filter(|_| room.epoch == epoch)
+            .map(|e| (e.offset, &e.frame));
+        for (offset, frame) in held.chain(applied) {
+            if messages.len() == msg.limit {
+                break;
+            }
+            if offset > last {
+                if let Some(m) = HistoryMessage::from_frame(frame) {
+                    messages.push(m);
+                }
+                last = offset;
+            }
+        }
+        let complete = msg.since >= latest || (oldest > 0 && oldest <= msg.since + 1);
+        HistoryPage {
+            epoch,
+            messages,
+            complete,
+        }
     }
 }
 

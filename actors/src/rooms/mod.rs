@@ -41,8 +41,11 @@ mod room;
 use serde::Serialize;
 
 pub use broker::{Broker, Local};
-pub use frame::message_frame;
-pub use handle::{Join, Leave, LeaveAnswer, Presence, Publish, Resume, Rooms};
+pub use frame::{message_frame, HistoryMessage};
+pub use handle::{
+    HistoryPage, Join, JoinAnswer, Leave, LeaveAnswer, Presence, Publish, ReadHistory, Resume,
+    Rooms,
+};
 pub use outlet::{Inbox, Member, Outlet, RoomEvent};
 pub use room::RoomConfig;
 

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::JoinAnswer;
 use actix::prelude::*;
 use bytestring::ByteString;
 use serde_json::Value;
@@ -37,8 +38,8 @@ pub enum RoomEvent {
         offset: u64,
         /// The room's epoch.
         epoch: Arc<str>,
-        /// The request id to echo.
-        id: Option<Value>,
+        /// What the join asked to echo.
+        answer: JoinAnswer,
     },
     /// The answer to a leave the client asked for, sent through the same
     /// channel as messages: after it, nothing of the room reaches the member.

@@ -45,10 +45,13 @@ use tracing::{info, info_span};
 
 use holdfast_actors::scheduler::{Scheduler, SchedulerError, TaskSpec};
 use holdfast_actors::shutdown::Shutdown;
-use holdfast_actors::supervision::AnyChildSpec;
+use holdfast_actors::supervision::{AnyChildSpec, Child, ChildSpec};
 use holdfast_actors::{Kernel, Tree};
 
 use crate::config::Settings;
+use crate::handlers::{
+    Application, JoinRequest, LeaveNotice, PublishRequest, RoomHandler, Rpc, Target,
+};
 use crate::http::observe::HttpMetrics;
 use crate::http::{self, AppState};
 
@@ -95,6 +98,35 @@ impl Builder {
     pub fn service(self, spec: impl Into<AnyChildSpec>) -> Self {
         let spec = spec.into();
         self.mount(move |mount| {
+            mount.service(spec);
+            Ok(())
+        })
+    }
+
+    /// Adds `spec` under `services` and serves the RPC methods starting
+    /// with `prefix` by it (see [`handlers`](crate::handlers)).
+    pub fn rpc<A>(self, prefix: &str, spec: ChildSpec<A>) -> Self
+    where
+        A: Child + Handler<Rpc>,
+    {
+        let prefix = prefix.to_owned();
+        self.mount(move |mount| {
+            mount.rpc(&prefix, Target::of(spec.child_ref()))?;
+            mount.service(spec);
+            Ok(())
+        })
+    }
+
+    /// Adds `spec` under `services` as the room handler `name`, which
+    /// namespaces name in their `handler` option (see
+    /// [`handlers`](crate::handlers)).
+    pub fn room_handler<A>(self, name: &str, spec: ChildSpec<A>) -> Self
+    where
+        A: Child + Handler<JoinRequest> + Handler<PublishRequest> + Handler<LeaveNotice>,
+    {
+        let name = name.to_owned();
+        self.mount(move |mount| {
+            mount.room_handler(&name, RoomHandler::of(spec.child_ref()))?;
             mount.service(spec);
             Ok(())
         })
@@ -154,8 +186,13 @@ impl Builder {
             part(&mut mount)?;
         }
         let Mount {
-            services, routes, ..
+            services,
+            routes,
+            rpc,
+            room_handlers,
+            ..
         } = mount;
+        let application = Application::new(&cx.settings, rpc, &room_handlers)?;
         let (root, services) = tree::root(&cx, services, addr.to_string());
         let tree = info_span!("tree").in_scope(|| Tree::start(&kernel, root))?;
 
@@ -174,6 +211,7 @@ impl Builder {
             connections: cx.connections.clone(),
             metrics: crate::ws::WsMetrics::new(&registry)?,
             shutdown: shutdown.clone(),
+            application,
             verifier: (!settings.auth.jwt_secret.is_empty())
                 .then(|| crate::auth::Verifier::new(settings.auth.jwt_secret.expose())),
         });

@@ -35,7 +35,9 @@ pub use kernel::{EventSettings, SupervisionSettings};
 pub use operations::{AdminSettings, MonitorSettings, SmtpSecurity, ADMIN_TOKEN_MIN_BYTES};
 pub use server::{HealthSettings, LogFormat, LogSettings, ServerSettings, ShutdownSettings};
 pub use services::TlsSettings;
-pub use ws::{AuthSettings, RoomSettings, SessionSettings, WsSettings};
+pub use ws::{
+    AuthSettings, HandlerSettings, NamespaceSettings, RoomSettings, SessionSettings, WsSettings,
+};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -108,6 +110,8 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// Room hubs.
     pub rooms: RoomSettings,
+    /// The application's room and RPC handlers.
+    pub handlers: HandlerSettings,
     /// Client sessions.
     pub session: SessionSettings,
     /// The database.
@@ -212,6 +216,7 @@ impl Settings {
         self.events.validate()?;
         self.ws.validate()?;
         self.rooms.validate()?;
+        self.handlers.validate()?;
         self.session.validate()?;
         self.redis.validate()?;
         self.database.validate()?;

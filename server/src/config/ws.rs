@@ -1,5 +1,6 @@
 //! The sections of the client-facing real-time layer: `[ws]` (the WebSocket
-//! transport, its limits and rates), `[auth]`, `[rooms]` (room hubs) and
+//! transport, its limits and rates), `[auth]`, `[rooms]` (room hubs and
+//! their namespaces), `[handlers]` (the application's handlers) and
 //! `[session]` (client sessions and their resumption).
 
 use serde::{Deserialize, Serialize};
@@ -60,6 +61,67 @@ pub struct RoomSettings {
     pub history_size: usize,
     /// Oldest history kept.
     pub history_max_age_ms: u64,
+    /// `[[rooms.namespaces]]`: room-name prefixes with their own options;
+    /// the longest matching prefix wins.
+    #[serde(default)]
+    pub namespaces: Vec<NamespaceSettings>,
+}
+
+/// One `[[rooms.namespaces]]` table (PROTOCOL.md, "Namespaces").
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceSettings {
+    /// The room-name prefix, e.g. `chat:`.
+    pub prefix: String,
+    /// Whether `presence` answers for these rooms.
+    #[serde(default = "yes")]
+    pub presence: bool,
+    /// Whether clients may publish (false: `forbidden`; the server API and
+    /// handlers still publish).
+    #[serde(default = "yes")]
+    pub client_publish: bool,
+    /// The registered room handler for these rooms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handler: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl NamespaceSettings {
+    /// A namespace for `prefix` with the protocol's defaults.
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+            presence: true,
+            client_publish: true,
+            handler: None,
+        }
+    }
+
+    /// Names the room handler of these rooms.
+    pub fn handler(mut self, name: impl Into<String>) -> Self {
+        self.handler = Some(name.into());
+        self
+    }
+}
+
+/// `[handlers]`
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandlerSettings {
+    /// How long a room or RPC handler may take to answer; past it the
+    /// client gets `timeout`.
+    pub timeout_ms: u64,
+}
+
+impl HandlerSettings {
+    /// # Errors
+    /// `handlers.timeout_ms` is 0.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        Ok(positive("handlers.timeout_ms", self.timeout_ms as f64)?)
+    }
 }
 
 /// `[session]`
@@ -106,9 +168,32 @@ impl WsSettings {
 
 impl RoomSettings {
     /// # Errors
-    /// `rooms.history_size` is 0.
+    /// `rooms.history_size` is 0, or a namespace's prefix is not a room-name
+    /// prefix or repeats another's.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        Ok(positive("rooms.history_size", self.history_size as f64)?)
+        positive("rooms.history_size", self.history_size as f64)?;
+        for (i, ns) in self.namespaces.iter().enumerate() {
+            let key = format!("rooms.namespaces[{i}].prefix");
+            let valid = !ns.prefix.is_empty()
+                && ns.prefix.len() <= crate::ws::protocol::MAX_ROOM_BYTES
+                && ns
+                    .prefix
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'));
+            if !valid {
+                return Err(ConfigError::key(
+                    &key,
+                    "a namespace prefix is 1 to 128 bytes of [A-Za-z0-9_.:-] ('$' rooms are the system's)",
+                ));
+            }
+            if self.namespaces[..i].iter().any(|o| o.prefix == ns.prefix) {
+                return Err(ConfigError::key(
+                    &key,
+                    format!("'{}' is given twice", ns.prefix),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -307,7 +307,7 @@ impl Worker {
                 room,
                 offset,
                 epoch,
-                id,
+                answer,
             } => {
                 conn.join(&room, offset);
                 self.index(&room, conn);
@@ -315,8 +315,9 @@ impl Worker {
                     room: &room,
                     offset,
                     epoch: &epoch,
+                    data: answer.data.as_deref(),
                 };
-                conn.push_reply(&joined, id.as_ref());
+                conn.push_reply(&joined, answer.id.as_ref());
             }
             RoomEvent::Left { room, id } => {
                 // A `joined` handled after the session's own leave indexed

@@ -49,6 +49,7 @@ use holdfast_actors::shutdown::Shutdown;
 
 use crate::auth::{self, Verifier};
 use crate::config::WsSettings;
+use crate::handlers::Application;
 use crate::http::error::ApiError;
 
 use fanout::Worker;
@@ -70,6 +71,8 @@ pub struct WsShared {
     pub metrics: WsMetrics,
     /// Refuses upgrades once a shutdown began.
     pub shutdown: Shutdown,
+    /// The application's handlers and the namespaces.
+    pub(crate) application: Application,
     /// Verifies tokens; `None` accepts anonymous clients.
     pub verifier: Option<Verifier>,
 }

@@ -19,7 +19,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use holdfast_actors::rooms::PresenceEntry;
+use holdfast_actors::rooms::{HistoryMessage, PresenceEntry};
 
 /// Close codes (PROTOCOL.md). 1001 and 1013 ask the client to reconnect and
 /// `resume`; 1008 and 1009 mean it must change what it sends first.
@@ -57,17 +57,28 @@ pub mod code {
     pub const TOO_LARGE: &str = "too_large";
     /// A binary frame.
     pub const UNSUPPORTED: &str = "unsupported";
-    /// A subsystem is down or restarting; safe to retry.
+    /// A subsystem is down or restarting (a handler included); safe to retry.
     pub const UNAVAILABLE: &str = "unavailable";
+    /// No handler serves that RPC method.
+    pub const UNKNOWN_METHOD: &str = "unknown_method";
+    /// A handler did not answer within its deadline; the request may or may
+    /// not have taken effect.
+    pub const TIMEOUT: &str = "timeout";
 }
 
 /// The `unavailable` message while a room hub restarts.
 pub(super) const RESTARTING: &str = "the room service is restarting; retry";
 
 /// Longest room name, in bytes.
-pub(super) const MAX_ROOM_BYTES: usize = 128;
+pub(crate) const MAX_ROOM_BYTES: usize = 128;
 /// Most rooms one `resume` may name.
 pub(super) const MAX_RESUME_ROOMS: usize = 1024;
+/// `history`'s `limit` when absent, and its largest value.
+const HISTORY_LIMIT: (usize, usize) = (100, 1000);
+/// Longest RPC method name, in bytes.
+const MAX_METHOD_BYTES: usize = 128;
+/// Deepest nesting of arrays and objects in `data`.
+pub(super) const MAX_DATA_DEPTH: usize = 64;
 
 /// 1 to 128 bytes of `[A-Za-z0-9_.:-]`, optionally after a leading `$`
 /// (system rooms, read-only for clients).
@@ -78,6 +89,44 @@ pub fn valid_room(room: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+}
+
+/// 1 to 128 bytes of `[A-Za-z0-9_.:-]`.
+pub fn valid_method(method: &str) -> bool {
+    !method.is_empty()
+        && method.len() <= MAX_METHOD_BYTES
+        && method
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+}
+
+/// Whether the JSON text `json` (valid JSON) nests arrays and objects at
+/// most `max` deep. A scan of the bytes, skipping strings: no parse.
+pub fn nesting_within(json: &str, max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for b in json.bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return false;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    true
 }
 
 /// A request id: an integer or a string, echoed in the reply.
@@ -120,6 +169,23 @@ pub enum ClientFrame<'a> {
     },
     /// `ping`: answered `pong`.
     Ping,
+    /// `history`: the messages of `room` after `since`, at most `limit`.
+    History {
+        /// A valid room name.
+        room: String,
+        /// Messages after this offset (default 0).
+        since: u64,
+        /// At most this many (default 100; larger asks get 1000).
+        limit: usize,
+    },
+    /// `rpc`: a request answered by the handler of `method` (the `id` is
+    /// required).
+    Rpc {
+        /// A valid method name.
+        method: String,
+        /// The request's `data`; `None` when absent (the handler gets `null`).
+        data: Option<&'a RawValue>,
+    },
 }
 
 /// One room of a `resume`.
@@ -157,6 +223,9 @@ struct Fields<'a> {
     session: Option<Value>,
     rooms: Option<Value>,
     epochs: Option<Value>,
+    method: Option<Value>,
+    since: Option<Value>,
+    limit: Option<Value>,
 }
 
 /// A field that is present, whatever its value: `Option<T>` alone reads
@@ -203,6 +272,9 @@ impl<'a> ClientFrame<'a> {
             refused.id.clone_from(&id);
             refused
         })?;
+        if matches!(frame, Self::Rpc { .. }) && id.is_none() {
+            return Err(bad(None, "an `rpc` needs an `id` (an integer or a string)"));
+        }
         Ok((id, frame))
     }
 
@@ -226,6 +298,19 @@ impl<'a> ClientFrame<'a> {
                 data: f.data.ok_or_else(|| bad(None, "missing field `data`"))?,
             },
             "resume" => resume_fields(f.session, f.rooms, f.epochs)?,
+            "history" => Self::History {
+                room: room_field(f.room)?,
+                since: count_field("since", f.since)?.unwrap_or(0),
+                limit: count_field("limit", f.limit)?.map_or(HISTORY_LIMIT.0, |l| {
+                    usize::try_from(l)
+                        .unwrap_or(usize::MAX)
+                        .min(HISTORY_LIMIT.1)
+                }),
+            },
+            "rpc" => Self::Rpc {
+                method: method_field(f.method)?,
+                data: f.data.filter(|d| d.get() != "null"),
+            },
             other => {
                 let other: String = other.chars().take(64).collect();
                 return Err(bad(None, format!("unknown type '{other}'")));
@@ -261,6 +346,31 @@ fn room_field(room: Option<Value>) -> Result<String, Refused> {
         ));
     }
     Ok(room)
+}
+
+/// An optional non-negative integer field.
+fn count_field(name: &str, value: Option<Value>) -> Result<Option<u64>, Refused> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| bad(None, format!("`{name}` must be a non-negative integer"))),
+    }
+}
+
+/// The `method` field: a string that is a valid method name.
+fn method_field(method: Option<Value>) -> Result<String, Refused> {
+    let Some(Value::String(method)) = method else {
+        return Err(bad(None, "missing string field `method`"));
+    };
+    if !valid_method(&method) {
+        return Err(bad(
+            None,
+            "`method` must be 1 to 128 bytes of [A-Za-z0-9_.:-]",
+        ));
+    }
+    Ok(method)
 }
 
 /// The fields of a `resume`: `session`, `rooms` (`{room: last_offset}`) and
@@ -337,6 +447,9 @@ pub enum ServerFrame<'a> {
         offset: u64,
         /// Its epoch.
         epoch: &'a str,
+        /// What the room's handler answered with the join, if anything.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        data: Option<&'a RawValue>,
     },
     /// The answer to `leave`.
     Left {
@@ -366,6 +479,22 @@ pub enum ServerFrame<'a> {
     },
     /// The answer to `ping`.
     Pong,
+    /// The answer to `history`.
+    History {
+        /// The room.
+        room: &'a str,
+        /// The epoch the offsets belong to.
+        epoch: &'a str,
+        /// Oldest first.
+        messages: &'a [HistoryMessage],
+        /// Whether history reached back to `since + 1`.
+        complete: bool,
+    },
+    /// The answer to `rpc`: the handler's `data`.
+    Reply {
+        /// What the handler answered.
+        data: &'a Value,
+    },
     /// A request failed; the connection stays open.
     Error {
         /// One of [`code`].

@@ -9,16 +9,23 @@ use actix::prelude::*;
 use actix_http::ws::OpCode;
 use actix_web_actors::ws::{self, ProtocolError};
 use serde_json::value::RawValue;
+use serde_json::Value;
 
 use holdfast_actors::connections::Drain;
-use holdfast_actors::rooms::{LeaveAnswer, Member, RoomError, RoomEvent};
+use holdfast_actors::rooms::{JoinAnswer, LeaveAnswer, Member, RoomError, RoomEvent};
 use holdfast_actors::sessions::SessionRecord;
 
 use super::admission::{Admission, Verdict};
 use super::fanout::Conn;
-use super::protocol::{close, code, ClientFrame, Id, Replay, ResumeRoom, ServerFrame, RESTARTING};
+use super::protocol::{
+    close, code, nesting_within, ClientFrame, Id, Replay, ResumeRoom, ServerFrame, MAX_DATA_DEPTH,
+    RESTARTING,
+};
 use super::WsShared;
 use crate::auth::{self, Identity};
+use crate::handlers::{
+    Accept, Caller, Failure, JoinRequest, LeaveNotice, Namespace, PublishRequest, Rejection, Rpc,
+};
 
 /// When a request is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,6 +145,67 @@ impl WsSession {
         );
     }
 
+    /// Who this session is, for a handler.
+    fn caller(&self) -> Caller {
+        Caller {
+            session: self.id.clone(),
+            user: self.user.clone(),
+            claims: self.identity.claims.clone(),
+        }
+    }
+
+    /// The namespace of `room`.
+    fn namespace(&self, room: &str) -> &Namespace {
+        self.shared.application.namespaces.of(room)
+    }
+
+    /// Awaits a handler's answer: an acceptance goes to `then`; a
+    /// rejection, a timeout or a handler that is down becomes the `error`
+    /// frame, here and nowhere else.
+    fn on_handler<T: 'static>(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        call: impl std::future::Future<Output = Result<Result<T, Rejection>, Failure>> + 'static,
+        id: Option<Id>,
+        then: impl FnOnce(&mut Self, &mut ws::WebsocketContext<Self>, T, Option<Id>) + 'static,
+    ) {
+        self.in_flight += 1;
+        ctx.spawn(
+            actix::fut::wrap_future(call).map(move |res, act: &mut Self, ctx| {
+                act.in_flight -= 1;
+                match res {
+                    Ok(Ok(value)) => then(act, ctx, value, id),
+                    Ok(Err(rejection)) => act.rejected(id, &rejection),
+                    Err(failure) => act.failed(id, failure),
+                }
+            }),
+        );
+    }
+
+    /// A handler that did not answer, as the client sees it.
+    fn failed(&mut self, id: Option<Id>, failure: Failure) {
+        match failure {
+            Failure::Timeout => self.error(
+                id,
+                code::TIMEOUT,
+                "the handler did not answer in time; the request may or may not have taken effect",
+            ),
+            Failure::Unavailable => {
+                self.error(id, code::UNAVAILABLE, "the handler is restarting; retry")
+            }
+        }
+    }
+
+    /// A handler's rejection, as the client sees it.
+    fn rejected(&mut self, id: Option<Id>, rejection: &Rejection) {
+        let code = rejection.wire_code();
+        if code != rejection.code() {
+            tracing::warn!(session = %self.id, code = rejection.code(),
+                "a handler rejected with a code the protocol does not allow; the client gets {code}");
+        }
+        self.error(id, code, rejection.message());
+    }
+
     /// One text frame: parsed, admitted by flood control, then handled.
     fn on_text(&mut self, ctx: &mut ws::WebsocketContext<Self>, text: &str) {
         let parsed = ClientFrame::parse(text);
@@ -183,27 +251,53 @@ impl WsSession {
                 Answer::Now
             }
             ClientFrame::Join { room } => {
-                if !auth::room_allowed(self.identity.rooms.as_deref(), &room) {
+                if !auth::allowed(self.identity.rooms.as_deref(), &room) {
                     return self.forbidden_room(id, &room);
                 }
-                // `joined` itself comes through the room's event channel.
-                let fut = self.shared.rooms.join(&room, self.member(), id.clone());
-                self.on_room(ctx, fut, id, RESTARTING, |_, (), _| {});
+                let Some(handler) = self.namespace(&room).handler.clone() else {
+                    return self.join(ctx, room, JoinAnswer { id, data: None });
+                };
+                let request = JoinRequest {
+                    room: room.clone(),
+                    caller: self.caller(),
+                };
+                let deadline = self.shared.application.deadline;
+                let call = async move { handler.join.call(request, deadline).await };
+                self.on_handler(ctx, call, id, move |act, ctx, accept, id| {
+                    let data = raw(accept);
+                    act.join(ctx, room, JoinAnswer { id, data });
+                });
                 Answer::Later
             }
             ClientFrame::Leave { room } => {
                 // Nothing of the room reaches the client from here on; the
                 // hub removes the membership after any `join` sent before,
                 // and `left` comes through the room's event channel.
+                let was_member = self.conn.in_room(&room);
                 self.conn.leave(&room);
                 let answer = Some(LeaveAnswer { id: id.clone() });
                 match self.shared.rooms.leave(&room, self.member(), answer) {
-                    Ok(()) => Answer::Later,
+                    Ok(()) => {
+                        if was_member {
+                            self.tell_left(&room, false);
+                        }
+                        Answer::Later
+                    }
                     Err(_) => self.refuse(id, code::UNAVAILABLE, RESTARTING),
                 }
             }
             ClientFrame::Publish { room, data } => self.publish(ctx, room, data, id),
             ClientFrame::Presence { room } => {
+                if !auth::allowed(self.identity.rooms.as_deref(), &room) {
+                    return self.forbidden_room(id, &room);
+                }
+                if !self.namespace(&room).settings.presence {
+                    return self.refuse(
+                        id,
+                        code::FORBIDDEN,
+                        format!("presence is off for room '{room}'"),
+                    );
+                }
                 let fut = self.shared.rooms.presence(&room);
                 self.on_room(ctx, fut, id, RESTARTING, move |act, members, id| {
                     let frame = ServerFrame::Presence {
@@ -215,7 +309,133 @@ impl WsSession {
                 Answer::Later
             }
             ClientFrame::Resume { session, rooms } => self.resume(ctx, session, rooms, id),
+            ClientFrame::Rpc { method, data } => self.rpc(ctx, method, data, id),
+            ClientFrame::History { room, since, limit } => {
+                if !auth::allowed(self.identity.rooms.as_deref(), &room) {
+                    return self.forbidden_room(id, &room);
+                }
+                // Readable by whoever may join: the room's handler decides.
+                let Some(handler) = self.namespace(&room).handler.clone() else {
+                    return self.history(ctx, room, since, limit, id);
+                };
+                let request = JoinRequest {
+                    room: room.clone(),
+                    caller: self.caller(),
+                };
+                let deadline = self.shared.application.deadline;
+                let call = async move { handler.join.call(request, deadline).await };
+                self.on_handler(ctx, call, id, move |act, ctx, _, id| {
+                    act.history(ctx, room, since, limit, id);
+                });
+                Answer::Later
+            }
         }
+    }
+
+    fn history(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        room: String,
+        since: u64,
+        limit: usize,
+        id: Option<Id>,
+    ) -> Answer {
+        let fut = self.shared.rooms.history(&room, since, limit);
+        self.on_room(ctx, fut, id, RESTARTING, move |act, page, id| {
+            let frame = ServerFrame::History {
+                room: &room,
+                epoch: &page.epoch,
+                messages: &page.messages,
+                complete: page.complete,
+            };
+            act.reply(&frame, id.as_ref());
+        });
+        Answer::Later
+    }
+
+    /// Joins `room` through its hub; `joined` comes through the room's
+    /// event channel.
+    fn join(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        room: String,
+        answer: JoinAnswer,
+    ) -> Answer {
+        let id = answer.id.clone();
+        let fut = self.shared.rooms.join(&room, self.member(), answer);
+        self.on_room(ctx, fut, id, RESTARTING, |_, (), _| {});
+        Answer::Later
+    }
+
+    /// Tells the room's handler, if it has one, that this session left it.
+    fn tell_left(&self, room: &str, disconnected: bool) {
+        if let Some(handler) = &self.namespace(room).handler {
+            handler.leave.tell(LeaveNotice {
+                room: room.to_owned(),
+                caller: self.caller(),
+                disconnected,
+            });
+        }
+    }
+
+    /// Checks a request's `data`: size, then nesting.
+    fn check_data(&mut self, id: &Option<Id>, data: &RawValue) -> Result<(), Answer> {
+        let limit = self.shared.settings.max_data_bytes;
+        if data.get().len() > limit {
+            let message = format!("`data` is over {limit} bytes");
+            return Err(self.refuse(id.clone(), code::TOO_LARGE, message));
+        }
+        if !nesting_within(data.get(), MAX_DATA_DEPTH) {
+            let message = format!("`data` nests deeper than {MAX_DATA_DEPTH} arrays or objects");
+            return Err(self.refuse(id.clone(), code::BAD_REQUEST, message));
+        }
+        Ok(())
+    }
+
+    fn rpc(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        method: String,
+        data: Option<&RawValue>,
+        id: Option<Id>,
+    ) -> Answer {
+        if !auth::allowed(self.identity.rpc.as_deref(), &method) {
+            return self.refuse(
+                id,
+                code::FORBIDDEN,
+                format!("your token does not allow method '{method}'"),
+            );
+        }
+        let Some(handler) = self.shared.application.rpc.route(&method).cloned() else {
+            return self.refuse(
+                id,
+                code::UNKNOWN_METHOD,
+                format!("no handler serves method '{method}'"),
+            );
+        };
+        let data = match data {
+            None => Value::Null,
+            Some(raw) => {
+                if let Err(answer) = self.check_data(&id, raw) {
+                    return answer;
+                }
+                match serde_json::from_str(raw.get()) {
+                    Ok(value) => value,
+                    Err(e) => return self.refuse(id, code::BAD_REQUEST, format!("`data`: {e}")),
+                }
+            }
+        };
+        let request = Rpc {
+            method,
+            data,
+            caller: self.caller(),
+        };
+        let deadline = self.shared.application.deadline;
+        let call = async move { handler.call(request, deadline).await };
+        self.on_handler(ctx, call, id, |act, _, data, id| {
+            act.reply(&ServerFrame::Reply { data: &data }, id.as_ref());
+        });
+        Answer::Later
     }
 
     /// Answers an `error` at once.
@@ -239,22 +459,25 @@ impl WsSession {
         data: &RawValue,
         id: Option<Id>,
     ) -> Answer {
-        let s = &self.shared.settings;
-        if data.get().len() > s.max_data_bytes {
-            let limit = s.max_data_bytes;
-            return self.refuse(id, code::TOO_LARGE, format!("`data` is over {limit} bytes"));
+        if let Err(answer) = self.check_data(&id, data) {
+            return answer;
         }
-        if room.starts_with('$') {
-            return self.refuse(
-                id,
-                code::FORBIDDEN,
-                format!("'{room}' is a read-only system room"),
-            );
-        }
-        if !auth::room_allowed(self.identity.rooms.as_deref(), &room) {
+        if !auth::allowed(self.identity.rooms.as_deref(), &room) {
             return self.forbidden_room(id, &room);
         }
-        let open = s
+        let namespace = self.namespace(&room);
+        if !namespace.settings.client_publish {
+            let message = if room.starts_with('$') {
+                format!("'{room}' is a read-only system room")
+            } else {
+                format!("clients may not publish to room '{room}'")
+            };
+            return self.refuse(id, code::FORBIDDEN, message);
+        }
+        let handler = namespace.handler.clone();
+        let open = self
+            .shared
+            .settings
             .publish_without_join
             .iter()
             .any(|p| room.starts_with(p.as_str()));
@@ -265,10 +488,38 @@ impl WsSession {
                 format!("join room '{room}' before publishing to it"),
             );
         }
-        let fut = self
-            .shared
-            .rooms
-            .publish(&room, self.user.clone(), data.to_owned());
+        let Some(handler) = handler else {
+            return self.publish_now(ctx, room, data.to_owned(), id);
+        };
+        let request = PublishRequest {
+            room: room.clone(),
+            data: data.to_owned(),
+            caller: self.caller(),
+        };
+        let deadline = self.shared.application.deadline;
+        let call = async move {
+            let request_data = request.data.clone();
+            handler
+                .publish
+                .call(request, deadline)
+                .await
+                .map(|answer| answer.map(|accept| raw(accept).unwrap_or(request_data)))
+        };
+        self.on_handler(ctx, call, id, move |act, ctx, data, id| {
+            act.publish_now(ctx, room, data, id);
+        });
+        Answer::Later
+    }
+
+    /// Publishes through the room's hub; answers `ack` with the offset.
+    fn publish_now(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        room: String,
+        data: Box<RawValue>,
+        id: Option<Id>,
+    ) -> Answer {
+        let fut = self.shared.rooms.publish(&room, self.user.clone(), data);
         let unpublished = "the room service is restarting; the message was not published; retry";
         self.on_room(ctx, fut, id, unpublished, move |act, offset, id| {
             act.reply(
@@ -294,11 +545,70 @@ impl WsSession {
         }
         if let Some(r) = wanted
             .iter()
-            .find(|r| !auth::room_allowed(self.identity.rooms.as_deref(), &r.room))
+            .find(|r| !auth::allowed(self.identity.rooms.as_deref(), &r.room))
         {
             let room = r.room.clone();
             return self.forbidden_room(id, &room);
         }
+        // Rooms under a handler are joined again only if it still agrees.
+        let caller = self.caller();
+        let deadline = self.shared.application.deadline;
+        let checks: Vec<_> = wanted
+            .iter()
+            .filter_map(|r| {
+                let handler = self.namespace(&r.room).handler.clone()?;
+                let request = JoinRequest {
+                    room: r.room.clone(),
+                    caller: caller.clone(),
+                };
+                Some(async move { handler.join.call(request, deadline).await })
+            })
+            .collect();
+        if checks.is_empty() {
+            return self.resume_checked(ctx, session, wanted, id);
+        }
+        // Meanwhile a second resume is refused.
+        self.resume = Some(PendingResume {
+            id: id.clone(),
+            waiting: wanted.len(),
+            rooms: BTreeMap::new(),
+        });
+        let all = async move {
+            for answer in futures::future::join_all(checks).await {
+                match answer {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(rejection)) => return Err(Ok(rejection)),
+                    Err(failure) => return Err(Err(failure)),
+                }
+            }
+            Ok::<(), Result<Rejection, Failure>>(())
+        };
+        self.in_flight += 1;
+        ctx.spawn(
+            actix::fut::wrap_future(all).map(move |res, act: &mut Self, ctx| {
+                act.in_flight -= 1;
+                act.resume = None;
+                match res {
+                    Ok(()) => {
+                        act.resume_checked(ctx, session, wanted, id);
+                    }
+                    Err(Ok(rejection)) => act.rejected(id, &rejection),
+                    Err(Err(failure)) => act.failed(id, failure),
+                }
+            }),
+        );
+        Answer::Later
+    }
+
+    /// A `resume` whose rooms the token and the handlers allow: finds the
+    /// session (in memory, else in the database), then adopts it.
+    fn resume_checked(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        session: String,
+        wanted: Vec<ResumeRoom>,
+        id: Option<Id>,
+    ) -> Answer {
         match self.shared.sessions.get(&session) {
             Some(old) => self.resume_as(ctx, Some(old), wanted, id),
             None => {
@@ -341,6 +651,7 @@ impl WsSession {
                 self.shared.sessions.remove(&self.id);
                 for room in self.conn.joined() {
                     self.conn.leave(&room);
+                    self.tell_left(&room, false);
                     // A hub that is restarting drops the membership once it
                     // sees this connection gone.
                     let _ = self.shared.rooms.leave(&room, self.member(), None);
@@ -480,6 +791,7 @@ impl Drop for WsSession {
             // A hub that is restarting drops the membership in its next
             // prune: this connection is gone.
             let _ = shared.rooms.leave(room, self.member(), None);
+            self.tell_left(room, true);
         }
         shared.sessions.detach(&self.id, rooms);
         shared.connections.deregister(&self.id);
@@ -591,5 +903,14 @@ impl Handler<Overflowed> for WsSession {
         self.closing = true;
         self.close_code = close::TRY_AGAIN_LATER;
         ctx.stop();
+    }
+}
+
+/// What an acceptance puts in place of the client's `data`, if anything.
+fn raw(accept: Accept) -> Option<Box<RawValue>> {
+    match accept {
+        Accept::AsSent => None,
+        // A `Value` always serializes (its map keys are strings).
+        Accept::With(value) => serde_json::value::to_raw_value(&value).ok(),
     }
 }
