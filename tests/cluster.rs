@@ -304,3 +304,56 @@ async fn history_on_another_node_reads_the_shared_history() {
         .collect();
     assert_eq!(got, [(2, 2), (3, 3), (4, 4)]);
 }
+
+/// A publish through the server API of node A reaches members on both
+/// nodes with the same offset as a client's publish would take.
+#[actix_rt::test]
+async fn server_api_publish_reaches_both_nodes_with_one_offset() {
+    if redis("server_api_publish_reaches_both_nodes_with_one_offset")
+        .await
+        .is_none()
+    {
+        return;
+    }
+    let prefix = redis_prefix();
+    let url = format!("redis://{REDIS_ADDR}");
+    let key = "cluster-api-key-0123456789";
+    let mut sa = node(&url, &prefix);
+    sa.api.key = serde_json::from_value(json!(key)).unwrap();
+    let a = start(sa).await;
+    let b = start(node(&url, &prefix)).await;
+    let mut on_a = connect(a.addr()).await;
+    let mut on_b = connect(b.addr()).await;
+    on_a.join("api-room").await;
+    on_b.join("api-room").await;
+    let mut publisher = connect(b.addr()).await;
+    publisher.join("api-room").await;
+    let ack = publisher
+        .request(json!({"type": "publish", "room": "api-room", "data": "client", "id": 1}))
+        .await;
+    assert_eq!(ack["offset"], 1, "{ack}");
+    let res: serde_json::Value = reqwest::Client::new()
+        .post(format!("http://{}/api/v1/publish", a.addr()))
+        .bearer_auth(key)
+        .json(&json!({"room": "api-room", "data": "backend"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(res["offset"], 2, "{res}");
+    for c in [&mut on_a, &mut on_b] {
+        let got = messages(c, "api-room", 2).await;
+        let seen: Vec<(u64, String)> = got
+            .iter()
+            .map(|m| {
+                (
+                    m["offset"].as_u64().unwrap(),
+                    m["data"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(seen, [(1, "client".to_owned()), (2, "backend".to_owned())]);
+    }
+}

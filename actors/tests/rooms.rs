@@ -103,7 +103,7 @@ async fn start_rooms() -> (Tree, Rooms) {
 
 async fn publish(rooms: &Rooms, room: &str, n: u64) -> u64 {
     let data = RawValue::from_string(n.to_string()).unwrap();
-    rooms.publish(room, "u".into(), data).await.unwrap()
+    rooms.publish(room, "u".into(), data).await.unwrap().offset
 }
 
 #[actix_rt::test]

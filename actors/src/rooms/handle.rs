@@ -17,7 +17,7 @@ use serde_json::value::RawValue;
 use super::HistoryMessage;
 use serde_json::Value;
 
-use super::broker::{Broker, Inbound, Local, Publication};
+use super::broker::{Broker, Inbound, Local, Position, Publication};
 use super::hub::{Hub, ShardState};
 use super::outlet::Member;
 use super::room::RoomConfig;
@@ -212,7 +212,8 @@ impl Rooms {
         Ok(())
     }
 
-    /// Publishes `data` from `user` to `room`; answers the message's offset.
+    /// Publishes `data` from `user` to `room`; answers the message's
+    /// position (its offset, and the epoch the offset belongs to).
     ///
     /// # Errors
     /// `Unavailable` while the hub restarts (the message was not published).
@@ -221,7 +222,7 @@ impl Rooms {
         room: &str,
         user: Arc<str>,
         data: Box<RawValue>,
-    ) -> impl std::future::Future<Output = Result<u64, RoomError>> + use<> {
+    ) -> impl std::future::Future<Output = Result<Position, RoomError>> + use<> {
         self.ask(
             room,
             Publish {
@@ -413,9 +414,9 @@ pub struct LeaveAnswer {
     pub id: Option<Value>,
 }
 
-/// Publish a message; answers its offset.
+/// Publish a message; answers its position.
 #[derive(Message)]
-#[rtype(result = "u64")]
+#[rtype(result = "Position")]
 pub struct Publish {
     /// The room.
     pub room: Arc<str>,

@@ -201,7 +201,7 @@ impl Hub {
 
     /// A publish the broker did not take (it is down): the room continues on
     /// a node-local epoch, its offsets still increasing.
-    fn publish_local(&mut self, msg: &Publish) -> u64 {
+    fn publish_local(&mut self, msg: &Publish) -> Position {
         let config = self.config;
         let mut state = self.state.lock();
         state.published += 1;
@@ -215,7 +215,10 @@ impl Hub {
         let offset = room.offset + 1;
         let frame = message_frame(&msg.room, offset, &msg.user, &msg.data);
         room.deliver(&msg.room, offset, frame, Some(Instant::now()), &config);
-        offset
+        Position {
+            epoch: room.epoch.clone(),
+            offset,
+        }
     }
 
     fn join_now(&mut self, ctx: &mut Context<Self>, msg: Join) {
@@ -455,16 +458,15 @@ impl Handler<Leave> for Hub {
 }
 
 impl Handler<Publish> for Hub {
-    type Result = ResponseActFuture<Self, u64>;
+    type Result = ResponseActFuture<Self, Position>;
 
     fn handle(&mut self, msg: Publish, ctx: &mut Context<Self>) -> Self::Result {
         self.depth.dec();
         let here = self.state.lock().room(&msg.room).position();
         match self.broker.publish(&msg.room, &here, &msg.user, &msg.data) {
             Reply::Now(Ok(position)) => {
-                let offset = position.offset;
-                self.published(ctx, &msg, position);
-                Box::pin(actix::fut::ready(offset))
+                self.published(ctx, &msg, position.clone());
+                Box::pin(actix::fut::ready(position))
             }
             Reply::Now(Err(_)) => Box::pin(actix::fut::ready(self.publish_local(&msg))),
             Reply::Later(fut) => {
@@ -472,9 +474,8 @@ impl Handler<Publish> for Hub {
                     fut.into_actor(self)
                         .map(move |result, act, ctx| match result {
                             Ok(position) => {
-                                let offset = position.offset;
-                                act.published(ctx, &msg, position);
-                                offset
+                                act.published(ctx, &msg, position.clone());
+                                position
                             }
                             Err(_) => act.publish_local(&msg),
                         }),

@@ -40,7 +40,7 @@ mod room;
 
 use serde::Serialize;
 
-pub use broker::{Broker, Local};
+pub use broker::{Broker, Local, Position};
 pub use frame::{message_frame, HistoryMessage};
 pub use handle::{
     HistoryPage, Join, JoinAnswer, Leave, LeaveAnswer, Presence, Publish, ReadHistory, Resume,

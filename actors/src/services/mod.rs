@@ -52,8 +52,8 @@ pub fn broadcast(rooms: &Rooms, room: &'static str, data: &impl Serialize) {
         for attempt in 1..=BROADCAST_TRIES {
             let data: Box<RawValue> = raw.clone();
             match rooms.publish(room, user.clone(), data).await {
-                Ok(offset) => {
-                    debug!(room, offset, "broadcast");
+                Ok(position) => {
+                    debug!(room, offset = position.offset, "broadcast");
                     return;
                 }
                 Err(RoomError::Unavailable) if attempt < BROADCAST_TRIES => {

@@ -56,3 +56,15 @@ pub(super) fn files(mount: &mut Mount<'_>) -> Result<(), StartError> {
     mount.service(files.spec());
     Ok(())
 }
+
+/// The server API for backends (`/api/v1/...`), when `api.key` is set.
+pub(super) fn server_api(mount: &mut Mount<'_>) -> Result<(), StartError> {
+    let cx = mount.context();
+    let api = web::Data::new(crate::http::api::ServerApi::new(
+        cx.settings.api.key.clone(),
+        cx.rooms.clone(),
+        cx.settings.ws.max_data_bytes,
+    ));
+    mount.routes(move |cfg| crate::http::api::ServerApi::routes(&api, cfg));
+    Ok(())
+}

@@ -80,6 +80,7 @@ impl Builder {
         .mount(builtin::trending)
         .mount(builtin::printers)
         .mount(builtin::files)
+        .mount(builtin::server_api)
     }
 
     /// Adds a part of the application, built from the server's handles when

@@ -32,7 +32,9 @@ pub use holdfast_actors::services::files::FilesSettings;
 pub use holdfast_actors::services::printers::{PrinterSettings, PrintersSettings};
 pub use holdfast_actors::services::trending::{FeedSettings, TrendingSettings};
 pub use kernel::{EventSettings, SupervisionSettings};
-pub use operations::{AdminSettings, MonitorSettings, SmtpSecurity, ADMIN_TOKEN_MIN_BYTES};
+pub use operations::{
+    AdminSettings, ApiSettings, MonitorSettings, SmtpSecurity, ADMIN_TOKEN_MIN_BYTES,
+};
 pub use server::{HealthSettings, LogFormat, LogSettings, ServerSettings, ShutdownSettings};
 pub use services::TlsSettings;
 pub use ws::{
@@ -120,6 +122,8 @@ pub struct Settings {
     pub redis: RedisSettings,
     /// The admin API.
     pub admin: AdminSettings,
+    /// The server API for backends.
+    pub api: ApiSettings,
     /// `holdfast monitor`, the external watchdog.
     pub monitor: MonitorSettings,
     /// The `trending` service.
@@ -221,6 +225,7 @@ impl Settings {
         self.redis.validate()?;
         self.database.validate()?;
         self.admin.validate()?;
+        self.api.validate()?;
         self.monitor.validate()?;
         self.trending.validate()?;
         self.printers.validate()?;

@@ -17,8 +17,38 @@ pub struct AdminSettings {
     pub chaos: bool,
 }
 
-/// Shortest admin token accepted: a guessable token is no protection.
+/// Shortest admin token (and server API key) accepted: a guessable token
+/// is no protection.
 pub const ADMIN_TOKEN_MIN_BYTES: usize = 16;
+
+/// `[api]`: the server API for backends (`/api/v1/...`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSettings {
+    /// Bearer key of the server API; empty turns it off (404).
+    pub key: Secret,
+}
+
+impl ApiSettings {
+    /// # Errors
+    /// `api.key` is set but shorter than [`ADMIN_TOKEN_MIN_BYTES`].
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        long_enough("api.key", &self.key)
+    }
+}
+
+/// A secret that is empty (off) or at least [`ADMIN_TOKEN_MIN_BYTES`] long;
+/// the message never shows it.
+fn long_enough(key: &str, secret: &Secret) -> Result<(), ConfigError> {
+    let len = secret.expose().len();
+    if len > 0 && len < ADMIN_TOKEN_MIN_BYTES {
+        return Err(ConfigError::key(
+            key,
+            format!("must be at least {ADMIN_TOKEN_MIN_BYTES} bytes"),
+        ));
+    }
+    Ok(())
+}
 
 /// `[monitor]`: `holdfast monitor`, the external watchdog.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -155,14 +185,6 @@ impl AdminSettings {
     /// # Errors
     /// `admin.token` is set but shorter than [`ADMIN_TOKEN_MIN_BYTES`].
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let token = self.token.expose();
-        if !token.is_empty() && token.len() < ADMIN_TOKEN_MIN_BYTES {
-            // The message never shows the token itself.
-            return Err(ConfigError::key(
-                "admin.token",
-                format!("must be at least {ADMIN_TOKEN_MIN_BYTES} bytes"),
-            ));
-        }
-        Ok(())
+        long_enough("admin.token", &self.token)
     }
 }

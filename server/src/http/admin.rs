@@ -26,7 +26,6 @@ use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use serde::Deserialize;
 use serde_json::json;
-use subtle::ConstantTimeEq;
 use tracing::{info, warn};
 
 use holdfast_actors::events::Envelope;
@@ -65,25 +64,10 @@ impl Admin {
         !self.token.is_empty()
     }
 
-    /// Whether `header` is `Bearer <the token>`. The comparison takes the
-    /// same time wherever the first differing byte is.
+    /// Whether `header` is `Bearer <the token>` (see [`bearer`](super::bearer)).
     fn authorized(&self, header: Option<&str>) -> bool {
-        let Some(given) = header.and_then(bearer) else {
-            return false;
-        };
-        let expected = self.token.expose().as_bytes();
-        self.enabled() && bool::from(given.as_bytes().ct_eq(expected))
+        super::bearer::allows(&self.token, header)
     }
-}
-
-/// The token of an `Authorization: Bearer <token>` header (scheme
-/// case-insensitive, as RFC 9110 says).
-fn bearer(header: &str) -> Option<&str> {
-    let (scheme, token) = header.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
 }
 
 /// Registers the `/admin` scope when the API is on; otherwise nothing, so

@@ -5,6 +5,8 @@
 //! request id and the CORS headers, and every error has a JSON body.
 
 pub mod admin;
+pub mod api;
+pub mod bearer;
 pub mod error;
 pub mod health;
 pub mod intake;
@@ -129,7 +131,15 @@ pub fn app(
         .app_data(ws)
         .service(web::resource("/ws").route(web::get().to(crate::ws::upgrade)))
         .app_data(web::PayloadConfig::new(server.max_body_bytes))
-        .app_data(web::JsonConfig::default().limit(server.max_body_bytes))
+        .app_data(
+            web::JsonConfig::default()
+                .limit(server.max_body_bytes)
+                .error_handler(|e, _| ApiError::BadRequest(format!("body: {e}")).into()),
+        )
+        .app_data(
+            web::QueryConfig::default()
+                .error_handler(|e, _| ApiError::BadRequest(format!("query: {e}")).into()),
+        )
         .configure(routes)
         .configure(|cfg| admin::routes(cfg, &admin))
         .app_data(admin)

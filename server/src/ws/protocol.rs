@@ -78,7 +78,7 @@ const HISTORY_LIMIT: (usize, usize) = (100, 1000);
 /// Longest RPC method name, in bytes.
 const MAX_METHOD_BYTES: usize = 128;
 /// Deepest nesting of arrays and objects in `data`.
-pub(super) const MAX_DATA_DEPTH: usize = 64;
+pub(crate) const MAX_DATA_DEPTH: usize = 64;
 
 /// 1 to 128 bytes of `[A-Za-z0-9_.:-]`, optionally after a leading `$`
 /// (system rooms, read-only for clients).

@@ -521,11 +521,11 @@ impl WsSession {
     ) -> Answer {
         let fut = self.shared.rooms.publish(&room, self.user.clone(), data);
         let unpublished = "the room service is restarting; the message was not published; retry";
-        self.on_room(ctx, fut, id, unpublished, move |act, offset, id| {
+        self.on_room(ctx, fut, id, unpublished, move |act, position, id| {
             act.reply(
                 &ServerFrame::Ack {
                     room: &room,
-                    offset,
+                    offset: position.offset,
                 },
                 id.as_ref(),
             );

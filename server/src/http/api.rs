@@ -1,0 +1,242 @@
+//! The server API for backends under `/api/v1` (PROTOCOL.md, "Server API"):
+//! publish and broadcast through the same path as clients (the same
+//! offsets on every node), presence and history of a room.
+//!
+//! Off unless `api.key` is set: the routes are then not registered and
+//! answer the JSON 404 of any unknown path. With a key, every request must
+//! carry `Authorization: Bearer <key>` (checked in constant time, never
+//! logged); a missing or wrong one is a JSON 401 before any route is looked
+//! up. Publishes are trusted: no room handler, no `client_publish`, but the
+//! size and nesting limits of clients.
+//!
+//! | route | answers |
+//! |---|---|
+//! | `POST /api/v1/publish` `{"room","data","from"?}` | `{"room","offset","epoch"}` |
+//! | `POST /api/v1/broadcast` `{"rooms":[…],"data","from"?}` | `{"results":[{"room","offset","epoch"} or {"room","error":{"code","message"}}]}` |
+//! | `GET /api/v1/rooms/{room}/presence` | `{"room","members":[{"user","sessions"}]}` |
+//! | `GET /api/v1/rooms/{room}/history?since=&limit=` | `{"room","epoch","messages","complete"}` |
+
+use std::sync::Arc;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::AUTHORIZATION;
+use actix_web::middleware::{from_fn, Next};
+use actix_web::{web, HttpResponse, ResponseError};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+use tracing::warn;
+
+use holdfast_actors::rooms::{Position, RoomError, Rooms};
+
+use super::error::ApiError;
+use crate::config::Secret;
+use crate::ws::protocol::{nesting_within, valid_room, MAX_DATA_DEPTH};
+
+/// Most rooms one broadcast may name.
+const MAX_BROADCAST_ROOMS: usize = 1000;
+/// `history`'s `limit` when absent, and its largest value (as the WebSocket request).
+const HISTORY_LIMIT: (usize, usize) = (100, 1000);
+
+/// What the server API's handlers need.
+pub struct ServerApi {
+    key: Secret,
+    rooms: Rooms,
+    max_data_bytes: usize,
+}
+
+impl ServerApi {
+    /// The API with this key (empty: off) over these rooms.
+    pub fn new(key: Secret, rooms: Rooms, max_data_bytes: usize) -> Self {
+        Self {
+            key,
+            rooms,
+            max_data_bytes,
+        }
+    }
+
+    /// Registers the routes when the API is on.
+    pub fn routes(api: &web::Data<Self>, cfg: &mut web::ServiceConfig) {
+        if api.key.is_empty() {
+            return;
+        }
+        cfg.app_data(api.clone()).service(
+            web::scope("/api/v1")
+                .service(web::resource("/publish").route(web::post().to(publish)))
+                .service(web::resource("/broadcast").route(web::post().to(broadcast)))
+                .service(web::resource("/rooms/{room}/presence").route(web::get().to(presence)))
+                .service(web::resource("/rooms/{room}/history").route(web::get().to(history)))
+                .wrap(from_fn(authorize)),
+        );
+    }
+
+    /// Publishes `data` from `from` to `room`, checked as a client's would be.
+    async fn publish(
+        &self,
+        room: &str,
+        data: &RawValue,
+        from: &Arc<str>,
+    ) -> Result<Position, ApiError> {
+        check_room(room)?;
+        if data.get().len() > self.max_data_bytes {
+            return Err(ApiError::BadRequest(format!(
+                "`data` is over {} bytes",
+                self.max_data_bytes
+            )));
+        }
+        if !nesting_within(data.get(), MAX_DATA_DEPTH) {
+            return Err(ApiError::BadRequest(format!(
+                "`data` nests deeper than {MAX_DATA_DEPTH} arrays or objects"
+            )));
+        }
+        self.rooms
+            .publish(room, from.clone(), data.to_owned())
+            .await
+            .map_err(unavailable)
+    }
+}
+
+fn check_room(room: &str) -> Result<(), ApiError> {
+    if valid_room(room) {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "'{}' is not a room name: 1 to 128 bytes of [A-Za-z0-9_.:-], optionally after a leading '$'",
+            room.chars().take(140).collect::<String>()
+        )))
+    }
+}
+
+fn unavailable(_: RoomError) -> ApiError {
+    ApiError::Unavailable("the room service is restarting; retry".into())
+}
+
+fn published(room: &str, p: &Position) -> Value {
+    json!({"room": room, "offset": p.offset, "epoch": &*p.epoch})
+}
+
+/// Refuses, with a JSON 401, any request under `/api/v1` without the key.
+async fn authorize(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let header = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let allowed = req
+        .app_data::<web::Data<ServerApi>>()
+        .is_some_and(|api| super::bearer::allows(&api.key, header));
+    if !allowed {
+        warn!(
+            path = %req.path(),
+            credentials = if header.is_some() { "wrong" } else { "missing" },
+            "server API request refused"
+        );
+        let message = if header.is_some() {
+            "the API key is wrong"
+        } else {
+            "the server API needs 'Authorization: Bearer <api key>'"
+        };
+        let res = ApiError::Unauthorized(message.into()).error_response();
+        return Ok(req.into_response(res).map_into_right_body());
+    }
+    next.call(req)
+        .await
+        .map(ServiceResponse::map_into_left_body)
+}
+
+fn server() -> String {
+    "server".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishBody {
+    room: String,
+    data: Box<RawValue>,
+    #[serde(default = "server")]
+    from: String,
+}
+
+/// `POST /api/v1/publish`.
+async fn publish(
+    api: web::Data<ServerApi>,
+    body: web::Json<PublishBody>,
+) -> Result<HttpResponse, ApiError> {
+    let from: Arc<str> = body.from.as_str().into();
+    let position = api.publish(&body.room, &body.data, &from).await?;
+    Ok(HttpResponse::Ok().json(published(&body.room, &position)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BroadcastBody {
+    rooms: Vec<String>,
+    data: Box<RawValue>,
+    #[serde(default = "server")]
+    from: String,
+}
+
+/// `POST /api/v1/broadcast`: one result per room, in the order given.
+async fn broadcast(
+    api: web::Data<ServerApi>,
+    body: web::Json<BroadcastBody>,
+) -> Result<HttpResponse, ApiError> {
+    if body.rooms.len() > MAX_BROADCAST_ROOMS {
+        return Err(ApiError::BadRequest(format!(
+            "at most {MAX_BROADCAST_ROOMS} rooms per broadcast"
+        )));
+    }
+    let from: Arc<str> = body.from.as_str().into();
+    let mut results = Vec::with_capacity(body.rooms.len());
+    for room in &body.rooms {
+        results.push(match api.publish(room, &body.data, &from).await {
+            Ok(position) => published(room, &position),
+            Err(e) => {
+                let status = e.status_code();
+                json!({"room": room, "error": {"code": super::error::code_for(status), "message": e.to_string()}})
+            }
+        });
+    }
+    Ok(HttpResponse::Ok().json(json!({ "results": results })))
+}
+
+/// `GET /api/v1/rooms/{room}/presence`.
+async fn presence(
+    api: web::Data<ServerApi>,
+    room: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    check_room(&room)?;
+    let members = api.rooms.presence(&room).await.map_err(unavailable)?;
+    Ok(HttpResponse::Ok().json(json!({"room": &*room, "members": members})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryQuery {
+    since: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// `GET /api/v1/rooms/{room}/history`.
+async fn history(
+    api: web::Data<ServerApi>,
+    room: web::Path<String>,
+    query: web::Query<HistoryQuery>,
+) -> Result<HttpResponse, ApiError> {
+    check_room(&room)?;
+    let limit = query.limit.unwrap_or(HISTORY_LIMIT.0).min(HISTORY_LIMIT.1);
+    let page = api
+        .rooms
+        .history(&room, query.since.unwrap_or(0), limit)
+        .await
+        .map_err(unavailable)?;
+    Ok(HttpResponse::Ok().json(json!({
+        "room": &*room,
+        "epoch": &*page.epoch,
+        "messages": page.messages,
+        "complete": page.complete,
+    })))
+}
