@@ -250,3 +250,46 @@ async fn presence_history_and_bad_input() {
         "nothing else was published"
     );
 }
+
+/// `disconnect` closes every connection of the user with the given
+/// application code and reason, and nobody else's; without `forget` the
+/// session can be resumed, with it the session is gone; a code outside
+/// 4000–4999 is a 400.
+#[actix_rt::test]
+async fn disconnect_closes_the_users_connections_with_an_application_code() {
+    let server = start(with_key()).await;
+    let mut target = connect(server.addr()).await;
+    let mut bystander = connect(server.addr()).await;
+    let path = format!("/api/v1/users/{}/disconnect", target.user());
+    let (status, err) = post(&server, &path, json!({"code": 1000})).await;
+    assert_eq!(
+        (status, err["code"].clone()),
+        (400, json!("bad_request")),
+        "{err}"
+    );
+    let (status, body) = post(&server, &path, json!({"code": 4001, "reason": "moved"})).await;
+    assert_eq!((status, body), (200, json!({"disconnected": 1})));
+    assert_eq!(target.close_code().await, 4001);
+    assert_eq!(
+        bystander.request(json!({"type": "ping", "id": 1})).await["type"],
+        "pong"
+    );
+
+    // Not forgotten: the session resumes.
+    let old = target.session();
+    let mut back = connect(server.addr()).await;
+    let resumed = back
+        .request(json!({"type": "resume", "session": old, "rooms": {}, "id": 2}))
+        .await;
+    assert_eq!(resumed["session"], old, "{resumed}");
+    // Forgotten: it does not (the resumed connection is the same user's).
+    let path = format!("/api/v1/users/{}/disconnect", target.user());
+    let (_, body) = post(&server, &path, json!({"code": 4500, "forget": true})).await;
+    assert_eq!(body, json!({"disconnected": 1}));
+    assert_eq!(back.close_code().await, 4500);
+    let mut again = connect(server.addr()).await;
+    let resumed = again
+        .request(json!({"type": "resume", "session": old, "rooms": {}, "id": 3}))
+        .await;
+    assert_ne!(resumed["session"], old, "{resumed}");
+}

@@ -743,3 +743,64 @@ async fn a_publish_of_null_data_round_trips() {
         "{err}"
     );
 }
+
+/// Issue 12, finding 1: a client resumes a session whose old socket is
+/// still open (a phone reconnecting before the server noticed its old TCP
+/// connection died); then the old socket closes. The new socket keeps the
+/// room's messages and presence, and a shutdown still drains it with
+/// `draining` and 1001: the old socket's end releases only what it held.
+#[actix_rt::test]
+async fn resuming_a_session_whose_old_socket_is_open_survives_the_old_close() {
+    let server = start(settings()).await;
+    let addr = server.addr();
+    let mut old = connect(addr).await;
+    let joined = old.join("dbl").await;
+    let session = old.session();
+    let mut new = connect(addr).await;
+    let resumed = new
+        .request(
+            json!({"type": "resume", "session": session, "rooms": {"dbl": 0},
+            "epochs": {"dbl": joined["epoch"]}, "id": 1}),
+        )
+        .await;
+    assert_eq!(resumed["session"], session, "{resumed}");
+    old.ws.close(None).await.unwrap();
+    old.close_code().await;
+
+    let mut publisher = connect(addr).await;
+    publisher.join("dbl").await;
+    // The old socket's end has been handled once the server counts two
+    // connections (the new one and the publisher).
+    let probe = server.probe();
+    wait_until(
+        "the old socket's end is handled",
+        Duration::from_secs(5),
+        || {
+            let n = probe.connections();
+            async move { n == 2 }
+        },
+    )
+    .await;
+    let ack = publisher
+        .request(json!({"type": "publish", "room": "dbl", "data": "after", "id": 2}))
+        .await;
+    let got = offsets(&mut new, "dbl", 1).await;
+    assert_eq!(got, [ack["offset"].as_u64().unwrap()]);
+    let presence = new
+        .request(json!({"type": "presence", "room": "dbl", "id": 3}))
+        .await;
+    assert_eq!(
+        presence["members"].as_array().unwrap().len(),
+        2,
+        "{presence}"
+    );
+
+    server
+        .shutdown_handle()
+        .request(ShutdownReason::Requested { by: "test".into() });
+    let running = actix_rt::spawn(server.run_until_stopped());
+    let d = new.recv_reply().await;
+    assert_eq!(d["type"], "draining", "{d}");
+    assert_eq!(new.close_code().await, 1001);
+    assert_eq!(running.await.unwrap().exit_code, 0);
+}

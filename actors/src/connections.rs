@@ -11,6 +11,7 @@
 //! Restart policy: permanent, critical. Lost on a crash: nothing.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,10 +33,44 @@ pub struct Drain {
     pub reconnect_after_ms: u64,
 }
 
-/// The registry of live connections; cheap to clone.
+/// Tells a connection to close with an application close code
+/// (4000–4999, PROTOCOL.md): the application or the server API ends it.
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "()")]
+pub struct Disconnect {
+    /// The close code.
+    pub code: u16,
+    /// The close reason, for people.
+    pub reason: String,
+    /// Also end the session, so that `resume` fails.
+    pub forget: bool,
+}
+
+/// How the registry reaches one connection.
+#[derive(Clone)]
+pub struct Link {
+    /// Its user.
+    pub user: Arc<str>,
+    /// For the drain at shutdown.
+    pub drain: Recipient<Drain>,
+    /// For [`Connections::disconnect_user`].
+    pub disconnect: Recipient<Disconnect>,
+}
+
+/// Which registration of a session a connection holds: a session resumed
+/// on a new connection is registered again, and the old connection's
+/// deregistration must not remove the new one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Registration(u64);
+
+/// Each live session's connection.
+type Live = HashMap<Arc<str>, (Registration, Link)>;
+
+/// The registry of live connections, by session; cheap to clone.
 #[derive(Clone, Default)]
 pub struct Connections {
-    live: Arc<Mutex<HashMap<Arc<str>, Recipient<Drain>>>>,
+    live: Arc<Mutex<Live>>,
+    next: Arc<AtomicU64>,
 }
 
 impl Connections {
@@ -44,14 +79,40 @@ impl Connections {
         Self::default()
     }
 
-    /// Adds a connection.
-    pub fn register(&self, session: Arc<str>, drain: Recipient<Drain>) {
-        self.live.lock().insert(session, drain);
+    /// Registers the connection that now holds `session` (replacing any
+    /// earlier one).
+    pub fn register(&self, session: Arc<str>, link: Link) -> Registration {
+        let registration = Registration(self.next.fetch_add(1, Ordering::Relaxed));
+        self.live.lock().insert(session, (registration, link));
+        registration
     }
 
-    /// Removes a connection.
-    pub fn deregister(&self, session: &str) {
-        self.live.lock().remove(session);
+    /// Removes `session`'s registration if it is still `registration`.
+    pub fn deregister(&self, session: &str, registration: Registration) {
+        let mut live = self.live.lock();
+        if live.get(session).is_some_and(|(r, _)| *r == registration) {
+            live.remove(session);
+        }
+    }
+
+    /// Closes every connection of `user` on this node with `code` and
+    /// `reason`; answers how many.
+    pub fn disconnect_user(&self, user: &str, code: u16, reason: &str, forget: bool) -> usize {
+        let targets: Vec<Recipient<Disconnect>> = self
+            .live
+            .lock()
+            .values()
+            .filter(|(_, link)| &*link.user == user)
+            .map(|(_, link)| link.disconnect.clone())
+            .collect();
+        for target in &targets {
+            target.do_send(Disconnect {
+                code,
+                reason: reason.to_owned(),
+                forget,
+            });
+        }
+        targets.len()
     }
 
     /// Open connections.
@@ -98,7 +159,13 @@ impl Child for ConnectionsActor {
         let spread = u64::try_from(self.spread.as_millis())
             .unwrap_or(u64::MAX)
             .max(1);
-        let targets: Vec<Recipient<Drain>> = self.registry.live.lock().values().cloned().collect();
+        let targets: Vec<Recipient<Drain>> = self
+            .registry
+            .live
+            .lock()
+            .values()
+            .map(|(_, link)| link.drain.clone())
+            .collect();
         for target in targets {
             target.do_send(Drain {
                 reconnect_after_ms: rand::random_range(0..spread),
@@ -106,7 +173,7 @@ impl Child for ConnectionsActor {
         }
         ctx.run_interval(DRAIN_POLL, |act, ctx| {
             let mut live = act.registry.live.lock();
-            live.retain(|_, r| r.connected());
+            live.retain(|_, (_, link)| link.drain.connected());
             if live.is_empty() {
                 ctx.stop();
             }

@@ -15,6 +15,7 @@
 //! | `POST /api/v1/broadcast` `{"rooms":[…],"data","from"?}` | `{"results":[{"room","offset","epoch"} or {"room","error":{"code","message"}}]}` |
 //! | `GET /api/v1/rooms/{room}/presence` | `{"room","members":[{"user","sessions"}]}` |
 //! | `GET /api/v1/rooms/{room}/history?since=&limit=` | `{"room","epoch","messages","complete"}` |
+//! | `POST /api/v1/users/{user}/disconnect` `{"code"?,"reason"?,"forget"?}` | `{"disconnected":N}`: this node's connections of the user |
 
 use std::sync::Arc;
 
@@ -28,6 +29,7 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tracing::warn;
 
+use holdfast_actors::connections::Connections;
 use holdfast_actors::rooms::{Position, RoomError, Rooms};
 
 use super::error::ApiError;
@@ -43,15 +45,17 @@ const HISTORY_LIMIT: (usize, usize) = (100, 1000);
 pub struct ServerApi {
     key: Secret,
     rooms: Rooms,
+    connections: Connections,
     max_data_bytes: usize,
 }
 
 impl ServerApi {
-    /// The API with this key (empty: off) over these rooms.
-    pub fn new(key: Secret, rooms: Rooms, max_data_bytes: usize) -> Self {
+    /// The API with this key (empty: off) over these rooms and connections.
+    pub fn new(key: Secret, rooms: Rooms, connections: Connections, max_data_bytes: usize) -> Self {
         Self {
             key,
             rooms,
+            connections,
             max_data_bytes,
         }
     }
@@ -67,6 +71,9 @@ impl ServerApi {
                 .service(web::resource("/broadcast").route(web::post().to(broadcast)))
                 .service(web::resource("/rooms/{room}/presence").route(web::get().to(presence)))
                 .service(web::resource("/rooms/{room}/history").route(web::get().to(history)))
+                .service(
+                    web::resource("/users/{user}/disconnect").route(web::post().to(disconnect)),
+                )
                 .wrap(from_fn(authorize)),
         );
     }
@@ -239,4 +246,51 @@ async fn history(
         "messages": page.messages,
         "complete": page.complete,
     })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DisconnectBody {
+    #[serde(default = "first_application_code")]
+    code: u16,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    forget: bool,
+}
+
+fn first_application_code() -> u16 {
+    4000
+}
+
+/// `POST /api/v1/users/{user}/disconnect`: closes the user's connections
+/// with an application close code (4000–4499: may reconnect and resume;
+/// 4500–4999: must not reconnect on its own); `forget` ends the sessions.
+async fn disconnect(
+    api: web::Data<ServerApi>,
+    user: web::Path<String>,
+    body: Option<web::Json<DisconnectBody>>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.map_or_else(
+        || DisconnectBody {
+            code: first_application_code(),
+            reason: String::new(),
+            forget: false,
+        },
+        web::Json::into_inner,
+    );
+    if !(4000..=4999).contains(&body.code) {
+        return Err(ApiError::BadRequest(format!(
+            "`code` must be an application close code, 4000 to 4999 (got {})",
+            body.code
+        )));
+    }
+    // A close reason is at most 123 bytes (RFC 6455 §5.5).
+    if body.reason.len() > 123 {
+        return Err(ApiError::BadRequest("`reason` is at most 123 bytes".into()));
+    }
+    let n = api
+        .connections
+        .disconnect_user(&user, body.code, &body.reason, body.forget);
+    Ok(HttpResponse::Ok().json(json!({ "disconnected": n })))
 }

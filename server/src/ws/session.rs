@@ -11,7 +11,7 @@ use actix_web_actors::ws::{self, ProtocolError};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use holdfast_actors::connections::Drain;
+use holdfast_actors::connections::{Disconnect, Drain, Link, Registration};
 use holdfast_actors::rooms::{JoinAnswer, LeaveAnswer, Member, RoomError, RoomEvent};
 use holdfast_actors::sessions::SessionRecord;
 
@@ -68,6 +68,10 @@ pub struct WsSession {
     close_code: u16,
     /// Set once a close frame was queued; nothing more is written.
     closing: bool,
+    /// This connection's entry in the live-connections registry.
+    registration: Option<Registration>,
+    /// The session was ended (a `forget` disconnect): not kept for `resume`.
+    forget: bool,
 }
 
 impl WsSession {
@@ -83,6 +87,8 @@ impl WsSession {
             resume: None,
             close_code: close::ABNORMAL,
             closing: false,
+            registration: None,
+            forget: false,
             shared,
         }
     }
@@ -143,6 +149,24 @@ impl WsSession {
                 }
             }),
         );
+    }
+
+    /// Registers this connection as the one holding its session.
+    fn register(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        let link = Link {
+            user: self.user.clone(),
+            drain: ctx.address().recipient(),
+            disconnect: ctx.address().recipient(),
+        };
+        self.registration = Some(self.shared.connections.register(self.id.clone(), link));
+    }
+
+    /// Removes this connection's registration; a newer connection that
+    /// resumed the session keeps its own.
+    fn deregister(&mut self) {
+        if let Some(registration) = self.registration.take() {
+            self.shared.connections.deregister(&self.id, registration);
+        }
     }
 
     /// Who this session is, for a handler.
@@ -647,7 +671,7 @@ impl WsSession {
                 return self.refuse(id, code::FORBIDDEN, "that session belongs to another user");
             }
             if *self.id != *old.id {
-                self.shared.connections.deregister(&self.id);
+                self.deregister();
                 self.shared.sessions.remove(&self.id);
                 for room in self.conn.joined() {
                     self.conn.leave(&room);
@@ -659,9 +683,7 @@ impl WsSession {
                 self.id = old.id.clone().into();
                 self.user = old.user.clone().into();
                 self.shared.sessions.attach(&self.id);
-                self.shared
-                    .connections
-                    .register(self.id.clone(), ctx.address().recipient());
+                self.register(ctx);
             }
         }
         if wanted.is_empty() {
@@ -747,9 +769,7 @@ impl Actor for WsSession {
     fn started(&mut self, ctx: &mut Self::Context) {
         self.conn.attach(ctx.address());
         let shared = self.shared.clone();
-        shared
-            .connections
-            .register(self.id.clone(), ctx.address().recipient());
+        self.register(ctx);
         shared.sessions.create(&self.id, &self.user);
         shared.metrics.connections.inc();
         shared.metrics.connects.inc();
@@ -784,6 +804,7 @@ impl Drop for WsSession {
     /// Runs however the connection ended (close, lost client, panic):
     /// releases its rooms and registration and detaches its session.
     fn drop(&mut self) {
+        self.deregister();
         let shared = &self.shared;
         self.conn.disconnect();
         let rooms: BTreeMap<String, u64> = self.conn.offsets();
@@ -793,8 +814,9 @@ impl Drop for WsSession {
             let _ = shared.rooms.leave(room, self.member(), None);
             self.tell_left(room, true);
         }
-        shared.sessions.detach(&self.id, rooms);
-        shared.connections.deregister(&self.id);
+        if !self.forget {
+            shared.sessions.detach(&self.id, rooms);
+        }
         shared.metrics.connections.dec();
         shared
             .metrics
@@ -881,6 +903,21 @@ impl Handler<Drain> for WsSession {
             close::GOING_AWAY,
             "server shutting down; reconnect and resume",
         );
+    }
+}
+
+impl Handler<Disconnect> for WsSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: Disconnect, ctx: &mut Self::Context) {
+        tracing::info!(session = %self.id, user = %self.user, code = msg.code, "disconnected by the application");
+        if msg.forget {
+            // Before the close reaches the client, so that no resume of it
+            // can succeed any more.
+            self.forget = true;
+            self.shared.sessions.remove(&self.id);
+        }
+        self.close(ctx, msg.code, &msg.reason);
     }
 }
 
