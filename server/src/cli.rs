@@ -57,8 +57,23 @@ pub enum Command {
 /// Exit code after a second SIGINT (128 + SIGINT).
 const EXIT_INTERRUPTED: i32 = 130;
 
-/// Runs the CLI; returns the process exit code.
+/// Runs the `holdfast` CLI; returns the process exit code.
 pub fn main() -> i32 {
+    run(Builder::new)
+}
+
+/// Runs the CLI of an application built on Holdfast: every subcommand
+/// (`serve`, `check`, `config`, `migrate`, `monitor`) and the signal
+/// handling of `holdfast`, with `app` adding the application's parts to
+/// the builder once the settings are loaded. Returns the exit code:
+///
+/// ```no_run
+/// // In `fn main()`:
+/// std::process::exit(holdfast_server::cli::run(|settings| {
+///     holdfast_server::Builder::new(settings) // .room_handler(...).rpc(...)
+/// }));
+/// ```
+pub fn run(app: impl FnOnce(Settings) -> Builder) -> i32 {
     let cli = Cli::parse();
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
@@ -68,7 +83,7 @@ pub fn main() -> i32 {
         }
     };
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(settings),
+        Command::Serve => serve(app(settings)),
         Command::Check { url, timeout } => check(&settings, url, Duration::from_secs(timeout)),
         Command::Config => {
             print!("{}", settings.to_toml());
@@ -122,9 +137,11 @@ fn migrate(settings: &Settings) -> i32 {
     })
 }
 
-/// Runs the server until a shutdown completes; returns the exit code.
-pub fn serve(settings: Settings) -> i32 {
-    let guard = match crate::logging::init(&settings.log) {
+/// Runs the server `builder` sets up until a shutdown completes, with the
+/// signal handling and systemd notifications of `holdfast serve`; returns
+/// the exit code.
+pub fn serve(builder: Builder) -> i32 {
+    let guard = match crate::logging::init(&builder.settings().log) {
         Ok(g) => g,
         Err(e) => {
             eprintln!("holdfast: config error: key `log.file`: {e}");
@@ -132,7 +149,7 @@ pub fn serve(settings: Settings) -> i32 {
         }
     };
     let code = actix_rt::System::new().block_on(async move {
-        let server = match Builder::new(settings).start().await {
+        let server = match builder.start().await {
             Ok(server) => server,
             Err(e) => {
                 eprintln!("holdfast: {e}");

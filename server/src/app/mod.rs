@@ -83,6 +83,11 @@ impl Builder {
         .mount(builtin::server_api)
     }
 
+    /// The settings the server will start with.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
     /// Adds a part of the application, built from the server's handles when
     /// it starts: its actors (under `services`) and routes. Parts are mounted
     /// in the order they were added; an error stops the start.

@@ -124,6 +124,10 @@ pub struct Settings {
     pub admin: AdminSettings,
     /// The server API for backends.
     pub api: ApiSettings,
+    /// `[app]`: the application's own settings, read by its actors with
+    /// their own type ([`Settings::app`]); Holdfast checks nothing in it.
+    #[serde(default)]
+    pub app: toml::Table,
     /// `holdfast monitor`, the external watchdog.
     pub monitor: MonitorSettings,
     /// The `trending` service.
@@ -259,6 +263,26 @@ impl Settings {
             jitter: s.backoff_jitter,
             reset_after: Duration::from_millis(s.reset_after_ms),
         }
+    }
+
+    /// The `[app]` table read as the application's own settings type `T`.
+    ///
+    /// # Errors
+    /// A key of `[app]` that `T` does not accept, named (`app.banned_words`).
+    pub fn app<T: serde::de::DeserializeOwned>(&self) -> Result<T, ConfigError> {
+        let table = toml::Value::Table(self.app.clone());
+        serde_path_to_error::deserialize(table).map_err(|e| {
+            let path = e.path().to_string();
+            let key = if path == "." {
+                "app".to_owned()
+            } else {
+                format!("app.{path}")
+            };
+            ConfigError::Key {
+                key,
+                message: e.into_inner().to_string(),
+            }
+        })
     }
 
     /// The effective configuration as TOML, secrets redacted (`holdfast config`).
