@@ -70,7 +70,7 @@ impl Handler<Rpc> for Echo {
             "crash" => panic!("echo.crash asked for a panic"),
             "slow" => {
                 return Box::pin(async {
-                    tokio::time::sleep(Duration::from_secs(3)).await;
+                    tokio::time::sleep(Duration::from_secs(6)).await;
                     Ok(json!("late"))
                 })
             }
@@ -164,7 +164,9 @@ impl Handler<LeaveNotice> for Moderator {
 
 fn app_settings() -> Settings {
     let mut s = settings();
-    s.handlers.timeout_ms = 300;
+    // Long enough for a panic (and its backtrace, on a loaded CI machine)
+    // to be seen as the handler stopping (`unavailable`), not as a timeout.
+    s.handlers.timeout_ms = 2500;
     s.supervision.backoff_min_ms = 10;
     s.supervision.backoff_max_ms = 50;
     s.rooms.namespaces = vec![
