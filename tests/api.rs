@@ -293,3 +293,47 @@ async fn disconnect_closes_the_users_connections_with_an_application_code() {
         .await;
     assert_ne!(resumed["session"], old, "{resumed}");
 }
+
+/// `GET /api/v1/rooms` lists this node's rooms under a prefix, by name,
+/// with their member sessions, latest offset and epoch.
+#[actix_rt::test]
+async fn rooms_are_listed_by_prefix() {
+    let server = start(with_key()).await;
+    let mut a = connect(server.addr()).await;
+    let mut b = connect(server.addr()).await;
+    let team = a.join("team:b").await;
+    b.join("team:b").await;
+    a.join("team:a").await;
+    a.join("other").await;
+    post(
+        &server,
+        "/api/v1/publish",
+        json!({"room": "team:b", "data": 1}),
+    )
+    .await;
+    let (status, body) = call(
+        &server,
+        reqwest::Method::GET,
+        "/api/v1/rooms?prefix=team:",
+        Some(KEY),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let rooms = body["rooms"].as_array().unwrap();
+    let names: Vec<&str> = rooms.iter().map(|r| r["room"].as_str().unwrap()).collect();
+    assert_eq!(names, ["team:a", "team:b"], "{body}");
+    assert_eq!(
+        rooms[1],
+        json!({"room": "team:b", "members": 2, "offset": 1, "epoch": team["epoch"]})
+    );
+    let (_, all) = call(
+        &server,
+        reqwest::Method::GET,
+        "/api/v1/rooms",
+        Some(KEY),
+        None,
+    )
+    .await;
+    assert!(all["rooms"].as_array().unwrap().len() >= 3, "{all}");
+}

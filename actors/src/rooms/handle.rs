@@ -303,6 +303,31 @@ impl Rooms {
         out
     }
 
+    /// This node's rooms whose names start with `prefix`, sorted by name,
+    /// at most `limit`: name, member sessions here, latest offset, epoch.
+    /// Read from the shards' state, so it answers while a hub restarts.
+    pub fn list(&self, prefix: &str, limit: usize) -> Vec<RoomSummary> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            let state = shard.state.lock();
+            out.extend(
+                state
+                    .rooms
+                    .iter()
+                    .filter(|(name, _)| name.starts_with(prefix))
+                    .map(|(name, room)| RoomSummary {
+                        room: name.to_string(),
+                        members: room.members.len(),
+                        offset: room.offset,
+                        epoch: room.epoch.to_string(),
+                    }),
+            );
+        }
+        out.sort_unstable_by(|a, b| a.room.cmp(&b.room));
+        out.truncate(limit);
+        out
+    }
+
     /// Restores rooms from a checkpoint taken at a graceful shutdown: their
     /// offsets continue in the same epoch. Call before the hubs take traffic.
     pub fn restore(&self, rooms: impl IntoIterator<Item = (String, String, u64)>) -> usize {
@@ -432,6 +457,19 @@ pub struct Publish {
 pub struct Presence {
     /// The room.
     pub room: Arc<str>,
+}
+
+/// One room as [`Rooms::list`] shows it.
+#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+pub struct RoomSummary {
+    /// The room.
+    pub room: String,
+    /// Member sessions on this node.
+    pub members: usize,
+    /// The latest offset.
+    pub offset: u64,
+    /// The epoch.
+    pub epoch: String,
 }
 
 /// Read a room's history.

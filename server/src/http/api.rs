@@ -13,6 +13,7 @@
 //! |---|---|
 //! | `POST /api/v1/publish` `{"room","data","from"?}` | `{"room","offset","epoch"}` |
 //! | `POST /api/v1/broadcast` `{"rooms":[…],"data","from"?}` | `{"results":[{"room","offset","epoch"} or {"room","error":{"code","message"}}]}` |
+//! | `GET /api/v1/rooms?prefix=` | `{"rooms":[{"room","members","offset","epoch"}]}`: this node's rooms (members: its sessions here), by name, at most 10,000 |
 //! | `GET /api/v1/rooms/{room}/presence` | `{"room","members":[{"user","sessions"}]}` |
 //! | `GET /api/v1/rooms/{room}/history?since=&limit=` | `{"room","epoch","messages","complete"}` |
 //! | `POST /api/v1/users/{user}/disconnect` `{"code"?,"reason"?,"forget"?}` | `{"disconnected":N}`: this node's connections of the user |
@@ -36,6 +37,8 @@ use super::error::ApiError;
 use crate::config::Secret;
 use crate::ws::protocol::{nesting_within, valid_room, MAX_DATA_DEPTH};
 
+/// Most rooms `GET /api/v1/rooms` lists.
+const MAX_LISTED_ROOMS: usize = 10_000;
 /// Most rooms one broadcast may name.
 const MAX_BROADCAST_ROOMS: usize = 1000;
 /// `history`'s `limit` when absent, and its largest value (as the WebSocket request).
@@ -69,6 +72,7 @@ impl ServerApi {
             web::scope("/api/v1")
                 .service(web::resource("/publish").route(web::post().to(publish)))
                 .service(web::resource("/broadcast").route(web::post().to(broadcast)))
+                .service(web::resource("/rooms").route(web::get().to(rooms)))
                 .service(web::resource("/rooms/{room}/presence").route(web::get().to(presence)))
                 .service(web::resource("/rooms/{room}/history").route(web::get().to(history)))
                 .service(
@@ -208,6 +212,19 @@ async fn broadcast(
         });
     }
     Ok(HttpResponse::Ok().json(json!({ "results": results })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoomsQuery {
+    #[serde(default)]
+    prefix: String,
+}
+
+/// `GET /api/v1/rooms`.
+async fn rooms(api: web::Data<ServerApi>, query: web::Query<RoomsQuery>) -> HttpResponse {
+    let rooms = api.rooms.list(&query.prefix, MAX_LISTED_ROOMS);
+    HttpResponse::Ok().json(json!({ "rooms": rooms }))
 }
 
 /// `GET /api/v1/rooms/{room}/presence`.
