@@ -68,12 +68,8 @@ impl Handler<Rpc> for Echo {
             )),
             "badcode" => Err(Rejection::new("Not A Code", "the handler's bug")),
             "crash" => panic!("echo.crash asked for a panic"),
-            "slow" => {
-                return Box::pin(async {
-                    tokio::time::sleep(Duration::from_secs(6)).await;
-                    Ok(json!("late"))
-                })
-            }
+            // Never answers: the deadline decides.
+            "slow" => return Box::pin(std::future::pending()),
             other => Err(Rejection::new(
                 "no_such_action",
                 format!("no action '{other}'"),
@@ -223,6 +219,25 @@ async fn connect_as(server: &Server, sub: &str, extra: Value) -> Client {
         .expect("upgrade accepted")
 }
 
+/// Sends `frame(id)` with a new id until the answer is something other
+/// than `unavailable` (a handler restarting answers that), within 10 s;
+/// answers that reply. Each round trip is the poll: no sleep.
+async fn until_available(c: &mut Client, frame: impl Fn(u64) -> Value) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    for id in 100.. {
+        let reply = c.request(frame(id)).await;
+        if reply["code"] != "unavailable" {
+            return reply;
+        }
+        assert_error(&reply, json!(id), "unavailable");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still unavailable after 10 s: {reply}"
+        );
+    }
+    unreachable!("ids run out before the deadline")
+}
+
 fn assert_error(reply: &Value, id: Value, code: &str) {
     assert_eq!(reply["type"], "error", "{reply}");
     assert_eq!(reply["id"], id, "{reply}");
@@ -344,19 +359,16 @@ async fn rpc_to_a_slow_or_crashing_handler_is_timeout_or_unavailable_then_served
         .await;
     assert_error(&reply, json!(2), "unavailable");
     // Served again by the next incarnation (while it restarts: unavailable).
-    let mut answered = None;
-    for i in 0..200 {
-        let reply = c
-            .request(json!({"type": "rpc", "method": "echo.sum", "data": {"a": 1, "b": 1}, "id": 100 + i}))
-            .await;
-        if reply["type"] == "reply" {
-            answered = Some(reply);
-            break;
-        }
-        assert_error(&reply, json!(100 + i), "unavailable");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(answered.expect("the handler came back")["data"], 2);
+    let answered = until_available(
+        &mut c,
+        |id| json!({"type": "rpc", "method": "echo.sum", "data": {"a": 1, "b": 1}, "id": id}),
+    )
+    .await;
+    assert_eq!(
+        answered["type"], "reply",
+        "the handler came back: {answered}"
+    );
+    assert_eq!(answered["data"], 2);
     let (_, _, echo) = common::get(&server, "/health/echo").await;
     assert!(echo["restarts"].as_u64().unwrap() >= 1, "{echo}");
 }
@@ -520,21 +532,13 @@ async fn a_room_handler_crash_mid_stream_is_unavailable_then_service_resumes_gap
         .request(json!({"type": "publish", "room": "chat:live", "data": "crash", "id": 99}))
         .await;
     assert_error(&reply, json!(99), "unavailable");
-    let mut offset = None;
-    for i in 0..200 {
-        let reply = a
-            .request(
-                json!({"type": "publish", "room": "chat:live", "data": "after", "id": 100 + i}),
-            )
-            .await;
-        if reply["type"] == "ack" {
-            offset = reply["offset"].as_u64();
-            break;
-        }
-        assert_error(&reply, json!(100 + i), "unavailable");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(offset, Some(4));
+    let reply = until_available(
+        &mut a,
+        |id| json!({"type": "publish", "room": "chat:live", "data": "after", "id": id}),
+    )
+    .await;
+    assert_eq!(reply["type"], "ack", "{reply}");
+    assert_eq!(reply["offset"].as_u64(), Some(4));
     let mut seen = Vec::new();
     while seen.len() < 4 {
         let m = b.recv().await;

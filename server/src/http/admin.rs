@@ -19,11 +19,8 @@
 //! | `POST /admin/shutdown` | 202; the staged shutdown, exactly as SIGTERM |
 //! | `POST /admin/actors/{name}/crash` | only with `admin.chaos = true`: 202; the actor panics inside its own context |
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::AUTHORIZATION;
-use actix_web::middleware::{from_fn, Next};
-use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use actix_web::middleware::from_fn;
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 use tracing::{info, warn};
@@ -65,8 +62,19 @@ impl Admin {
     }
 
     /// Whether `header` is `Bearer <the token>` (see [`bearer`](super::bearer)).
+    #[cfg(test)]
     fn authorized(&self, header: Option<&str>) -> bool {
         super::bearer::allows(&self.token, header)
+    }
+}
+
+impl super::bearer::Guard for Admin {
+    const SCOPE: &'static str = "admin";
+    const MISSING: &'static str = "the admin API needs 'Authorization: Bearer <admin token>'";
+    const WRONG: &'static str = "the admin token is wrong";
+
+    fn secret(&self) -> &Secret {
+        &self.token
     }
 }
 
@@ -85,38 +93,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, admin: &Admin) {
     if admin.chaos {
         scope = scope.service(web::resource("/actors/{name}/crash").route(web::post().to(crash)));
     }
-    cfg.service(scope.wrap(from_fn(authorize)));
-}
-
-/// Refuses, with a JSON 401, any request under `/admin` without the token.
-async fn authorize(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let header = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let allowed = req
-        .app_data::<web::Data<Admin>>()
-        .is_some_and(|admin| admin.authorized(header));
-    if !allowed {
-        warn!(
-            path = %req.path(),
-            credentials = if header.is_some() { "wrong" } else { "missing" },
-            "admin request refused"
-        );
-        let message = if header.is_some() {
-            "the admin token is wrong"
-        } else {
-            "the admin API needs 'Authorization: Bearer <admin token>'"
-        };
-        let res = ApiError::Unauthorized(message.into()).error_response();
-        return Ok(req.into_response(res).map_into_right_body());
-    }
-    next.call(req)
-        .await
-        .map(ServiceResponse::map_into_left_body)
+    cfg.service(scope.wrap(from_fn(super::bearer::authorize::<Admin>)));
 }
 
 /// `GET /admin/actors`: the live tree, in tree order.

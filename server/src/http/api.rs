@@ -20,15 +20,11 @@
 
 use std::sync::Arc;
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::AUTHORIZATION;
-use actix_web::middleware::{from_fn, Next};
+use actix_web::middleware::from_fn;
 use actix_web::{web, HttpResponse, ResponseError};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
-use tracing::warn;
 
 use holdfast_actors::connections::Connections;
 use holdfast_actors::rooms::{Position, RoomError, Rooms};
@@ -78,7 +74,7 @@ impl ServerApi {
                 .service(
                     web::resource("/users/{user}/disconnect").route(web::post().to(disconnect)),
                 )
-                .wrap(from_fn(authorize)),
+                .wrap(from_fn(super::bearer::authorize::<ServerApi>)),
         );
     }
 
@@ -108,6 +104,16 @@ impl ServerApi {
     }
 }
 
+impl super::bearer::Guard for ServerApi {
+    const SCOPE: &'static str = "server API";
+    const MISSING: &'static str = "the server API needs 'Authorization: Bearer <api key>'";
+    const WRONG: &'static str = "the API key is wrong";
+
+    fn secret(&self) -> &Secret {
+        &self.key
+    }
+}
+
 fn check_room(room: &str) -> Result<(), ApiError> {
     if valid_room(room) {
         Ok(())
@@ -125,37 +131,6 @@ fn unavailable(_: RoomError) -> ApiError {
 
 fn published(room: &str, p: &Position) -> Value {
     json!({"room": room, "offset": p.offset, "epoch": &*p.epoch})
-}
-
-/// Refuses, with a JSON 401, any request under `/api/v1` without the key.
-async fn authorize(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let header = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let allowed = req
-        .app_data::<web::Data<ServerApi>>()
-        .is_some_and(|api| super::bearer::allows(&api.key, header));
-    if !allowed {
-        warn!(
-            path = %req.path(),
-            credentials = if header.is_some() { "wrong" } else { "missing" },
-            "server API request refused"
-        );
-        let message = if header.is_some() {
-            "the API key is wrong"
-        } else {
-            "the server API needs 'Authorization: Bearer <api key>'"
-        };
-        let res = ApiError::Unauthorized(message.into()).error_response();
-        return Ok(req.into_response(res).map_into_right_body());
-    }
-    next.call(req)
-        .await
-        .map(ServiceResponse::map_into_left_body)
 }
 
 fn server() -> String {
