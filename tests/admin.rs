@@ -277,12 +277,7 @@ async fn an_operator_restart_raises_the_restart_count() {
     for name in ["greeter", "scheduler", "core"] {
         assert!(restarted.contains(&name), "{name} not in {restarted:?}");
     }
-    let text = reqwest::get(format!("http://{}/metrics", server.addr()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = common::metrics_text(&server).await;
     assert!(
         text.contains("holdfast_actor_restarts_total{actor=\"greeter\"} 1"),
         "{text}"

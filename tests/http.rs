@@ -330,12 +330,7 @@ async fn a_panicking_service_is_restarted_and_health_shows_it() {
         "{check}"
     );
     assert_eq!(check["details"]["starts"], 2);
-    let text = reqwest::get(format!("http://{}/metrics", server.addr()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = common::metrics_text(&server).await;
     assert!(
         text.contains("holdfast_actor_restarts_total{actor=\"moody\"} 1"),
         "{text}"

@@ -311,12 +311,7 @@ async fn pool_saturation_and_recovery_are_published() {
         kind("db.pool_recovered"),
     )
     .await;
-    let text = reqwest::get(format!("http://{}/metrics", server.addr()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = common::metrics_text(&server).await;
     assert!(
         text.contains("holdfast_db_pool_saturation_events_total{kind=\"saturated\"} 1"),
         "{text}"

@@ -314,12 +314,7 @@ async fn stats_when(server: &Server, what: &str, cond: impl Fn(&Value) -> bool) 
 
 /// The value of one series in `/metrics` (`name{labels}` as written there).
 async fn metric(server: &Server, series: &str) -> Option<f64> {
-    let text = reqwest::get(format!("http://{}/metrics", server.addr()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = common::metrics_text(server).await;
     text.lines()
         .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
         .and_then(|l| l.rsplit(' ').next())

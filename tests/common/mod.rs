@@ -82,13 +82,18 @@ where
     }
 }
 
-pub async fn metric(server: &Server, name: &str) -> f64 {
-    let text = reqwest::get(format!("http://{}/metrics", server.addr()))
+/// The server's `/metrics` text.
+pub async fn metrics_text(server: &Server) -> String {
+    reqwest::get(format!("http://{}/metrics", server.addr()))
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+pub async fn metric(server: &Server, name: &str) -> f64 {
+    let text = metrics_text(server).await;
     text.lines()
         .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
         .and_then(|l| l.rsplit(' ').next())
