@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,241 +16,13 @@ use holdfast::server::config::{FeedSettings, PrinterSettings, Secret};
 use holdfast::server::{Builder, Server, Settings};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use common::fake_http::{Fake, Reply};
 use common::tls::TestPki;
 use common::ws::{connect, Client};
 use common::{get, settings, wait_until};
 
 const DEADLINE: Duration = Duration::from_secs(15);
-
-// ---------------------------------------------------------------------------
-// A fake HTTP server, on a thread and runtime of its own, so that a reply
-// it holds back never holds back the server under test.
-// ---------------------------------------------------------------------------
-
-/// One reply of the fake.
-#[derive(Clone, Debug)]
-struct Reply {
-    status: u16,
-    body: String,
-    headers: Vec<(String, String)>,
-    /// Held back this long before it is written.
-    delay: Duration,
-}
-
-impl Reply {
-    fn json(v: Value) -> Self {
-        Self::raw(200, v.to_string())
-    }
-
-    fn status(status: u16) -> Self {
-        Self::raw(status, json!({"error": status}).to_string())
-    }
-
-    fn raw(status: u16, body: impl Into<String>) -> Self {
-        Self {
-            status,
-            body: body.into(),
-            headers: Vec::new(),
-            delay: Duration::ZERO,
-        }
-    }
-
-    fn delay(mut self, d: Duration) -> Self {
-        self.delay = d;
-        self
-    }
-
-    fn header(mut self, k: &str, v: &str) -> Self {
-        self.headers.push((k.into(), v.into()));
-        self
-    }
-}
-
-/// A request the fake received.
-#[derive(Clone, Debug)]
-struct Seen {
-    path: String,
-    at: Instant,
-    api_key: Option<String>,
-}
-
-#[derive(Default)]
-struct FakeState {
-    /// Replies per path, used up in order...
-    scripts: HashMap<String, VecDeque<Reply>>,
-    /// ...then this one, again and again.
-    defaults: HashMap<String, Reply>,
-    seen: Vec<Seen>,
-    connections: usize,
-}
-
-struct Fake {
-    addr: SocketAddr,
-    /// `http` or `https`.
-    scheme: &'static str,
-    state: Arc<Mutex<FakeState>>,
-    gate: tokio::sync::watch::Sender<bool>,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-impl Fake {
-    /// A fake answering every request; with `gated`, replies wait for `open`.
-    fn start(gated: bool) -> Fake {
-        Self::launch(gated, None)
-    }
-
-    /// The same over TLS, with the certificate `tls` serves (`https://` URLs).
-    fn start_tls(gated: bool, tls: tokio_rustls::TlsAcceptor) -> Fake {
-        Self::launch(gated, Some(tls))
-    }
-
-    fn launch(gated: bool, tls: Option<tokio_rustls::TlsAcceptor>) -> Fake {
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let state = Arc::new(Mutex::new(FakeState::default()));
-        let (gate, gate_rx) = tokio::sync::watch::channel(!gated);
-        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let shared = state.clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let accept = async {
-                    while let Ok((stream, _)) = listener.accept().await {
-                        shared.lock().unwrap().connections += 1;
-                        let (state, gate) = (shared.clone(), gate_rx.clone());
-                        match tls.clone() {
-                            None => {
-                                tokio::spawn(serve(stream, state, gate));
-                            }
-                            Some(tls) => {
-                                tokio::spawn(async move {
-                                    // A client that refuses the certificate ends here.
-                                    if let Ok(stream) = tls.accept(stream).await {
-                                        serve(stream, state, gate).await;
-                                    }
-                                });
-                            }
-                        }
-                    }
-                };
-                tokio::select! {
-                    _ = accept => {}
-                    _ = stop_rx => {}
-                }
-            });
-        });
-        Fake {
-            addr,
-            scheme,
-            state,
-            gate,
-            _stop: stop,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}://{}{path}", self.scheme, self.addr)
-    }
-
-    fn open(&self) {
-        self.gate.send_replace(true);
-    }
-
-    /// Replies to `path` with `reply` from now on.
-    fn set(&self, path: &str, reply: Reply) {
-        let mut s = self.state.lock().unwrap();
-        s.scripts.remove(path);
-        s.defaults.insert(path.into(), reply);
-    }
-
-    /// Replies to `path` with these, in order, then with the default.
-    fn script(&self, path: &str, replies: Vec<Reply>) {
-        self.state
-            .lock()
-            .unwrap()
-            .scripts
-            .insert(path.into(), replies.into());
-    }
-
-    fn seen(&self, path: &str) -> Vec<Seen> {
-        let s = self.state.lock().unwrap();
-        s.seen.iter().filter(|r| r.path == path).cloned().collect()
-    }
-
-    fn count(&self, path: &str) -> usize {
-        self.seen(path).len()
-    }
-
-    fn connections(&self) -> usize {
-        self.state.lock().unwrap().connections
-    }
-}
-
-/// Serves one connection (TCP, or TLS over it): HTTP/1.1 GETs, kept alive.
-async fn serve(
-    mut stream: impl AsyncRead + AsyncWrite + Unpin,
-    state: Arc<Mutex<FakeState>>,
-    mut gate: tokio::sync::watch::Receiver<bool>,
-) {
-    let mut buf = Vec::new();
-    loop {
-        let end = loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            let mut chunk = [0u8; 4096];
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        };
-        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-        buf.drain(..end);
-        let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
-        let api_key = head.lines().find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("x-api-key")
-                .then(|| v.trim().to_owned())
-        });
-        state.lock().unwrap().seen.push(Seen {
-            path: path.clone(),
-            at: Instant::now(),
-            api_key,
-        });
-        if gate.wait_for(|open| *open).await.is_err() {
-            return;
-        }
-        let reply = {
-            let mut s = state.lock().unwrap();
-            let scripted = s.scripts.get_mut(&path).and_then(VecDeque::pop_front);
-            scripted
-                .or_else(|| s.defaults.get(&path).cloned())
-                .unwrap_or_else(|| Reply::status(404))
-        };
-        tokio::time::sleep(reply.delay).await;
-        let mut out = format!(
-            "HTTP/1.1 {} Fake\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
-            reply.status,
-            reply.body.len()
-        );
-        for (k, v) in &reply.headers {
-            out.push_str(&format!("{k}: {v}\r\n"));
-        }
-        out.push_str("\r\n");
-        out.push_str(&reply.body);
-        if stream.write_all(out.as_bytes()).await.is_err() {
-            return;
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -278,6 +48,15 @@ async fn next_in(c: &mut Client, room: &str) -> Value {
             return v["data"].clone();
         }
     }
+}
+
+/// `rpc` to a service, as a browser would send it: the reply (or error).
+async fn rpc(c: &mut Client, method: &str, data: Value) -> Value {
+    let reply = c
+        .request(json!({"type": "rpc", "method": method, "data": data, "id": method}))
+        .await;
+    assert_eq!(reply["id"], method, "{reply}");
+    reply
 }
 
 /// A client in `room`.
@@ -739,6 +518,48 @@ async fn an_https_feed_with_an_untrusted_certificate_fails_and_opens_the_breaker
     stop(server).await;
 }
 
+/// `trending.list` answers the cached documents, all or one feed's, as
+/// `GET /api/v1/trending` does; an unknown feed is `unknown_feed`.
+#[actix_rt::test]
+async fn a_client_reads_the_trending_cache_over_rpc() {
+    let fake = Fake::start(false);
+    let doc = json!({"top": ["benchy"]});
+    fake.set("/news", Reply::json(doc.clone()));
+    fake.set("/deals", Reply::json(json!({"off": 10})));
+    let server = start(trending(&[
+        ("news", fake.url("/news")),
+        ("deals", fake.url("/deals")),
+    ]))
+    .await;
+    stats_when(&server, "both feeds fetched", |s| {
+        s["feeds"]["news"]["successful_fetches"] == 1
+            && s["feeds"]["deals"]["successful_fetches"] == 1
+    })
+    .await;
+    let mut c = connect(server.addr()).await;
+
+    let all = rpc(&mut c, "trending.list", Value::Null).await;
+    assert_eq!(all["type"], "reply", "{all}");
+    assert_eq!(all["data"]["feeds"]["news"]["data"], doc, "{all}");
+    assert_eq!(all["data"]["feeds"]["deals"]["data"]["off"], 10, "{all}");
+    assert!(
+        all["data"]["feeds"]["news"]["fetched_at"].is_string(),
+        "{all}"
+    );
+
+    let one = rpc(&mut c, "trending.list", json!({"feed": "news"})).await;
+    let feeds = one["data"]["feeds"].as_object().unwrap();
+    assert_eq!(feeds.keys().collect::<Vec<_>>(), ["news"], "{one}");
+
+    let unknown = rpc(&mut c, "trending.list", json!({"feed": "sports"})).await;
+    assert_eq!(unknown["code"], "unknown_feed", "{unknown}");
+    let bad = rpc(&mut c, "trending.list", json!({"feeds": "news"})).await;
+    assert_eq!(bad["code"], "bad_request", "{bad}");
+    let no_method = rpc(&mut c, "trending.top", Value::Null).await;
+    assert_eq!(no_method["code"], "unknown_method", "{no_method}");
+    stop(server).await;
+}
+
 // ---------------------------------------------------------------------------
 // printers
 // ---------------------------------------------------------------------------
@@ -996,6 +817,145 @@ async fn a_silent_printer_goes_offline_without_stalling_the_other() {
     stop(server).await;
 }
 
+fn paused(text: &str) -> Reply {
+    Reply::json(json!({
+        "state": {
+            "text": text,
+            "flags": {
+                "operational": true, "printing": false, "paused": true, "pausing": false,
+                "cancelling": false, "error": false, "ready": false, "closedOrError": false,
+            }
+        }
+    }))
+}
+
+/// A browser lists the printers, pauses, resumes and cancels a print:
+/// each command is OctoPrint's own `POST /api/job` body with the API key,
+/// the reply is the state OctoPrint reports after it, and that state
+/// reaches `$printers` without waiting for the next poll.
+#[actix_rt::test]
+async fn a_client_lists_pauses_resumes_and_cancels_prints_over_rpc() {
+    let (a, b) = (Fake::start(true), Fake::start(true));
+    a.set("/api/printer", printer("Printing", true, false));
+    a.set("/api/job", job("benchy.gcode", 42.5));
+    b.set("/api/printer", printer("Operational", false, false));
+    for fake in [&a, &b] {
+        fake.set("POST /api/job", Reply::raw(204, ""));
+    }
+    let mut s = printers(&[("mk4", &a), ("mini", &b)]);
+    // Polls far apart: the states below come from the commands.
+    for device in &mut s.printers.devices {
+        device.interval_ms = 60_000;
+    }
+    let server = start(s).await;
+    let mut c = member_of(&server, "$printers").await;
+    a.open();
+    b.open();
+    let mut polled = [false, false];
+    while polled != [true, true] {
+        let change = next_in(&mut c, "$printers").await;
+        polled[usize::from(change["printer"] == "mini")] = true;
+    }
+
+    let list = rpc(&mut c, "printers.list", Value::Null).await;
+    assert_eq!(list["type"], "reply", "{list}");
+    let printers = list["data"]["printers"].as_array().unwrap();
+    let states: Vec<(&str, &str)> = printers
+        .iter()
+        .map(|p| (p["printer"].as_str().unwrap(), p["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(states, [("mk4", "printing"), ("mini", "idle")], "{list}");
+    assert_eq!(printers[0]["file"], "benchy.gcode");
+    assert_eq!(printers[0]["progress"], 42.5);
+
+    let status = rpc(&mut c, "printers.status", json!({"printer": "mini"})).await;
+    assert_eq!(status["data"]["state"], "idle", "{status}");
+
+    // OctoPrint reports paused once it took the command.
+    a.set("/api/printer", paused("Paused"));
+    let pause = rpc(&mut c, "printers.pause", json!({"printer": "mk4"})).await;
+    assert_eq!(pause["type"], "reply", "{pause}");
+    assert_eq!(pause["data"]["state"], "paused", "{pause}");
+    let change = next_in(&mut c, "$printers").await;
+    assert_eq!(
+        (
+            change["printer"].as_str(),
+            change["state"].as_str(),
+            change["previous"].as_str()
+        ),
+        (Some("mk4"), Some("paused"), Some("printing")),
+        "{change}"
+    );
+
+    a.set("/api/printer", printer("Printing", true, false));
+    let resume = rpc(&mut c, "printers.resume", json!({"printer": "mk4"})).await;
+    assert_eq!(resume["data"]["state"], "printing", "{resume}");
+
+    a.set("/api/printer", printer("Operational", false, false));
+    let cancel = rpc(&mut c, "printers.cancel", json!({"printer": "mk4"})).await;
+    assert_eq!(cancel["data"]["state"], "idle", "{cancel}");
+
+    let commands: Vec<Value> = a
+        .seen("POST /api/job")
+        .into_iter()
+        .map(|r| {
+            assert_eq!(r.api_key.as_deref(), Some(KEY));
+            r.body
+        })
+        .collect();
+    assert_eq!(
+        commands,
+        [
+            json!({"command": "pause", "action": "pause"}),
+            json!({"command": "pause", "action": "resume"}),
+            json!({"command": "cancel"}),
+        ]
+    );
+    assert_eq!(b.count("POST /api/job"), 0);
+    stop(server).await;
+}
+
+/// What OctoPrint refuses, what does not exist and what cannot be reached
+/// are application errors with their own codes, on a connection that stays
+/// open; nothing is sent for a request that names no printer.
+#[actix_rt::test]
+async fn refused_and_impossible_printer_commands_are_application_errors() {
+    let (idle, down) = (Fake::start(false), Fake::start(false));
+    idle.set("/api/printer", printer("Operational", false, false));
+    idle.set(
+        "POST /api/job",
+        Reply::raw(409, r#"{"error":"Printer is not printing"}"#),
+    );
+    down.set("/api/printer", printer("Operational", false, false));
+    down.set("POST /api/job", Reply::status(502));
+    let server = start(printers(&[("mk4", &idle), ("far", &down)])).await;
+    let mut c = connect(server.addr()).await;
+
+    let busy = rpc(&mut c, "printers.pause", json!({"printer": "mk4"})).await;
+    assert_eq!(
+        (busy["type"].as_str(), busy["code"].as_str()),
+        (Some("error"), Some("printer_busy")),
+        "{busy}"
+    );
+    assert!(busy["message"].as_str().unwrap().contains("mk4"), "{busy}");
+
+    let offline = rpc(&mut c, "printers.cancel", json!({"printer": "far"})).await;
+    assert_eq!(offline["code"], "printer_offline", "{offline}");
+
+    let unknown = rpc(&mut c, "printers.pause", json!({"printer": "nope"})).await;
+    assert_eq!(unknown["code"], "unknown_printer", "{unknown}");
+    let no_name = rpc(&mut c, "printers.pause", json!({"name": "mk4"})).await;
+    assert_eq!(no_name["code"], "bad_request", "{no_name}");
+    let no_method = rpc(&mut c, "printers.explode", json!({"printer": "mk4"})).await;
+    assert_eq!(no_method["code"], "unknown_method", "{no_method}");
+
+    assert_eq!(idle.count("POST /api/job"), 1);
+    assert_eq!(down.count("POST /api/job"), 1);
+    let pong = c.request(json!({"type": "ping", "id": "still-open"})).await;
+    assert_eq!(pong["type"], "pong", "{pong}");
+    stop(server).await;
+}
+
 // ---------------------------------------------------------------------------
 // files
 // ---------------------------------------------------------------------------
@@ -1211,5 +1171,99 @@ async fn changes_while_stopped_are_caught_up_at_start() {
         r == [(p(&new), 3, sha256(b"new"))]
     })
     .await;
+    stop(server).await;
+}
+
+/// `files.list` pages through the index by path; `files.search` finds
+/// names (not directories) containing the query, any case, with `%` and
+/// `_` taken literally; what is not configured or out of range is refused.
+#[actix_rt::test]
+async fn a_client_lists_and_searches_the_file_index_over_rpc() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("prints");
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    let names = [
+        "a50b.gcode",
+        "Bracket_50%.STL",
+        "benchy.gcode",
+        "sub/clip.gcode",
+    ];
+    for name in names {
+        std::fs::write(dir.join(name), name.as_bytes()).unwrap();
+    }
+    let s = files_settings(&dir);
+    let server = start(s.clone()).await;
+    rows_when(&s, "four files indexed", |r| r.len() == 4).await;
+    let mut c = connect(server.addr()).await;
+
+    let first = rpc(&mut c, "files.list", json!({"limit": 3})).await;
+    assert_eq!(first["type"], "reply", "{first}");
+    let page: Vec<&str> = first["data"]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        page,
+        ["Bracket_50%.STL", "a50b.gcode", "benchy.gcode"],
+        "{first}"
+    );
+    let next = first["data"]["next"].clone();
+    assert_eq!(next, p(&dir.join("benchy.gcode")));
+    let second = rpc(
+        &mut c,
+        "files.list",
+        json!({"limit": 3, "after": next, "directory": p(&dir)}),
+    )
+    .await;
+    let f = &second["data"]["files"][0];
+    assert_eq!(f["name"], "sub/clip.gcode", "{second}");
+    assert_eq!(f["size"], 14);
+    assert_eq!(f["sha256"], sha256(b"sub/clip.gcode"));
+    assert!(f["modified_at"].is_string(), "{second}");
+    assert_eq!(
+        second["data"]["files"].as_array().unwrap().len(),
+        1,
+        "{second}"
+    );
+    assert_eq!(second["data"]["next"], Value::Null, "{second}");
+
+    let search = |q: &str| json!({"query": q});
+    let found = rpc(&mut c, "files.search", search("BRACK")).await;
+    assert_eq!(
+        found["data"]["files"][0]["name"], "Bracket_50%.STL",
+        "{found}"
+    );
+    let literal = rpc(&mut c, "files.search", search("50%")).await;
+    let hits: Vec<&str> = literal["data"]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(hits, ["Bracket_50%.STL"], "% is not a wildcard: {literal}");
+    let dirs = rpc(&mut c, "files.search", search("prints")).await;
+    assert_eq!(
+        dirs["data"]["files"],
+        json!([]),
+        "directories do not match: {dirs}"
+    );
+
+    for (method, data, code) in [
+        (
+            "files.list",
+            json!({"directory": "/elsewhere"}),
+            "unknown_directory",
+        ),
+        ("files.list", json!({"limit": 0}), "bad_request"),
+        ("files.list", json!({"limit": 1001}), "bad_request"),
+        ("files.search", search(""), "bad_request"),
+        ("files.search", Value::Null, "bad_request"),
+        ("files.delete", Value::Null, "unknown_method"),
+    ] {
+        let refused = rpc(&mut c, method, data).await;
+        assert_eq!(refused["code"], code, "{method}: {refused}");
+    }
     stop(server).await;
 }

@@ -11,6 +11,7 @@
 //! - [`kernel`]: the shared handles ([`kernel::Kernel`]) and the running tree ([`kernel::Tree`]).
 //! - [`db`]: the `db` actor, the SQLite/PostgreSQL pool, migrations, outages.
 //! - [`events`]: the `events` actor, the internal bus of typed events.
+//! - [`handlers`]: what application handler actors receive and answer (RPC, room joins and publishes), and the call with a deadline.
 //! - [`scheduler`]: the `scheduler` actor, named one-shot and periodic tasks.
 //! - [`sessions`]: the session registry behind `resume` ([`sessions::SessionStore`]).
 //! - [`connections`]: the `connections` actor, live client connections and their drain.
@@ -44,6 +45,7 @@ pub mod clock;
 pub mod connections;
 pub mod db;
 pub mod events;
+pub mod handlers;
 pub mod health;
 pub mod kernel;
 pub mod lease;

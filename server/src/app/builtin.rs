@@ -4,12 +4,15 @@
 
 use actix_web::web;
 
-use holdfast_actors::services::{files::Files, printers::Printers, trending::Trending};
+use holdfast_actors::services::files::{self, Files};
+use holdfast_actors::services::printers::{self, Printers};
+use holdfast_actors::services::trending::{self, Trending};
 
 use super::{Mount, StartError};
+use crate::handlers::Target;
 
 /// `trending`: polled feeds, cached, published to `$trending`; its HTTP
-/// routes read the cache.
+/// routes and `trending.list` read the cache.
 pub(super) fn trending(mount: &mut Mount<'_>) -> Result<(), StartError> {
     let cx = mount.context();
     let trending = Trending::new(
@@ -20,7 +23,9 @@ pub(super) fn trending(mount: &mut Mount<'_>) -> Result<(), StartError> {
         cx.lease.clone(),
     )
     .map_err(StartError::Services)?;
-    mount.service(trending.spec());
+    let spec = trending.spec();
+    mount.rpc(trending::PREFIX, Target::of(spec.child_ref()))?;
+    mount.service(spec);
     let data = web::Data::new(trending);
     mount.routes(move |cfg| {
         cfg.app_data(data.clone())
@@ -29,7 +34,9 @@ pub(super) fn trending(mount: &mut Mount<'_>) -> Result<(), StartError> {
     Ok(())
 }
 
-/// `printers`: OctoPrint printers polled, their state published to `$printers`.
+/// `printers`: OctoPrint printers polled, their state published to
+/// `$printers`; the `printers.` RPC methods (list, status, pause, resume,
+/// cancel).
 pub(super) fn printers(mount: &mut Mount<'_>) -> Result<(), StartError> {
     let cx = mount.context();
     let printers = Printers::new(
@@ -40,11 +47,14 @@ pub(super) fn printers(mount: &mut Mount<'_>) -> Result<(), StartError> {
         cx.lease.clone(),
     )
     .map_err(StartError::Services)?;
-    mount.service(printers.spec());
+    let spec = printers.spec();
+    mount.rpc(printers::PREFIX, Target::of(spec.child_ref()))?;
+    mount.service(spec);
     Ok(())
 }
 
-/// `files`: a directory indexed into the database, changes to `$files`.
+/// `files`: a directory indexed into the database, changes to `$files`;
+/// `files.list` and `files.search` read the index.
 pub(super) fn files(mount: &mut Mount<'_>) -> Result<(), StartError> {
     let cx = mount.context();
     let files = Files::new(
@@ -53,7 +63,9 @@ pub(super) fn files(mount: &mut Mount<'_>) -> Result<(), StartError> {
         cx.rooms.clone(),
         cx.lease.clone(),
     );
-    mount.service(files.spec());
+    let spec = files.spec();
+    mount.rpc(files::PREFIX, Target::of(spec.child_ref()))?;
+    mount.service(spec);
     Ok(())
 }
 

@@ -75,23 +75,15 @@
 //! # drop(builder);
 //! ```
 
-mod caller;
 mod namespaces;
-mod rejection;
-mod room;
-mod rpc;
-mod target;
+mod routes;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-pub use caller::Caller;
+pub use holdfast_actors::handlers::*;
 pub(crate) use namespaces::{Namespace, Namespaces};
-pub use rejection::Rejection;
-pub use room::{Accept, JoinRequest, LeaveNotice, PublishRequest, RoomHandler};
-pub use rpc::{Rpc, RpcRoutes};
-pub(crate) use target::Failure;
-pub use target::Target;
+pub use routes::RpcRoutes;
 
 use crate::config::{ConfigError, Settings};
 

@@ -6,7 +6,8 @@
 //! `debounce`), the queue of paths waiting to be looked at, and the scan and
 //! the database write in flight (one of each at a time, so changes apply in
 //! order).
-//! Answers: no messages of its own; `/health/files` shows the directories,
+//! Answers: [`Rpc`](crate::handlers::Rpc) for `files.list` and
+//! `files.search`, read from the database ([`commands`]); `/health/files` shows the directories,
 //! which are watched, the files indexed and the writes pending.
 //!
 //! A file counts when its extension is one of `extensions` (any case). A
@@ -65,9 +66,11 @@ use crate::clock::{from_unix_ms, now_unix_ms, rfc3339, unix_ms};
 use crate::settings::{at_least, SettingError};
 
 mod actor;
+pub mod commands;
 mod scan;
 
 pub use actor::FilesActor;
+pub use commands::PREFIX;
 pub use scan::sha256_file;
 use scan::{dir_id, rfc3339_ms, DirId, Scan};
 

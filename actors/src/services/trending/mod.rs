@@ -4,7 +4,8 @@
 //! Owns: the refresh timer of every configured feed and the fetches in
 //! flight. The feeds' state (cache, circuit breaker, statistics) lives in
 //! the [`Trending`] handle, outside the actor.
-//! Answers: [`Refresh`] (fetch a feed now unless its cache is fresh); the
+//! Answers: [`Refresh`] (fetch a feed now unless its cache is fresh),
+//! [`Rpc`](crate::handlers::Rpc) for `trending.list` ([`commands`]); the
 //! HTTP layer reads [`Trending::statistics`] and [`Trending::snapshot`]
 //! straight from the handle, so they answer even while the actor restarts.
 //!
@@ -61,6 +62,7 @@ use crate::tls::ClientTls;
 
 mod actor;
 mod breaker;
+pub mod commands;
 mod error;
 mod metrics;
 mod settings;
@@ -69,6 +71,7 @@ use actor::InFlight;
 pub use actor::{Refresh, TrendingActor};
 pub use breaker::BreakerState;
 use breaker::{Breaker, Permit};
+pub use commands::PREFIX;
 pub use error::FetchError;
 use metrics::TrendingMetrics;
 pub use settings::{FeedSettings, TrendingSettings};
@@ -299,6 +302,13 @@ impl Trending {
     /// (fresh) or miss (stale or absent); a miss asks the actor for a
     /// refresh in the background and answers what is cached now.
     pub fn snapshot(&self) -> Value {
+        json!({ "feeds": self.cached(None) })
+    }
+
+    /// The cached documents of every feed, or of the feed named `only`
+    /// (`None` when no feed has that name), as [`Trending::snapshot`]
+    /// counts and refreshes them.
+    pub fn cached(&self, only: Option<&str>) -> Option<Map<String, Value>> {
         let now = Instant::now();
         let ttl = self.inner.settings.cache_ttl();
         let mut stale = Vec::new();
@@ -306,6 +316,9 @@ impl Trending {
         {
             let mut feeds = self.inner.feeds.lock();
             for (idx, f) in feeds.iter_mut().enumerate() {
+                if only.is_some_and(|name| name != f.config.name) {
+                    continue;
+                }
                 let fresh = f
                     .cache
                     .as_ref()
@@ -336,7 +349,7 @@ impl Trending {
                 });
             }
         }
-        json!({ "feeds": out })
+        (only.is_none() || !out.is_empty()).then_some(out)
     }
 
     /// How many feeds are configured.

@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use holdfast_actors::supervision::ChildRef;
+use crate::supervision::ChildRef;
 
 use super::{Caller, Rejection, Target};
 
@@ -73,9 +73,12 @@ pub struct LeaveNotice {
 /// [`LeaveNotice`] for the rooms of the namespaces that name it.
 #[derive(Clone)]
 pub struct RoomHandler {
-    pub(crate) join: Target<JoinRequest>,
-    pub(crate) publish: Target<PublishRequest>,
-    pub(crate) leave: Target<LeaveNotice>,
+    /// Where joins go.
+    pub join: Target<JoinRequest>,
+    /// Where publishes go.
+    pub publish: Target<PublishRequest>,
+    /// Where leaves are told.
+    pub leave: Target<LeaveNotice>,
 }
 
 impl RoomHandler {

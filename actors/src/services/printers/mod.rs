@@ -1,14 +1,19 @@
 //! The `printers` actor: watches 3D printers through the OctoPrint REST API
 //! and broadcasts their state changes to the system room `$printers`.
 //!
+//! A folder: this file (settings, states, the handle and what it keeps),
+//! `octoprint` (the REST client), `actor` (polls, health) and `commands`
+//! (the `printers.` RPC methods, see [`commands`]).
+//!
 //! Owns: one poll timer per configured printer, and the polls in flight.
 //! Each printer's last state, last-seen time and failure count live in the
 //! [`Printers`] handle, outside the actor.
-//! Answers: no messages of its own; `/health/printers` shows the printer
+//! Answers: [`Rpc`](crate::handlers::Rpc) for the methods of [`commands`]
+//! (list, status, pause, resume, cancel); `/health/printers` shows the printer
 //! count, whether monitoring is active, and per printer its state, progress
 //! and last-seen time (never its API key).
 //!
-//! A poll: `GET {url}/api/printer` and, while printing, `GET {url}/api/job`,
+//! A poll: `GET {url}/api/printer` and, while a job runs, `GET {url}/api/job`,
 //! with the `X-Api-Key` header, each bounded by `timeout`. Its outcome is a
 //! state:
 //!
@@ -16,7 +21,8 @@
 //! |---|---|
 //! | `offline` | no answer (refused, timed out, 5xx), or OctoPrint has no printer connected (409, flags closed) |
 //! | `idle` | operational, not printing |
-//! | `printing` | printing, paused or pausing; with `progress` (%) and `file` from `/api/job` |
+//! | `printing` | printing; with `progress` (%) and `file` from `/api/job` |
+//! | `paused` | paused or pausing mid-print; with `progress` and `file` |
 //! | `error` | the printer reports an error, or OctoPrint rejects the API key (401/403) |
 //!
 //! A change (another state, progress moved by 0.1 % or more, another file,
@@ -36,7 +42,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::prelude::*;
+mod actor;
+pub mod commands;
+mod octoprint;
+
 use parking_lot::Mutex;
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 use serde::{Deserialize, Serialize};
@@ -46,13 +55,16 @@ use tracing::{debug, info, warn};
 use crate::backoff::Backoff;
 use crate::clock::now_rfc3339;
 use crate::db::DbUrl;
-use crate::health::{Health, HealthReply};
 use crate::lease::Lease;
 use crate::rooms::Rooms;
 use crate::settings::{at_least, check_endpoints, Secret, SettingError};
 use crate::shutdown::Stage;
-use crate::supervision::{Child, ChildSpec};
+use crate::supervision::ChildSpec;
 use crate::tls::ClientTls;
+
+pub use actor::PrintersActor;
+pub use commands::PREFIX;
+use octoprint::{Device, OctoPrint};
 
 /// The system room state changes go to.
 pub const ROOM: &str = "$printers";
@@ -142,8 +154,10 @@ pub enum PrinterState {
     Offline,
     /// Operational and not printing.
     Idle,
-    /// Printing (or paused mid-print).
+    /// Printing.
     Printing,
+    /// Paused (or pausing) mid-print.
+    Paused,
     /// The printer reports an error, or the API key is refused.
     Error,
 }
@@ -155,14 +169,16 @@ impl PrinterState {
             PrinterState::Offline => "offline",
             PrinterState::Idle => "idle",
             PrinterState::Printing => "printing",
+            PrinterState::Paused => "paused",
             PrinterState::Error => "error",
         }
     }
 
-    const ALL: [PrinterState; 4] = [
+    const ALL: [PrinterState; 5] = [
         PrinterState::Offline,
         PrinterState::Idle,
         PrinterState::Printing,
+        PrinterState::Paused,
         PrinterState::Error,
     ];
 }
@@ -229,7 +245,7 @@ struct PrinterMetrics {
 struct Inner {
     settings: PrintersSettings,
     printers: Mutex<Vec<Printer>>,
-    client: reqwest::Client,
+    octoprint: OctoPrint,
     rooms: Rooms,
     metrics: PrinterMetrics,
     /// Whether this node polls (one node at a time does).
@@ -240,57 +256,6 @@ struct Inner {
 #[derive(Clone)]
 pub struct Printers {
     inner: Arc<Inner>,
-}
-
-/// `/api/printer`, the parts used.
-#[derive(Deserialize)]
-struct PrinterAnswer {
-    state: PrinterStatus,
-}
-
-#[derive(Deserialize)]
-struct PrinterStatus {
-    #[serde(default)]
-    text: String,
-    flags: Flags,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default, rename_all = "camelCase")]
-struct Flags {
-    operational: bool,
-    printing: bool,
-    paused: bool,
-    pausing: bool,
-    error: bool,
-    closed_or_error: bool,
-}
-
-/// `/api/job`, the parts used.
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct JobAnswer {
-    job: Job,
-    progress: Progress,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct Job {
-    file: JobFile,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct JobFile {
-    name: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default, rename_all = "camelCase")]
-struct Progress {
-    completion: Option<f64>,
-    print_time_left: Option<i64>,
 }
 
 impl Printers {
@@ -310,7 +275,7 @@ impl Printers {
         let state = IntGaugeVec::new(
             Opts::new(
                 "holdfast_printers_state",
-                "1 for the state each printer is in (offline, idle, printing, error).",
+                "1 for the state each printer is in (offline, idle, printing, paused, error).",
             ),
             &["printer", "state"],
         )
@@ -327,13 +292,7 @@ impl Printers {
             .register(Box::new(state.clone()))
             .and_then(|_| registry.register(Box::new(polls.clone())))
             .map_err(|e| e.to_string())?;
-        let client = tls
-            .http_client()
-            .connect_timeout(settings.timeout())
-            .timeout(settings.timeout())
-            .user_agent(concat!("holdfast/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let octoprint = OctoPrint::new(tls, settings.timeout())?;
         let printers = settings
             .devices
             .iter()
@@ -350,7 +309,7 @@ impl Printers {
             inner: Arc::new(Inner {
                 settings,
                 printers: Mutex::new(printers),
-                client,
+                octoprint,
                 rooms,
                 metrics: PrinterMetrics { state, polls },
                 lease,
@@ -401,104 +360,36 @@ impl Inner {
         Value::Object(map)
     }
 
+    /// The printer named `name`.
+    fn index(&self, name: &str) -> Option<usize> {
+        self.settings.devices.iter().position(|d| d.name == name)
+    }
+
+    /// Where printer `idx` is, and its key.
+    fn device(&self, idx: usize) -> Device {
+        let c = &self.settings.devices[idx];
+        Device {
+            url: c.url.expose().trim_end_matches('/').to_owned(),
+            key: c.api_key.expose().to_owned(),
+        }
+    }
+
     /// One poll of printer `idx`; never fails, an error is a state.
     async fn observe(self: Arc<Self>, idx: usize) -> Observation {
-        let (url, key) = {
-            let printers = self.printers.lock();
-            let c = &printers[idx].config;
-            (
-                c.url.expose().trim_end_matches('/').to_owned(),
-                c.api_key.expose().to_owned(),
-            )
-        };
-        let printer: PrinterAnswer = match self.get(&url, "/api/printer", &key).await {
-            Ok(Answer::Json(v)) => match serde_json::from_value(v) {
-                Ok(p) => p,
-                Err(e) => {
-                    return Observation {
-                        answered: true,
-                        ..Observation::offline(format!("unexpected answer from OctoPrint: {e}"))
-                    }
-                    .with_state(PrinterState::Error)
-                }
-            },
-            Ok(Answer::Status(409)) => {
-                return Observation {
-                    answered: true,
-                    ..Observation::offline("no printer connected to OctoPrint")
-                }
-            }
-            Ok(Answer::Status(s @ (401 | 403))) => {
-                return Observation::offline(format!("OctoPrint refused the API key (HTTP {s})"))
-                    .with_state(PrinterState::Error)
-            }
-            Ok(Answer::Status(s)) => {
-                return Observation::offline(format!("OctoPrint answered HTTP {s}"))
-            }
-            Err(e) => return Observation::offline(e),
-        };
-        let PrinterStatus { text, flags } = printer.state;
-        let mut obs = Observation {
-            state: PrinterState::Idle,
-            progress: None,
-            file: None,
-            time_left_s: None,
-            message: text,
-            answered: true,
-        };
-        if flags.error {
-            obs.state = PrinterState::Error;
-        } else if flags.printing || flags.paused || flags.pausing {
-            obs.state = PrinterState::Printing;
-            // Without the job (it failed or timed out), still printing, progress unknown.
-            if let Ok(Answer::Json(v)) = self.get(&url, "/api/job", &key).await {
-                let job: JobAnswer = serde_json::from_value(v).unwrap_or_default();
-                obs.progress = job.progress.completion;
-                obs.file = job.job.file.name;
-                obs.time_left_s = job.progress.print_time_left;
-            }
-        } else if !flags.operational || flags.closed_or_error {
-            obs.state = PrinterState::Offline;
-        }
-        obs
+        self.octoprint.observe(&self.device(idx)).await
     }
 
-    /// GETs `base + path` with the key; a 2xx answer parsed as JSON.
-    async fn get(&self, base: &str, path: &str, key: &str) -> Result<Answer, String> {
-        let mut value = reqwest::header::HeaderValue::from_str(key)
-            .map_err(|_| "the API key is not a valid header value".to_owned())?;
-        value.set_sensitive(true);
-        let response = self
-            .client
-            .get(format!("{base}{path}"))
-            .header("X-Api-Key", value)
-            .send()
-            .await
-            .map_err(|e| {
-                let e = e.without_url();
-                if e.is_timeout() {
-                    format!(
-                        "no answer within {} ms",
-                        self.settings.timeout().as_millis()
-                    )
-                } else {
-                    format!("unreachable: {}", super::error_chain(&e))
-                }
-            })?;
-        let status = response.status();
-        if !status.is_success() {
-            return Ok(Answer::Status(status.as_u16()));
-        }
-        response
-            .json::<Value>()
-            .await
-            .map(Answer::Json)
-            .map_err(|e| format!("bad answer to {path}: {}", e.without_url()))
+    /// Printer `idx`'s status from its last recorded poll, if it had one.
+    fn last_status(&self, idx: usize) -> Option<Value> {
+        let printers = self.printers.lock();
+        let p = &printers[idx];
+        let current = p.current.as_ref()?;
+        Some(status(&p.config.name, current, p.last_seen.as_deref()))
     }
 
-    /// Records a poll's outcome, broadcasts a change, and answers the delay
-    /// before the next poll.
-    fn record(&self, idx: usize, obs: Observation) -> Duration {
+    /// Records a poll's outcome, broadcasts a change, and answers the
+    /// printer's status.
+    fn record(&self, idx: usize, obs: Observation) -> Value {
         let mut printers = self.printers.lock();
         let p = &mut printers[idx];
         let name = p.config.name.clone();
@@ -533,23 +424,21 @@ impl Inner {
                     .with_label_values(&[&name, s.as_str()])
                     .set(i64::from(s == obs.state));
             }
-            super::broadcast(
-                &self.rooms,
-                ROOM,
-                &json!({
-                    "printer": name,
-                    "state": obs.state,
-                    "previous": previous,
-                    "progress": obs.progress,
-                    "file": obs.file,
-                    "print_time_left_s": obs.time_left_s,
-                    "message": obs.message,
-                    "last_seen": p.last_seen,
-                    "at": now_rfc3339(),
-                }),
-            );
+            let mut change = status(&name, &obs, p.last_seen.as_deref());
+            change["previous"] = json!(previous);
+            change["at"] = json!(now_rfc3339());
+            super::broadcast(&self.rooms, ROOM, &change);
         }
+        let answer = status(&name, &obs, p.last_seen.as_deref());
         p.current = Some(obs);
+        answer
+    }
+
+    /// Arms printer `idx`'s next poll: `interval` while it answers, with
+    /// back-off while it does not; answers the delay.
+    fn schedule(&self, idx: usize) -> Duration {
+        let mut printers = self.printers.lock();
+        let p = &mut printers[idx];
         let interval = p.config.interval();
         let delay = if p.failures == 0 {
             interval
@@ -575,82 +464,17 @@ impl Observation {
     }
 }
 
-/// A printer's answer: JSON on 2xx, else the status.
-enum Answer {
-    Json(Value),
-    Status(u16),
-}
-
-/// The printers actor. See the module docs.
-pub struct PrintersActor {
-    /// Printers, client, rooms and metrics; shared with [`Printers`].
-    inner: Arc<Inner>,
-}
-
-impl PrintersActor {
-    fn poll(&mut self, idx: usize, ctx: &mut Context<Self>) {
-        if !self.inner.lease.held() {
-            // Standby: another node polls; look again in one interval.
-            let every = self.inner.printers.lock()[idx].config.interval();
-            ctx.run_later(every, move |act, ctx| act.poll(idx, ctx));
-            return;
-        }
-        ctx.spawn(
-            self.inner
-                .clone()
-                .observe(idx)
-                .into_actor(self)
-                .map(move |obs, act, ctx| {
-                    let delay = act.inner.record(idx, obs);
-                    ctx.run_later(delay, move |act, ctx| act.poll(idx, ctx));
-                }),
-        );
-    }
-}
-
-impl Actor for PrintersActor {
-    type Context = Context<Self>;
-
-    /// Polls every printer now; each poll arms the next. Cannot fail.
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        let n = self.inner.settings.devices.len();
-        if n == 0 {
-            debug!("no printers configured; idle");
-            return;
-        }
-        info!(printers = n, "monitoring printers");
-        for idx in 0..n {
-            self.poll(idx, ctx);
-        }
-    }
-}
-
-impl Child for PrintersActor {
-    fn health(&mut self, _ctx: &mut Context<Self>) -> HealthReply<Self> {
-        let (count, down) = {
-            let printers = self.inner.printers.lock();
-            let down: Vec<String> = printers
-                .iter()
-                .filter(|p| {
-                    p.current.as_ref().is_some_and(|c| {
-                        matches!(c.state, PrinterState::Offline | PrinterState::Error)
-                    })
-                })
-                .map(|p| p.config.name.clone())
-                .collect();
-            (printers.len(), down)
-        };
-        let h = if down.is_empty() {
-            Health::healthy()
-        } else {
-            Health::degraded(format!("offline or in error: {}", down.join(", ")))
-        };
-        let h = h
-            .with("printers", count)
-            .with("monitoring", count > 0)
-            .with("states", self.inner.states());
-        self.inner.lease.describe(h).into()
-    }
+/// A printer's status, as `$printers` and the RPC methods show it.
+fn status(name: &str, obs: &Observation, last_seen: Option<&str>) -> Value {
+    json!({
+        "printer": name,
+        "state": obs.state,
+        "progress": obs.progress,
+        "file": obs.file,
+        "print_time_left_s": obs.time_left_s,
+        "message": obs.message,
+        "last_seen": last_seen,
+    })
 }
 
 #[cfg(test)]

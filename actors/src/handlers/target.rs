@@ -7,12 +7,12 @@ use std::time::Duration;
 use actix::dev::ToEnvelope;
 use actix::prelude::*;
 
-use holdfast_actors::supervision::ChildRef;
+use crate::supervision::ChildRef;
 
 /// How a call to a handler failed (the handler's own refusals are answers,
 /// not failures).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Failure {
+pub enum Failure {
     /// Not running (restarting, or stopped), or it stopped while the call
     /// was queued or handled (a panic): `unavailable`.
     Unavailable,
@@ -60,7 +60,7 @@ where
     }
 
     /// Sends `msg` and waits at most `deadline` for the answer.
-    pub(crate) async fn call(&self, msg: M, deadline: Duration) -> Result<M::Result, Failure> {
+    pub async fn call(&self, msg: M, deadline: Duration) -> Result<M::Result, Failure> {
         let recipient = (self.addr)().ok_or(Failure::Unavailable)?;
         match recipient.send(msg).timeout(deadline).await {
             Ok(answer) => Ok(answer),
@@ -70,7 +70,7 @@ where
     }
 
     /// Sends `msg` without waiting; dropped while the actor is down.
-    pub(crate) fn tell(&self, msg: M) {
+    pub fn tell(&self, msg: M) {
         if let Some(recipient) = (self.addr)() {
             recipient.do_send(msg);
         }

@@ -3,8 +3,10 @@
 use std::borrow::Cow;
 
 /// The built-in error codes of the protocol, which an application's own
-/// code must not reuse (but `forbidden` and `bad_request`, which a handler
-/// may answer through [`Rejection::forbidden`] and [`Rejection::bad_request`]).
+/// code must not reuse (but `forbidden`, `bad_request`, `unavailable` and
+/// `unknown_method`, which a handler may answer through
+/// [`Rejection::forbidden`], [`Rejection::bad_request`],
+/// [`Rejection::unavailable`] and [`Rpc::unknown`](super::Rpc::unknown)).
 const BUILT_IN: &[&str] = &[
     "bad_request",
     "invalid_room",
@@ -20,7 +22,7 @@ const BUILT_IN: &[&str] = &[
 
 /// The code answered in place of an application code that breaks the
 /// protocol's rule (the handler's bug, logged with the code it gave).
-pub(crate) const INVALID_CODE: &str = "handler_error";
+pub const INVALID_CODE: &str = "handler_error";
 
 /// A handler refusing a request: the client gets
 /// `{"type":"error","id":…,"code":…,"message":…}` and the connection stays
@@ -53,6 +55,17 @@ impl Rejection {
         Self::new("bad_request", message)
     }
 
+    /// `unavailable`: what the handler needs (its database, say) is down;
+    /// the client may try again.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new("unavailable", message)
+    }
+
+    /// `unknown_method`: the handler has no method `method`.
+    pub fn unknown_method(method: &str) -> Self {
+        Self::new("unknown_method", format!("no method '{method}'"))
+    }
+
     /// The code, as given.
     pub fn code(&self) -> &str {
         &self.code
@@ -64,9 +77,9 @@ impl Rejection {
     }
 
     /// The code the client gets: the one given when the protocol allows it.
-    pub(crate) fn wire_code(&self) -> &str {
+    pub fn wire_code(&self) -> &str {
         match &*self.code {
-            "forbidden" | "bad_request" => &self.code,
+            "forbidden" | "bad_request" | "unavailable" | "unknown_method" => &self.code,
             code if application_code(code) => code,
             _ => INVALID_CODE,
         }
@@ -97,7 +110,7 @@ mod tests {
             "1x",
             "a b",
             "timeout",
-            "unavailable",
+            "not_member",
             &"a".repeat(65),
         ] {
             assert_eq!(
@@ -108,5 +121,9 @@ mod tests {
         }
         assert_eq!(Rejection::forbidden("no").wire_code(), "forbidden");
         assert_eq!(Rejection::bad_request("no").wire_code(), "bad_request");
+        assert_eq!(
+            Rejection::unknown_method("x.y").wire_code(),
+            "unknown_method"
+        );
     }
 }
