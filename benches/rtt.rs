@@ -20,50 +20,14 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use load::{
-    field_u64, is_type, metric, now_ns, us, Better, Metric, PhaseCpu, RawWs, Server, Setup,
-};
+use load::rtt::{percentiles, round_trips, Request};
+use load::{metric, Better, Metric, PhaseCpu, RawWs, Server, Setup};
 
 #[derive(Clone, Copy)]
 struct Config {
     pings: u64,
     connections: usize,
     warmup: u64,
-}
-
-/// `count` sequential pings (ids from `first_id`); their round trips in ns.
-async fn pings(ws: &mut RawWs, first_id: u64, count: u64, keep: bool) -> Result<Vec<u64>, String> {
-    let mut samples = Vec::with_capacity(if keep { count as usize } else { 0 });
-    let mut frame = String::with_capacity(64);
-    for id in first_id..first_id + count {
-        use std::fmt::Write;
-        frame.clear();
-        let _ = write!(frame, r#"{{"type":"ping","id":{id}}}"#);
-        let t0 = now_ns();
-        ws.send_text(&frame).await?;
-        loop {
-            let b = ws.next_text().await?.ok_or("closed")?;
-            if is_type(b, b"pong") && field_u64(b, b"\"id\":") == Some(id) {
-                break;
-            }
-            if is_type(b, b"error") {
-                return Err(format!("ping {id}: {}", String::from_utf8_lossy(b)));
-            }
-        }
-        if keep {
-            samples.push(now_ns() - t0);
-        }
-    }
-    Ok(samples)
-}
-
-fn percentiles(prefix: &'static [&'static str; 4], samples: &mut [u64]) -> Vec<Metric> {
-    samples.sort_unstable();
-    [50.0, 99.0, 99.9, 100.0]
-        .iter()
-        .zip(prefix)
-        .map(|(&p, name)| metric(name, "us", Better::Lower, us(load::pct(samples, p))))
-        .collect()
 }
 
 fn run(
@@ -79,10 +43,10 @@ fn run(
 
         // One connection, one ping at a time.
         let mut ws = RawWs::connect(&url, 4096).await?;
-        pings(&mut ws, 0, cfg.warmup, false).await?;
+        round_trips(&mut ws, Request::Ping, 0, cfg.warmup, false).await?;
         let cpu = PhaseCpu::start(setup, pid);
         let t0 = Instant::now();
-        let mut samples = pings(&mut ws, cfg.warmup, cfg.pings, true).await?;
+        let mut samples = round_trips(&mut ws, Request::Ping, cfg.warmup, cfg.pings, true).await?;
         let secs = t0.elapsed().as_secs_f64();
         drop(ws);
         out.extend(percentiles(
@@ -110,7 +74,7 @@ fn run(
                     let url = url.clone();
                     async move {
                         let mut ws = RawWs::connect(&url, 4096).await?;
-                        pings(&mut ws, 0, cfg.warmup, false).await?;
+                        round_trips(&mut ws, Request::Ping, 0, cfg.warmup, false).await?;
                         Ok(ws)
                     }
                 })
@@ -121,7 +85,9 @@ fn run(
             let tasks: Vec<_> = conns
                 .into_iter()
                 .map(|mut ws| {
-                    tokio::spawn(async move { pings(&mut ws, cfg.warmup, per_conn, true).await })
+                    tokio::spawn(async move {
+                        round_trips(&mut ws, Request::Ping, cfg.warmup, per_conn, true).await
+                    })
                 })
                 .collect();
             let mut samples = Vec::with_capacity(per_conn as usize * cfg.connections);

@@ -179,7 +179,9 @@ pub fn is_type(frame: &[u8], ty: &[u8]) -> bool {
 }
 
 mod client;
+pub mod fanout;
 mod report;
+pub mod rtt;
 mod server;
 mod stats;
 

@@ -44,7 +44,7 @@ pub struct Outcome {
     pub result: Result<Vec<Metric>, String>,
 }
 
-pub(crate) fn fmt_value(v: Option<f64>) -> String {
+pub fn fmt_value(v: Option<f64>) -> String {
     match v {
         None => "n/a".into(),
         Some(v) if v == v.trunc() && v.abs() < 1e15 => format!("{v:.0}"),

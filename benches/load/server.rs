@@ -424,7 +424,17 @@ pub(crate) fn http_ready(port: u16) -> bool {
 }
 
 pub(crate) fn spawn_holdfast(setup: &Setup) -> Result<Server, String> {
-    let bin = holdfast_binary();
+    spawn_holdfast_from(setup, &holdfast_binary(), &[])
+}
+
+/// Spawns `bin` (the `holdfast` binary, or an application built on it with
+/// `cli::run`) on a free port, with `env` besides the bench's settings;
+/// answers once it is ready.
+pub fn spawn_holdfast_from(
+    setup: &Setup,
+    bin: &std::path::Path,
+    env: &[(&str, &str)],
+) -> Result<Server, String> {
     let mut with_ws_settings = true;
     loop {
         let port = free_port();
@@ -432,8 +442,9 @@ pub(crate) fn spawn_holdfast(setup: &Setup) -> Result<Server, String> {
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let log_path = dir.join("holdfast.log");
         let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
-        let mut cmd = server_command(setup, &bin);
-        cmd.current_dir(&dir)
+        let mut cmd = server_command(setup, bin);
+        cmd.envs(env.iter().copied())
+            .current_dir(&dir)
             .env("HOLDFAST__SERVER__PORT", port.to_string())
             .env("HOLDFAST__LOG__LEVEL", "warn")
             .stdin(Stdio::null())
