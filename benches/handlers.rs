@@ -299,8 +299,11 @@ fn report(setup: &Setup, fanout: load::fanout::Config, trips: u64, rounds: &[Rou
         "fanout_ratio_per_round": per_round,
         "round_trip": rtt_json,
     });
-    let path = load::results_dir().join("handlers.json");
-    match std::fs::write(&path, serde_json::to_vec_pretty(&out).unwrap_or_default()) {
+    let dir = load::results_dir();
+    let path = dir.join("handlers.json");
+    let written = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(&path, serde_json::to_vec_pretty(&out).unwrap_or_default()));
+    match written {
         Ok(()) => println!("\nwrote {}", path.display()),
         Err(e) => eprintln!("cannot write {}: {e}", path.display()),
     }

@@ -1,13 +1,14 @@
 //! The WebSocket protocol's limits and slow clients, through a real client
 //! against the server in-process: oversize and binary frames, the rate
 //! limit and floods, the connection limit and origins, heartbeats, and the
-//! outbound queue's bound (1013).
+//! outbound queue's bound (1013, or the namespace's `slow_consumer` policy).
 
 mod common;
 
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use holdfast::server::config::{NamespaceSettings, SlowConsumer};
 use holdfast::server::{Builder, Server, Settings};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
@@ -267,6 +268,99 @@ async fn a_client_that_never_reads_is_closed_with_1013() {
         p["members"].as_array().unwrap().len(),
         1,
         "the slow client left the room: {p}"
+    );
+}
+
+/// In namespaces with `slow_consumer = "latest"` or `"drop_oldest"`, a
+/// member that stops reading is not closed: once its queue is full, it
+/// loses messages (the oldest, or all but a room's newest) and, reading
+/// again, sees offsets that only rise, jump where messages were dropped,
+/// and end with the last message published; its connection is open.
+#[actix_rt::test]
+async fn a_lagging_member_loses_messages_by_its_namespace_policy_and_stays() {
+    let mut s = settings();
+    s.ws.outbound_max_bytes = 256 * 1024;
+    s.ws.rate_per_sec = 1e6;
+    s.ws.rate_burst = 1e6;
+    s.rooms.namespaces = vec![
+        NamespaceSettings::new("feed:").slow_consumer(SlowConsumer::Latest),
+        NamespaceSettings::new("log:").slow_consumer(SlowConsumer::DropOldest),
+    ];
+    let server = start(s).await;
+    let addr = server.addr();
+    let rooms = ["feed:printer", "log:events"];
+    let mut slow = small_buffer_client(addr).await;
+    let mut fast = connect(addr).await;
+    for room in rooms {
+        slow.join(room).await;
+        fast.join(room).await;
+    }
+    let payload = "z".repeat(30_000);
+    let per_room = 150u64;
+    for i in 1..=per_room {
+        for room in rooms {
+            fast.send(json!({"type": "publish", "room": room, "data": payload, "id": i}))
+                .await;
+            // Our own ack and message before the next publish.
+            let (mut acked, mut echoed) = (false, false);
+            while !(acked && echoed) {
+                let v = fast.recv().await;
+                match v["type"].as_str() {
+                    Some("ack") => acked = true,
+                    Some("message") if v["room"] == room => {
+                        assert_eq!(v["offset"].as_u64(), Some(i), "{room}: in order, no gap");
+                        echoed = true;
+                    }
+                    _ => panic!("unexpected {v}"),
+                }
+            }
+        }
+    }
+    for policy in ["latest", "drop_oldest"] {
+        let series = format!("holdfast_ws_slow_consumer_dropped_total{{policy=\"{policy}\"}}");
+        wait_until(
+            &format!("messages dropped under {policy}"),
+            Duration::from_secs(10),
+            || async { metric(&server, &series).await >= 1.0 },
+        )
+        .await;
+    }
+    assert_eq!(
+        metric(&server, "holdfast_ws_slow_consumer_closes_total").await,
+        0.0
+    );
+
+    // Reading now: rising offsets with gaps, up to the last message.
+    let mut last = [0u64; 2];
+    let mut got = [0u64; 2];
+    while last != [per_room; 2] {
+        let v = slow.recv().await;
+        assert_eq!(v["type"], "message", "{v}");
+        let r = rooms.iter().position(|room| v["room"] == *room).unwrap();
+        let offset = v["offset"].as_u64().unwrap();
+        assert!(offset > last[r], "{}: {offset} after {}", rooms[r], last[r]);
+        (last[r], got[r]) = (offset, got[r] + 1);
+    }
+    for r in 0..2 {
+        assert!(
+            got[r] < per_room,
+            "{}: nothing was dropped ({} of {per_room})",
+            rooms[r],
+            got[r]
+        );
+    }
+    let pong = slow.request(json!({"type": "ping", "id": "after"})).await;
+    assert_eq!(
+        pong["type"], "pong",
+        "the lagging member is still connected: {pong}"
+    );
+    let history = slow
+        .request(json!({"type": "history", "room": "log:events", "since": 0, "limit": per_room, "id": "h"}))
+        .await;
+    assert_eq!(
+        history["messages"].as_array().map(Vec::len),
+        Some(per_room as usize),
+        "history fills in what was dropped"
     );
 }
 

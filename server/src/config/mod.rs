@@ -38,7 +38,8 @@ pub use operations::{
 pub use server::{HealthSettings, LogFormat, LogSettings, ServerSettings, ShutdownSettings};
 pub use services::TlsSettings;
 pub use ws::{
-    AuthSettings, HandlerSettings, NamespaceSettings, RoomSettings, SessionSettings, WsSettings,
+    AuthSettings, HandlerSettings, NamespaceSettings, RoomSettings, SessionSettings, SlowConsumer,
+    WsSettings,
 };
 
 use std::path::{Path, PathBuf};

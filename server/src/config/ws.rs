@@ -83,6 +83,40 @@ pub struct NamespaceSettings {
     /// The registered room handler for these rooms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handler: Option<String>,
+    /// What a member whose outbound queue is full loses.
+    #[serde(default)]
+    pub slow_consumer: SlowConsumer,
+}
+
+/// What happens to a member that does not read as fast as its rooms
+/// publish, once its outbound queue (`ws.outbound_max_messages`,
+/// `ws.outbound_max_bytes`) is full. Whatever is dropped, the client sees
+/// it: offsets jump, and `resume` or `history` fills in what history has.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SlowConsumer {
+    /// The connection closes with 1013 (the client reconnects and resumes).
+    #[default]
+    Close,
+    /// The oldest queued messages of such rooms are dropped to make room
+    /// (for any message or reply).
+    DropOldest,
+    /// A room's queued message is replaced by its next one: a member that
+    /// lags holds at most one message of the room, the newest (feeds where
+    /// only the latest state matters). Never dropped otherwise; a queue
+    /// full with nothing of `drop_oldest` rooms to drop still closes.
+    Latest,
+}
+
+impl SlowConsumer {
+    /// The config name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SlowConsumer::Close => "close",
+            SlowConsumer::DropOldest => "drop_oldest",
+            SlowConsumer::Latest => "latest",
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -97,7 +131,14 @@ impl NamespaceSettings {
             presence: true,
             client_publish: true,
             handler: None,
+            slow_consumer: SlowConsumer::Close,
         }
+    }
+
+    /// Sets the slow-consumer policy of these rooms.
+    pub fn slow_consumer(mut self, policy: SlowConsumer) -> Self {
+        self.slow_consumer = policy;
+        self
     }
 
     /// Names the room handler of these rooms.

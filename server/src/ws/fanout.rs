@@ -13,8 +13,12 @@
 //! the last offset delivered; and whether the connection is closing.
 //!
 //! Back-pressure: the session actor and the worker only ever push into the
-//! queue; past either bound the connection is closed with 1013 and nobody
-//! else waits. The response body takes from the queue as the socket drains.
+//! queue. A `latest` room's message replaces the one of that room still
+//! queued, if any, so that such a room never holds more than one place.
+//! Past either bound, the oldest queued messages of `drop_oldest` rooms are
+//! dropped to make room; when there are none, the connection is closed with
+//! 1013 (what `close`, the default, always does). Nobody else waits.
+//! The response body takes from the queue as the socket drains.
 //! A driver task polls the session actor, so that it keeps running
 //! (heartbeats, timers, close) while the socket does not drain.
 
@@ -42,6 +46,8 @@ use super::metrics::WsMetrics;
 use super::protocol::{Id, ServerFrame};
 use super::session::{Overflowed, WsSession};
 use super::WsShared;
+use crate::config::SlowConsumer;
+use crate::handlers::Namespaces;
 
 /// How long a closing connection's last frames may wait for the client to
 /// read before the connection is cut.
@@ -58,6 +64,24 @@ const CHUNK_BYTES: usize = 16 * 1024;
 /// every member's queue shares; `Rc` counts the sharing on the worker's
 /// thread without the atomic operations a `Bytes` clone costs.
 type Frame = Rc<Bytes>;
+
+/// A frame in one connection's queue.
+struct Queued {
+    frame: Frame,
+    /// For a message of a room whose policy may drop it (`drop_oldest`,
+    /// `latest`): the room and the policy. `None`: kept until written
+    /// (replies, control frames, messages of `close` rooms).
+    lossy: Option<(Arc<str>, SlowConsumer)>,
+}
+
+impl Queued {
+    fn kept(frame: impl Into<Frame>) -> Self {
+        Self {
+            frame: frame.into(),
+            lossy: None,
+        }
+    }
+}
 
 /// Numbers connections across the process, so that a slot never repeats.
 static NEXT_SLOT: AtomicU64 = AtomicU64::new(1);
@@ -144,6 +168,8 @@ pub(super) struct Worker {
     max_bytes: usize,
     /// ... and in messages (`ws.outbound_max_messages`).
     max_messages: usize,
+    /// Each room's options (its slow-consumer policy).
+    namespaces: Namespaces,
     /// Changes to the queue gauges not yet published.
     queued_bytes: Cell<i64>,
     queued_messages: Cell<i64>,
@@ -172,6 +198,7 @@ impl Worker {
             latency: shared.metrics.latency.local(),
             max_bytes: shared.settings.outbound_max_bytes,
             max_messages: shared.settings.outbound_max_messages,
+            namespaces: shared.application.namespaces.clone(),
             queued_bytes: Cell::new(0),
             queued_messages: Cell::new(0),
         });
@@ -273,9 +300,10 @@ impl Worker {
                     return; // every member here left meanwhile
                 };
                 let encoded = Frame::new(encode(OpCode::Text, frame.as_bytes()));
+                let policy = self.namespaces.of(&room).settings.slow_consumer;
                 let mut sent = 0u64;
                 for (conn, seen) in members.values() {
-                    if conn.push(encoded.clone()) {
+                    if conn.push_message(encoded.clone(), &room, policy) {
                         seen.set(seen.get().max(offset));
                         sent += 1;
                     }
@@ -300,7 +328,8 @@ impl Worker {
                 published_at,
             } => {
                 let encoded = encode(OpCode::Text, frame.as_bytes());
-                let sent = conn.deliver(&room, offset, encoded);
+                let policy = self.namespaces.of(&room).settings.slow_consumer;
+                let sent = conn.deliver(&room, offset, encoded, policy);
                 self.count_out(u64::from(sent), frame.len(), published_at);
             }
             RoomEvent::Joined {
@@ -361,6 +390,14 @@ impl Worker {
         }
     }
 
+    /// `n` messages dropped under `policy`.
+    fn dropped(&self, policy: SlowConsumer, n: u64) {
+        self.metrics
+            .slow_consumer_drops
+            .with_label_values(&[policy.as_str()])
+            .inc_by(n);
+    }
+
     fn queued(&self, bytes: i64, messages: i64) {
         self.queued_bytes.set(self.queued_bytes.get() + bytes);
         self.queued_messages
@@ -389,7 +426,7 @@ pub(super) struct Conn {
     /// The worker it belongs to (its bounds, its gauges).
     worker: Rc<Worker>,
     /// Encoded frames waiting for the socket, oldest first.
-    queue: RefCell<VecDeque<Frame>>,
+    queue: RefCell<VecDeque<Queued>>,
     /// Bytes in `queue`.
     bytes: Cell<usize>,
     /// Joined rooms with the last offset delivered.
@@ -419,11 +456,11 @@ impl Conn {
 
     /// A room's message for this connection alone (a replay): queued when
     /// the connection is in the room.
-    fn deliver(&self, room: &Arc<str>, offset: u64, encoded: Bytes) -> bool {
+    fn deliver(&self, room: &Arc<str>, offset: u64, encoded: Bytes, policy: SlowConsumer) -> bool {
         let Some(seen) = self.rooms.borrow().get(room).cloned() else {
             return false; // left meanwhile
         };
-        let sent = self.push(encoded);
+        let sent = self.push_message(encoded.into(), room, policy);
         if sent {
             seen.set(seen.get().max(offset));
         }
@@ -474,26 +511,95 @@ impl Conn {
             .collect()
     }
 
-    /// Queues one data frame unless the queue is over a bound, in which case
-    /// the connection closes with 1013. Answers whether it was queued.
+    /// Queues one data frame that is kept until written. Over a bound,
+    /// messages of `drop_oldest` rooms make room for it, or else the
+    /// connection closes with 1013. Answers whether it was queued.
     pub(super) fn push(&self, frame: impl Into<Frame>) -> bool {
+        self.push_bounded(Queued::kept(frame))
+    }
+
+    /// Queues a message of `room` under the room's slow-consumer `policy`
+    /// (see the module docs). Answers whether it was queued.
+    fn push_message(&self, frame: Frame, room: &Arc<str>, policy: SlowConsumer) -> bool {
+        if policy == SlowConsumer::Latest && !self.closing.get() && self.replace(room, &frame) {
+            self.worker.dropped(policy, 1);
+            return true;
+        }
+        self.push_bounded(Queued {
+            frame,
+            lossy: (policy != SlowConsumer::Close).then(|| (room.clone(), policy)),
+        })
+    }
+
+    fn push_bounded(&self, queued: Queued) -> bool {
         if self.closing.get() {
             return false;
         }
-        let w = &self.worker;
-        if self.bytes.get() >= w.max_bytes || self.queue.borrow().len() >= w.max_messages {
-            self.closing.set(true);
-            self.enqueue(close_frame(
-                super::close::TRY_AGAIN_LATER,
-                "slow consumer: outbound queue full; reconnect and resume",
-            ));
-            if let Some(actor) = self.actor.borrow().as_ref() {
-                actor.do_send(Overflowed);
-            }
+        if self.full() {
+            self.make_room();
+        }
+        if self.full() {
+            self.overflow(); // nothing is left that may be dropped
             return false;
         }
-        self.enqueue(frame);
+        self.enqueue(queued);
         true
+    }
+
+    /// Whether the queue is at a bound.
+    fn full(&self) -> bool {
+        let w = &self.worker;
+        self.bytes.get() >= w.max_bytes || self.queue.borrow().len() >= w.max_messages
+    }
+
+    /// Replaces the queued message of `room`, if one waits, by `frame`.
+    fn replace(&self, room: &Arc<str>, frame: &Frame) -> bool {
+        let mut queue = self.queue.borrow_mut();
+        let Some(waiting) = queue
+            .iter_mut()
+            .rev()
+            .find(|q| q.lossy.as_ref().is_some_and(|(r, _)| r == room))
+        else {
+            return false;
+        };
+        let delta = frame.len() as i64 - waiting.frame.len() as i64;
+        waiting.frame = frame.clone();
+        self.bytes.set((self.bytes.get() as i64 + delta) as usize);
+        self.worker.queued(delta, 0);
+        true
+    }
+
+    /// Drops the oldest messages of `drop_oldest` rooms until the queue is
+    /// under its bounds, or none is left.
+    fn make_room(&self) {
+        let mut dropped = 0;
+        while self.full() {
+            let mut queue = self.queue.borrow_mut();
+            let oldest = queue
+                .iter()
+                .position(|q| matches!(q.lossy, Some((_, SlowConsumer::DropOldest))));
+            let Some(q) = oldest.and_then(|i| queue.remove(i)) else {
+                break;
+            };
+            self.bytes.set(self.bytes.get() - q.frame.len());
+            self.worker.queued(-(q.frame.len() as i64), -1);
+            dropped += 1;
+        }
+        if dropped > 0 {
+            self.worker.dropped(SlowConsumer::DropOldest, dropped);
+        }
+    }
+
+    /// The queue is over a bound: the connection closes with 1013.
+    fn overflow(&self) {
+        self.closing.set(true);
+        self.enqueue(Queued::kept(close_frame(
+            super::close::TRY_AGAIN_LATER,
+            "slow consumer: outbound queue full; reconnect and resume",
+        )));
+        if let Some(actor) = self.actor.borrow().as_ref() {
+            actor.do_send(Overflowed);
+        }
     }
 
     /// Queues a server frame (a reply, an error, `joined`), with `id` when
@@ -507,14 +613,14 @@ impl Conn {
     /// Queues a control frame (ping, pong), outside the bounds.
     pub(super) fn control(&self, op: OpCode, payload: &[u8]) {
         if !self.closing.get() {
-            self.enqueue(encode(op, payload));
+            self.enqueue(Queued::kept(encode(op, payload)));
         }
     }
 
     /// Queues the close frame; nothing is written after it.
     pub(super) fn close(&self, code: u16, reason: &str) {
         if !self.closing.replace(true) {
-            self.enqueue(close_frame(code, reason));
+            self.enqueue(Queued::kept(close_frame(code, reason)));
         }
     }
 
@@ -523,15 +629,14 @@ impl Conn {
         if !self.closing.replace(true) {
             let mut dst = BytesMut::new();
             Parser::write_close(&mut dst, reason, false);
-            self.enqueue(dst.freeze());
+            self.enqueue(Queued::kept(dst.freeze()));
         }
     }
 
-    fn enqueue(&self, frame: impl Into<Frame>) {
-        let frame = frame.into();
-        let len = frame.len();
+    fn enqueue(&self, queued: Queued) {
+        let len = queued.frame.len();
         self.bytes.set(self.bytes.get() + len);
-        self.queue.borrow_mut().push_back(frame);
+        self.queue.borrow_mut().push_back(queued);
         self.worker.queued(len as i64, 1);
         self.wake();
     }
@@ -555,10 +660,10 @@ impl Conn {
     /// takes in one step instead of one per frame.
     fn take(&self) -> Option<Bytes> {
         let mut queue = self.queue.borrow_mut();
-        let first = queue.pop_front()?;
+        let first = queue.pop_front()?.frame;
         let (chunk, frames) = if queue
             .front()
-            .is_none_or(|next| first.len() + next.len() > CHUNK_BYTES)
+            .is_none_or(|next| first.len() + next.frame.len() > CHUNK_BYTES)
         {
             (unshare(first), 1)
         } else {
@@ -566,10 +671,10 @@ impl Conn {
             chunk.extend_from_slice(&first);
             let mut frames = 1;
             while let Some(next) = queue.front() {
-                if chunk.len() + next.len() > CHUNK_BYTES {
+                if chunk.len() + next.frame.len() > CHUNK_BYTES {
                     break;
                 }
-                chunk.extend_from_slice(next);
+                chunk.extend_from_slice(&next.frame);
                 queue.pop_front();
                 frames += 1;
             }
@@ -604,8 +709,8 @@ impl Stream for Body {
                 .get()
                 .then(|| conn.queue.borrow_mut().pop_back());
             conn.clear();
-            if let Some(Some(frame)) = close {
-                return Poll::Ready(Some(Ok(unshare(frame))));
+            if let Some(Some(close)) = close {
+                return Poll::Ready(Some(Ok(unshare(close.frame))));
             }
         }
         if let Some(chunk) = conn.take() {
@@ -644,7 +749,7 @@ pub(super) fn body(
     actix_rt::spawn(async move {
         let mut actor = Box::pin(actor);
         while let Some(Ok(chunk)) = actor.next().await {
-            c.enqueue(chunk); // a frame the context wrote itself
+            c.enqueue(Queued::kept(chunk)); // a frame the context wrote itself
         }
         // The session is done: dropping it releases its rooms and registration now.
         drop(actor);

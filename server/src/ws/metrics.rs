@@ -20,6 +20,7 @@ pub struct WsMetrics {
     pub(super) bytes_out: IntCounter,
     pub(super) rate_limited: IntCounter,
     pub(super) slow_consumers: IntCounter,
+    pub(super) slow_consumer_drops: IntCounterVec,
     pub(super) queued_bytes: IntGauge,
     pub(super) queued_messages: IntGauge,
     pub(super) latency: Histogram,
@@ -65,6 +66,16 @@ impl WsMetrics {
             slow_consumers: counter(
                 "holdfast_ws_slow_consumer_closes_total",
                 "Connections closed with 1013 because their outbound queue overflowed.",
+            )?,
+            slow_consumer_drops: reg(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "holdfast_ws_slow_consumer_dropped_total",
+                        "Messages dropped from lagging members' outbound queues, by the namespace's slow_consumer policy.",
+                    ),
+                    &["policy"],
+                )?,
             )?,
             queued_bytes: gauge("holdfast_ws_outbound_queue_bytes", "Bytes waiting in outbound queues, all connections.")?,
             queued_messages: gauge(
