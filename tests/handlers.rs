@@ -5,7 +5,7 @@
 mod common;
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use actix::prelude::*;
 use holdfast::prelude::*;
@@ -15,7 +15,7 @@ use holdfast::server::handlers::{
 };
 use serde_json::{json, Value};
 
-use common::ws::{connect, try_connect, Client};
+use common::ws::{connect, Client};
 use common::{settings, wait_until};
 
 const SECRET: &str = "handlers-test-secret-0123456789";
@@ -193,30 +193,8 @@ async fn start(settings: Settings, log: &Log) -> Server {
         .expect("server starts")
 }
 
-fn token(sub: &str, extra: Value) -> String {
-    let exp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 600;
-    let mut claims = json!({"sub": sub, "exp": exp});
-    claims
-        .as_object_mut()
-        .unwrap()
-        .extend(extra.as_object().unwrap().clone());
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
-}
-
 async fn connect_as(server: &Server, sub: &str, extra: Value) -> Client {
-    let query = format!("?token={}", token(sub, extra));
-    try_connect(server.addr(), &query, &[])
-        .await
-        .expect("upgrade accepted")
+    common::ws::connect_as(server.addr(), SECRET, sub, extra).await
 }
 
 /// Sends `frame(id)` with a new id until the answer is something other

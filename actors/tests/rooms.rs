@@ -38,6 +38,7 @@ fn describe(event: &RoomEvent) -> String {
         RoomEvent::Message { offset, .. } => format!("message {offset}"),
         RoomEvent::Joined { offset, .. } => format!("joined {offset}"),
         RoomEvent::Left { room, .. } => format!("left {room}"),
+        RoomEvent::Presence { room, .. } => format!("presence {room}"),
         RoomEvent::Replayed {
             replayed, complete, ..
         } => format!("replayed {replayed} {complete}"),
@@ -88,6 +89,7 @@ async fn start_rooms() -> (Tree, Rooms) {
     let config = RoomConfig {
         history_size: 100,
         history_max_age: Duration::from_secs(60),
+        presence_events: None,
     };
     let rooms = Rooms::new(2, config, &prometheus::Registry::new(), None).unwrap();
     let spec = rooms.spec(&[], Intensity::default(), &Connections::new());

@@ -48,6 +48,39 @@ pub async fn try_connect(
     }
 }
 
+/// An HS256 token for `sub` signed with `secret`, valid for ten minutes,
+/// with the claims of `extra` besides.
+pub fn token(secret: &str, sub: &str, extra: Value) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let mut claims = json!({"sub": sub, "exp": exp});
+    if let Some(extra) = extra.as_object() {
+        claims.as_object_mut().unwrap().extend(extra.clone());
+    }
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// A client connected as `sub` (see [`token`]).
+pub async fn connect_as(
+    addr: std::net::SocketAddr,
+    secret: &str,
+    sub: &str,
+    extra: Value,
+) -> Client {
+    let query = format!("?token={}", token(secret, sub, extra));
+    try_connect(addr, &query, &[])
+        .await
+        .expect("upgrade accepted")
+}
+
 pub async fn connect(addr: std::net::SocketAddr) -> Client {
     try_connect(addr, "", &[]).await.expect("upgrade accepted")
 }
@@ -88,11 +121,12 @@ impl Client {
         }
     }
 
-    /// The next frame that is not a `message` (replies, errors), skipping messages.
+    /// The next frame that is not a `message` or a `presence_diff` (replies,
+    /// errors), skipping those events.
     pub async fn recv_reply(&mut self) -> Value {
         loop {
             let v = self.recv().await;
-            if v["type"] != "message" {
+            if v["type"] != "message" && v["type"] != "presence_diff" {
                 return v;
             }
         }

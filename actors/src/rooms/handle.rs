@@ -105,12 +105,12 @@ impl Rooms {
         for (i, shard) in self.shards.iter().enumerate() {
             let state = shard.state.clone();
             let depth = shard.depth.clone();
-            let config = self.config;
+            let config = self.config.clone();
             let broker = self.broker.clone();
             let mut spec = ChildSpec::new(format!("rooms-{i}"), move |_| Hub {
                 state: state.clone(),
                 depth: depth.clone(),
-                config,
+                config: config.clone(),
                 broker: broker.clone(),
             })
             .stage(Stage::Connections)
@@ -386,6 +386,15 @@ impl Inbound for Router {
         }
     }
 
+    fn presence_changed(&self, room: &str) {
+        let Some(shards) = self.shards.upgrade() else {
+            return;
+        };
+        if let Some(hub) = shards[shard_of(&shards, room)].hub.addr() {
+            hub.do_send(PresenceChanged { room: room.into() });
+        }
+    }
+
     fn resync(&self) {
         let Some(shards) = self.shards.upgrade() else {
             return;
@@ -520,6 +529,13 @@ pub(crate) struct Announce {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct Reconcile;
+
+/// Another node's members of a room changed (presence events).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct PresenceChanged {
+    pub(crate) room: Arc<str>,
+}
 
 /// Makes the hub panic: chaos testing of supervision.
 #[derive(Message)]

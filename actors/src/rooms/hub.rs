@@ -25,10 +25,11 @@ use tracing::warn;
 
 use super::broker::{Arrival, Broker, BrokerFuture, Filled, History, Membership, Position, Reply};
 use super::handle::{
-    Announce, Crash, HistoryPage, Join, Leave, LeaveAnswer, Presence, Publish, ReadHistory,
-    Reconcile, Resume,
+    Announce, Crash, HistoryPage, Join, Leave, LeaveAnswer, Presence, PresenceChanged, Publish,
+    ReadHistory, Reconcile, Resume,
 };
 use super::outlet::RoomEvent;
+use super::presence::{PresenceEvents, PresenceTrack};
 use super::room::{Room, RoomConfig};
 use super::HistoryMessage;
 use super::{message_frame, PresenceEntry};
@@ -84,7 +85,7 @@ impl Hub {
         frame: ByteString,
         at: Option<Instant>,
     ) {
-        let config = self.config;
+        let config = self.config.clone();
         let gap = {
             let mut state = self.state.lock();
             let r = state.room(&room);
@@ -131,7 +132,7 @@ impl Hub {
                 };
                 act.apply(ctx, room.clone(), position, frame, None);
             }
-            let config = act.config;
+            let config = act.config.clone();
             let gap = {
                 let mut state = act.state.lock();
                 let Some(r) = state.rooms.get_mut(&room) else {
@@ -202,7 +203,7 @@ impl Hub {
     /// A publish the broker did not take (it is down): the room continues on
     /// a node-local epoch, its offsets still increasing.
     fn publish_local(&mut self, msg: &Publish) -> Position {
-        let config = self.config;
+        let config = self.config.clone();
         let mut state = self.state.lock();
         state.published += 1;
         let room = state.room(&msg.room);
@@ -229,6 +230,7 @@ impl Hub {
         {
             let mut state = self.state.lock();
             let room = state.room(&msg.room);
+            self.track_presence(&msg.room, room);
             msg.member.inbox.send(RoomEvent::Joined {
                 room: msg.room.clone(),
                 offset: room.offset,
@@ -253,9 +255,67 @@ impl Hub {
         }
     }
 
+    /// Starts tracking what `room`'s members are told of its presence, if
+    /// its namespace has presence events.
+    fn track_presence(&self, name: &str, room: &mut Room) {
+        let on = |ev: &PresenceEvents| (ev.rooms)(name);
+        if room.presence.is_none() && self.config.presence_events.as_ref().is_some_and(on) {
+            room.presence = Some(PresenceTrack::default());
+        }
+    }
+
+    /// Tells the members of every room whose presence changed since the
+    /// last batch who appeared and disappeared: from the cluster's presence
+    /// with a shared broker that answers, this node's members otherwise.
+    fn announce_presence(&mut self, ctx: &mut Context<Self>) {
+        let dirty: Vec<Arc<str>> = self
+            .state
+            .lock()
+            .rooms
+            .iter()
+            .filter(|(_, r)| r.presence.as_ref().is_some_and(|t| t.dirty))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for room in dirty {
+            match self.broker.presence(&room) {
+                Reply::Later(read) => {
+                    ctx.spawn(read.into_actor(self).map(move |read, act, _| {
+                        let mut state = act.state.lock();
+                        let Some(r) = state.rooms.get_mut(&room) else {
+                            return;
+                        };
+                        match read {
+                            Ok(Some(now)) => r.announce_presence(&room, &now),
+                            // Not read: the next batch tries again.
+                            _ => {
+                                if let Some(t) = &mut r.presence {
+                                    t.changed();
+                                }
+                            }
+                        }
+                    }));
+                }
+                Reply::Now(_) => {
+                    let mut state = self.state.lock();
+                    if let Some(r) = state.rooms.get_mut(&room) {
+                        let now = r.presence();
+                        r.announce_presence(&room, &now);
+                    }
+                }
+            }
+        }
+    }
+
     /// Hands the broker every room's members on this node, renewing their
-    /// expiry in the cluster's presence.
+    /// expiry in the cluster's presence; rooms with presence events are
+    /// read again at the next batch (a node that died without a goodbye
+    /// leaves presence by expiry, with no word to anyone).
     fn refresh_members(&mut self, ctx: &mut Context<Self>) {
+        for room in self.state.lock().rooms.values_mut() {
+            if let Some(t) = &mut room.presence {
+                t.changed();
+            }
+        }
         let rooms: Vec<(Arc<str>, Membership)> = self
             .state
             .lock()
@@ -290,9 +350,10 @@ impl Hub {
 
     fn replay(&mut self, msg: Resume, history: Option<History>) {
         let now = Instant::now();
-        let config = self.config;
+        let config = self.config.clone();
         let mut state = self.state.lock();
         let room = state.room(&msg.room);
+        self.track_presence(&msg.room, room);
         if let Some(h) = history.as_ref().filter(|h| !h.head.epoch.is_empty()) {
             let offset = h.head.offset.max(room.offset);
             room.sync(Position {
@@ -387,6 +448,9 @@ impl Actor for Hub {
             self.refresh_members(ctx);
             ctx.run_interval(every, |hub, ctx| hub.refresh_members(ctx));
         }
+        if let Some(events) = &self.config.presence_events {
+            ctx.run_interval(events.batch, |hub, ctx| hub.announce_presence(ctx));
+        }
     }
 }
 
@@ -433,6 +497,22 @@ impl Handler<Join> for Hub {
                     act.join_now(ctx, msg);
                 }));
             }
+        }
+    }
+}
+
+impl Handler<PresenceChanged> for Hub {
+    type Result = ();
+
+    /// Another node's members of the room changed: read it at the next batch.
+    fn handle(&mut self, msg: PresenceChanged, _ctx: &mut Context<Self>) {
+        let mut state = self.state.lock();
+        if let Some(t) = state
+            .rooms
+            .get_mut(&*msg.room)
+            .and_then(|r| r.presence.as_mut())
+        {
+            t.changed();
         }
     }
 }
@@ -495,7 +575,7 @@ impl Hub {
             self.apply(ctx, msg.room.clone(), position, frame, Some(Instant::now()));
         } else {
             // One take of the shard's lock on the one-node publish path.
-            let config = self.config;
+            let config = self.config.clone();
             let mut state = self.state.lock();
             state.published += 1;
             let room = state.room(&msg.room);
@@ -597,7 +677,7 @@ impl Hub {
     /// A page of history: the broker's entries (when it has the room),
     /// then what this node applied after them.
     fn page(&mut self, msg: &ReadHistory, broker: Option<History>) -> HistoryPage {
-        let config = self.config;
+        let config = self.config.clone();
         let mut state = self.state.lock();
         let room = state.room(&msg.room);
         room.prune(&config, Instant::now());

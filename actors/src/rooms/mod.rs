@@ -27,7 +27,9 @@
 //! Files, one concern each: `handle` (the [`Rooms`] handle and the
 //! messages), `hub` (the hub, sole writer of its shard's rooms), `room` (the
 //! room model: members, offset, epoch, history, fan-out), `outlet` (how a
-//! hub reaches members), `frame` (the one `message` encoder) and
+//! hub reaches members), `presence` (presence events: what members were
+//! told, and the batched `presence_diff`; [`PresenceEvents`]), `frame` (the
+//! one `message` encoder) and
 //! [`broker`] (the seam: [`Local`], Redis, and the offset order of a shared
 //! broker's publications).
 
@@ -36,6 +38,7 @@ mod frame;
 mod handle;
 mod hub;
 mod outlet;
+mod presence;
 mod room;
 
 use serde::Serialize;
@@ -47,6 +50,7 @@ pub use handle::{
     Rooms,
 };
 pub use outlet::{Inbox, Member, Outlet, RoomEvent};
+pub use presence::PresenceEvents;
 pub use room::RoomConfig;
 
 /// Why a room request failed.

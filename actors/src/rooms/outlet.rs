@@ -49,6 +49,13 @@ pub enum RoomEvent {
         /// The request id to echo.
         id: Option<Value>,
     },
+    /// A `presence_diff` of the room (no offset, not history).
+    Presence {
+        /// The room.
+        room: Arc<str>,
+        /// The serialized `presence_diff` frame.
+        frame: ByteString,
+    },
     /// The end of a resume replay for one room; every replayed message of the
     /// room was sent before it.
     Replayed {

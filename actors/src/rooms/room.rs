@@ -12,15 +12,18 @@ use bytestring::ByteString;
 
 use super::broker::{new_epoch, Position, Sequence};
 use super::outlet::{Inbox, Member, Outlet, RoomEvent};
+use super::presence::{PresenceEvents, PresenceTrack};
 use super::PresenceEntry;
 
-/// History limits of every room.
-#[derive(Clone, Copy, Debug)]
+/// History limits of every room, and which have presence events.
+#[derive(Clone, Debug)]
 pub struct RoomConfig {
     /// Messages kept per room.
     pub history_size: usize,
     /// Oldest message kept.
     pub history_max_age: Duration,
+    /// The rooms whose members receive `presence_diff`; `None`: no room.
+    pub presence_events: Option<PresenceEvents>,
 }
 
 /// One message of history.
@@ -47,6 +50,8 @@ pub(super) struct Room {
     /// With a broker shared by several nodes: where the room stands in the
     /// broker's sequence (held messages, a gap being filled).
     pub(super) sequence: Sequence,
+    /// In a room with presence events: what its members were told.
+    pub(super) presence: Option<PresenceTrack>,
 }
 
 impl Default for Room {
@@ -65,6 +70,7 @@ impl Room {
             epoch: new_epoch().into(),
             history: VecDeque::new(),
             sequence: Sequence::default(),
+            presence: None,
         }
     }
 
@@ -84,6 +90,9 @@ impl Room {
     /// Adds (or replaces) a member.
     pub(super) fn add(&mut self, member: Member) {
         self.count(&member.inbox, true);
+        if let Some(track) = &mut self.presence {
+            track.joined(&member.user);
+        }
         if let Some(old) = self.members.insert(member.session.clone(), member) {
             self.count(&old.inbox, false);
         }
@@ -106,6 +115,9 @@ impl Room {
     fn remove(&mut self, session: &str) {
         if let Some(old) = self.members.remove(session) {
             self.count(&old.inbox, false);
+            if let Some(track) = &mut self.presence {
+                track.changed();
+            }
         }
     }
 
@@ -146,13 +158,19 @@ impl Room {
         }
     }
 
-    /// Who is in the room, one line per user, sorted by user.
-    pub(super) fn presence(&self) -> Vec<PresenceEntry> {
+    /// This node's sessions in the room, per user.
+    pub(super) fn sessions_by_user(&self) -> HashMap<&str, usize> {
         let mut by_user: HashMap<&str, usize> = HashMap::new();
         for m in self.members.values() {
             *by_user.entry(&m.user).or_default() += 1;
         }
-        let mut list: Vec<PresenceEntry> = by_user
+        by_user
+    }
+
+    /// Who is in the room, one line per user, sorted by user.
+    pub(super) fn presence(&self) -> Vec<PresenceEntry> {
+        let mut list: Vec<PresenceEntry> = self
+            .sessions_by_user()
             .into_iter()
             .map(|(user, sessions)| PresenceEntry {
                 user: user.to_owned(),
@@ -215,6 +233,23 @@ impl Room {
         for (outlet, _) in &self.outlets {
             outlet.broadcast(room, offset, &frame, at);
         }
+    }
+
+    /// Tells every member `presence_diff` if `now` (the room's presence)
+    /// differs from what they were told.
+    pub(super) fn announce_presence(&mut self, room: &Arc<str>, now: &[PresenceEntry]) {
+        let Some(mut track) = self.presence.take() else {
+            return;
+        };
+        if let Some(frame) = track.diff(room, now, &self.sessions_by_user()) {
+            for member in self.members.values() {
+                member.inbox.send(RoomEvent::Presence {
+                    room: room.clone(),
+                    frame: frame.clone(),
+                });
+            }
+        }
+        self.presence = Some(track);
     }
 
     /// Drops history past its size or age.

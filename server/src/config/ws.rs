@@ -61,10 +61,17 @@ pub struct RoomSettings {
     pub history_size: usize,
     /// Oldest history kept.
     pub history_max_age_ms: u64,
+    /// At most one `presence_diff` per room per this interval.
+    #[serde(default = "default_presence_batch_ms")]
+    pub presence_batch_ms: u64,
     /// `[[rooms.namespaces]]`: room-name prefixes with their own options;
     /// the longest matching prefix wins.
     #[serde(default)]
     pub namespaces: Vec<NamespaceSettings>,
+}
+
+fn default_presence_batch_ms() -> u64 {
+    100
 }
 
 /// One `[[rooms.namespaces]]` table (PROTOCOL.md, "Namespaces").
@@ -76,6 +83,10 @@ pub struct NamespaceSettings {
     /// Whether `presence` answers for these rooms.
     #[serde(default = "yes")]
     pub presence: bool,
+    /// Whether members receive `presence_diff` (a user's first session
+    /// joined, last session left), batched every `rooms.presence_batch_ms`.
+    #[serde(default)]
+    pub presence_events: bool,
     /// Whether clients may publish (false: `forbidden`; the server API and
     /// handlers still publish).
     #[serde(default = "yes")]
@@ -129,10 +140,17 @@ impl NamespaceSettings {
         Self {
             prefix: prefix.into(),
             presence: true,
+            presence_events: false,
             client_publish: true,
             handler: None,
             slow_consumer: SlowConsumer::Close,
         }
+    }
+
+    /// Turns on `presence_diff` for these rooms.
+    pub fn presence_events(mut self) -> Self {
+        self.presence_events = true;
+        self
     }
 
     /// Sets the slow-consumer policy of these rooms.
@@ -213,6 +231,7 @@ impl RoomSettings {
     /// prefix or repeats another's.
     pub fn validate(&self) -> Result<(), ConfigError> {
         positive("rooms.history_size", self.history_size as f64)?;
+        positive("rooms.presence_batch_ms", self.presence_batch_ms as f64)?;
         for (i, ns) in self.namespaces.iter().enumerate() {
             let key = format!("rooms.namespaces[{i}].prefix");
             let valid = !ns.prefix.is_empty()

@@ -53,12 +53,17 @@ impl Namespaces {
                 handler,
             });
         }
+        Ok(Self::of_namespaces(prefixed))
+    }
+
+    /// `prefixed`, the defaults and the system namespace.
+    fn of_namespaces(mut prefixed: Vec<Namespace>) -> Self {
         prefixed.sort_by_key(|ns| std::cmp::Reverse(ns.settings.prefix.len()));
         let system = NamespaceSettings {
             client_publish: false,
             ..NamespaceSettings::new("$")
         };
-        Ok(Self {
+        Self {
             prefixed,
             defaults: Namespace {
                 settings: NamespaceSettings::new(""),
@@ -68,7 +73,22 @@ impl Namespaces {
                 settings: system,
                 handler: None,
             },
-        })
+        }
+    }
+
+    /// The namespaces of `settings` alone, with no handler resolved: the
+    /// options the room hubs apply (presence events), known before the
+    /// application registers its handlers.
+    pub(crate) fn options(settings: &[NamespaceSettings]) -> Self {
+        Self::of_namespaces(
+            settings
+                .iter()
+                .map(|ns| Namespace {
+                    settings: ns.clone(),
+                    handler: None,
+                })
+                .collect(),
+        )
     }
 
     /// The namespace of `room`.

@@ -348,6 +348,12 @@ impl Worker {
                 };
                 conn.push_reply(&joined, answer.id.as_ref());
             }
+            RoomEvent::Presence { room, frame } => {
+                if conn.in_room(&room) {
+                    let sent = conn.push(encode(OpCode::Text, frame.as_bytes()));
+                    self.count_out(u64::from(sent), frame.len(), None);
+                }
+            }
             RoomEvent::Left { room, id } => {
                 // A `joined` handled after the session's own leave indexed
                 // the connection again; the hub's answer comes after it.

@@ -173,6 +173,9 @@ pub enum Membership {
 pub trait Inbound: Send + Sync + 'static {
     /// Another node's publication, for the hub of its room.
     fn publication(&self, publication: Publication);
+    /// Another node's members of `room` joined or left (so that rooms with
+    /// presence events read the cluster's presence again).
+    fn presence_changed(&self, room: &str);
     /// Publications may have been missed (the subscription restarted):
     /// every hub compares its rooms with the broker and fills the gaps.
     fn resync(&self);

@@ -98,16 +98,22 @@ return out
 
 /// This node's members of one room: `KEYS[1]` the room's set of nodes with
 /// members, `KEYS[2]` this node's hash of them (session -> user); `ARGV[1]`
-/// the node, `ARGV[2]` the expiry (ms), `ARGV[3]` the change (`+`: add the
-/// pairs that follow, `-`: remove the sessions that follow, `=`: replace
-/// with the pairs that follow). Both keys expire unless refreshed, so that
-/// a node that dies without a goodbye leaves presence within the expiry.
+/// the node, `ARGV[2]` the expiry (ms), `ARGV[3]` the channel, `ARGV[4]`
+/// the room, `ARGV[5]` the change (`+`: add the pairs that follow, `-`:
+/// remove the sessions that follow, `=`: replace with the pairs that
+/// follow). Both keys expire unless refreshed, so that a node that dies
+/// without a goodbye leaves presence within the expiry. A join or leave is
+/// announced on the channel (`presence \n node \n room`) for the other
+/// nodes' presence events.
 const MEMBERS_LUA: &str = r#"
-if ARGV[3] == '=' then redis.call('DEL', KEYS[2]) end
-if ARGV[3] == '-' then
-  for i = 4, #ARGV do redis.call('HDEL', KEYS[2], ARGV[i]) end
+if ARGV[5] == '=' then redis.call('DEL', KEYS[2]) end
+if ARGV[5] == '-' then
+  for i = 6, #ARGV do redis.call('HDEL', KEYS[2], ARGV[i]) end
 else
-  for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+  for i = 6, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+end
+if ARGV[5] ~= '=' then
+  redis.call('PUBLISH', ARGV[3], 'presence\n' .. ARGV[1] .. '\n' .. ARGV[4])
 end
 if redis.call('EXISTS', KEYS[2]) == 1 then
   redis.call('PEXPIRE', KEYS[2], ARGV[2])
@@ -118,6 +124,10 @@ else
 end
 return 1
 "#;
+
+/// How a presence signal on the channel starts (a node id, which starts a
+/// publication, is hex).
+const PRESENCE_SIGNAL: &[u8] = b"presence\n";
 
 /// Every node's members of one room: the users, one per session. `KEYS[1]`
 /// is the room's set of nodes; each node's hash is `KEYS[1]:<node>` (the
@@ -356,13 +366,16 @@ impl Broker for RedisBroker {
         }
         let [nodes, mine] = self.presence_keys(room);
         let inner = self.inner.clone();
+        let room = room.to_owned();
         Some(Box::pin(async move {
             let mut conn = inner.connection().await.map_err(failed)?;
             let mut inv = inner.members.prepare_invoke();
             inv.key(&nodes)
                 .key(&mine)
                 .arg(&inner.node)
-                .arg(inner.presence_ttl.as_millis() as u64);
+                .arg(inner.presence_ttl.as_millis() as u64)
+                .arg(&inner.channel)
+                .arg(&room);
             match &change {
                 Membership::Joined { session, user } => {
                     inv.arg("+").arg(&**session).arg(&**user);
@@ -404,6 +417,15 @@ impl Subscriber for RedisBroker {
         let Some(inbound) = self.inner.inbound.get() else {
             return;
         };
+        if let Some(rest) = payload.strip_prefix(PRESENCE_SIGNAL) {
+            let text = std::str::from_utf8(rest).unwrap_or_default();
+            match text.split_once('\n') {
+                Some((node, _)) if node == self.inner.node => {} // told by its own hub
+                Some((_, room)) => inbound.presence_changed(room),
+                None => tracing::warn!("a presence signal without a room; ignored"),
+            }
+            return;
+        }
         match parse_announcement(payload) {
             Some((node, _)) if node == self.inner.node => {} // applied when the script answered
             Some((_, publication)) => inbound.publication(publication),
