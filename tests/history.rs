@@ -129,3 +129,68 @@ async fn bad_history_requests_name_the_field() {
         .await;
     assert_eq!(reply["code"], "invalid_room", "{reply}");
 }
+
+/// A namespace's `history_size` bounds its rooms' history (and `resume`),
+/// on one node and on two sharing Redis: `ticker:` keeps 3, `live:` none;
+/// other rooms keep the `[rooms]` default.
+#[actix_rt::test]
+async fn a_namespace_keeps_its_own_history_size() {
+    use common::services::{redis, redis_prefix, REDIS_ADDR};
+    use holdfast::server::config::NamespaceSettings;
+
+    let with_namespaces = |mut s: Settings| {
+        s.rooms.namespaces = vec![
+            NamespaceSettings::new("ticker:").history(3, 3_600_000),
+            NamespaceSettings::new("live:").history(0, 3_600_000),
+        ];
+        s
+    };
+    let mut nodes = vec![start(with_namespaces(settings())).await];
+    if redis("a_namespace_keeps_its_own_history_size")
+        .await
+        .is_some()
+    {
+        let mut s = with_namespaces(settings());
+        s.redis.url = serde_json::from_value(json!(format!("redis://{REDIS_ADDR}"))).unwrap();
+        s.redis.prefix = redis_prefix();
+        nodes.push(start(s).await);
+    }
+    for server in &nodes {
+        let mut c = connect(server.addr()).await;
+        for room in ["ticker:btc", "live:cam", "log"] {
+            c.join(room).await;
+            for i in 1..=10 {
+                let ack = c
+                    .request(json!({"type": "publish", "room": room, "data": i, "id": i}))
+                    .await;
+                assert_eq!(ack["type"], "ack", "{ack}");
+            }
+        }
+        let history = |room: &str| json!({"type": "history", "room": room, "id": room});
+        let ticker = c.request(history("ticker:btc")).await;
+        assert_eq!(offsets(&ticker), [8, 9, 10], "{ticker}");
+        assert_eq!(ticker["complete"], false);
+        let live = c.request(history("live:cam")).await;
+        assert_eq!(offsets(&live), Vec::<u64>::new(), "{live}");
+        assert_eq!(live["complete"], false);
+        let log = c.request(history("log")).await;
+        assert_eq!(offsets(&log).len(), 10, "{log}");
+        assert_eq!(log["complete"], true);
+
+        // A resume from offset 5 replays what the namespace keeps.
+        let session = c.session();
+        let epochs = json!({"ticker:btc": ticker["epoch"], "live:cam": live["epoch"]});
+        drop(c);
+        let mut back = connect(server.addr()).await;
+        let resumed = back
+            .request(json!({"type": "resume", "session": session,
+                "rooms": {"ticker:btc": 5, "live:cam": 5}, "epochs": epochs, "id": "r"}))
+            .await;
+        assert_eq!(resumed["type"], "resumed", "{resumed}");
+        let rooms = &resumed["rooms"];
+        for (room, replayed) in [("ticker:btc", 3), ("live:cam", 0)] {
+            assert_eq!(rooms[room]["replayed"], replayed, "{resumed}");
+            assert_eq!(rooms[room]["complete"], false, "{resumed}");
+        }
+    }
+}

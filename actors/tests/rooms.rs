@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use bytestring::ByteString;
 use holdfast_actors::connections::Connections;
-use holdfast_actors::rooms::{Inbox, JoinAnswer, Member, Outlet, RoomConfig, RoomEvent, Rooms};
+use holdfast_actors::rooms::{
+    HistoryLimits, Inbox, JoinAnswer, Member, Outlet, RoomConfig, RoomEvent, Rooms,
+};
 use holdfast_actors::supervision::{Intensity, SupervisorSpec};
 use holdfast_actors::Tree;
 use parking_lot::Mutex;
@@ -86,11 +88,10 @@ fn member(session: &str, user: &str, inbox: Inbox) -> Member {
 /// Two hub shards under a `rooms` supervisor; answers once they take requests.
 async fn start_rooms() -> (Tree, Rooms) {
     let (kernel, _control) = kernel();
-    let config = RoomConfig {
-        history_size: 100,
-        history_max_age: Duration::from_secs(60),
-        presence_events: None,
-    };
+    let config = RoomConfig::uniform(HistoryLimits {
+        size: 100,
+        max_age: Duration::from_secs(60),
+    });
     let rooms = Rooms::new(2, config, &prometheus::Registry::new(), None).unwrap();
     let spec = rooms.spec(&[], Intensity::default(), &Connections::new());
     let tree = Tree::start(&kernel, SupervisorSpec::new("root").child(spec)).unwrap();

@@ -65,7 +65,7 @@ impl Rooms {
         let shards: Arc<[Shard]> = (0..shards.max(1))
             .map(|i| Shard {
                 hub: ChildRef::default(),
-                state: Arc::default(),
+                state: Arc::new(Mutex::new(ShardState::new(config.clone()))),
                 depth: depth.with_label_values(&[&i.to_string()]),
             })
             .collect();
@@ -335,7 +335,7 @@ impl Rooms {
         for (name, epoch, offset) in rooms {
             let shard = self.shard(&name);
             let mut state = shard.state.lock();
-            let room = state.rooms.entry(name.as_str().into()).or_default();
+            let room = state.room(&name.as_str().into());
             room.epoch = epoch.into();
             room.offset = offset;
             n += 1;

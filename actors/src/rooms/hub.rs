@@ -29,7 +29,6 @@ use super::handle::{
     ReadHistory, Reconcile, Resume,
 };
 use super::outlet::RoomEvent;
-use super::presence::{PresenceEvents, PresenceTrack};
 use super::room::{Room, RoomConfig};
 use super::HistoryMessage;
 use super::{message_frame, PresenceEntry};
@@ -44,17 +43,30 @@ const RECONCILE_INTERVAL: Duration = Duration::from_secs(1);
 const HUB_MAILBOX: usize = 4096;
 
 /// A shard's state, shared by every incarnation of its hub.
-#[derive(Default)]
 pub(super) struct ShardState {
     /// The shard's rooms by name.
     pub(super) rooms: HashMap<Arc<str>, Room>,
     /// Messages published through this shard.
     pub(super) published: u64,
+    /// What a new room's options are.
+    config: RoomConfig,
 }
 
 impl ShardState {
-    fn room(&mut self, name: &Arc<str>) -> &mut Room {
-        self.rooms.entry(name.clone()).or_default()
+    pub(super) fn new(config: RoomConfig) -> Self {
+        Self {
+            rooms: HashMap::new(),
+            published: 0,
+            config,
+        }
+    }
+
+    /// The room `name`, created with its options if new.
+    pub(super) fn room(&mut self, name: &Arc<str>) -> &mut Room {
+        let config = &self.config;
+        self.rooms
+            .entry(name.clone())
+            .or_insert_with(|| Room::new(name, config))
     }
 }
 
@@ -85,7 +97,6 @@ impl Hub {
         frame: ByteString,
         at: Option<Instant>,
     ) {
-        let config = self.config.clone();
         let gap = {
             let mut state = self.state.lock();
             let r = state.room(&room);
@@ -99,7 +110,7 @@ impl Hub {
                 Arrival::Duplicate => None,
                 Arrival::Ready(ready) => {
                     for (offset, frame, at) in ready {
-                        r.deliver(&room, offset, frame, at, &config);
+                        r.deliver(&room, offset, frame, at);
                     }
                     None
                 }
@@ -132,7 +143,6 @@ impl Hub {
                 };
                 act.apply(ctx, room.clone(), position, frame, None);
             }
-            let config = act.config.clone();
             let gap = {
                 let mut state = act.state.lock();
                 let Some(r) = state.rooms.get_mut(&room) else {
@@ -149,7 +159,7 @@ impl Hub {
                 }
                 r.offset = latest;
                 for (offset, frame, at) in ready {
-                    r.deliver(&room, offset, frame, at, &config);
+                    r.deliver(&room, offset, frame, at);
                 }
                 gap
             };
@@ -203,7 +213,6 @@ impl Hub {
     /// A publish the broker did not take (it is down): the room continues on
     /// a node-local epoch, its offsets still increasing.
     fn publish_local(&mut self, msg: &Publish) -> Position {
-        let config = self.config.clone();
         let mut state = self.state.lock();
         state.published += 1;
         let room = state.room(&msg.room);
@@ -215,7 +224,7 @@ impl Hub {
         // happens before the room changes.
         let offset = room.offset + 1;
         let frame = message_frame(&msg.room, offset, &msg.user, &msg.data);
-        room.deliver(&msg.room, offset, frame, Some(Instant::now()), &config);
+        room.deliver(&msg.room, offset, frame, Some(Instant::now()));
         Position {
             epoch: room.epoch.clone(),
             offset,
@@ -230,7 +239,6 @@ impl Hub {
         {
             let mut state = self.state.lock();
             let room = state.room(&msg.room);
-            self.track_presence(&msg.room, room);
             msg.member.inbox.send(RoomEvent::Joined {
                 room: msg.room.clone(),
                 offset: room.offset,
@@ -252,15 +260,6 @@ impl Hub {
                     tracing::debug!(error = %e, "presence change not stored; the next refresh repairs it");
                 }
             }));
-        }
-    }
-
-    /// Starts tracking what `room`'s members are told of its presence, if
-    /// its namespace has presence events.
-    fn track_presence(&self, name: &str, room: &mut Room) {
-        let on = |ev: &PresenceEvents| (ev.rooms)(name);
-        if room.presence.is_none() && self.config.presence_events.as_ref().is_some_and(on) {
-            room.presence = Some(PresenceTrack::default());
         }
     }
 
@@ -350,10 +349,8 @@ impl Hub {
 
     fn replay(&mut self, msg: Resume, history: Option<History>) {
         let now = Instant::now();
-        let config = self.config.clone();
         let mut state = self.state.lock();
         let room = state.room(&msg.room);
-        self.track_presence(&msg.room, room);
         if let Some(h) = history.as_ref().filter(|h| !h.head.epoch.is_empty()) {
             let offset = h.head.offset.max(room.offset);
             room.sync(Position {
@@ -361,7 +358,7 @@ impl Hub {
                 offset,
             });
         }
-        room.prune(&config, now);
+        room.prune(now);
         let to = &msg.member.inbox;
         let same_epoch = msg.epoch.as_deref().is_none_or(|e| e == &*room.epoch);
         let mut replayed = 0;
@@ -371,10 +368,11 @@ impl Hub {
             true
         } else {
             let mut sent = msg.after;
+            let kept_from = room.kept_from(room.offset);
             let complete = match history.as_ref().filter(|h| h.head.epoch == room.epoch) {
                 Some(h) => {
                     for (offset, frame) in &h.entries {
-                        if *offset > sent {
+                        if *offset > sent && *offset >= kept_from {
                             to.send(RoomEvent::Message {
                                 room: msg.room.clone(),
                                 offset: *offset,
@@ -385,7 +383,7 @@ impl Hub {
                             replayed += 1;
                         }
                     }
-                    h.oldest > 0 && h.oldest <= msg.after + 1
+                    h.oldest > 0 && h.oldest.max(kept_from) <= msg.after + 1
                 }
                 None => room
                     .history
@@ -425,7 +423,7 @@ impl Hub {
         let now = Instant::now();
         for room in state.rooms.values_mut() {
             room.retain_connected();
-            room.prune(&self.config, now);
+            room.prune(now);
         }
         state.rooms.retain(|_, r| !r.is_idle());
     }
@@ -448,8 +446,8 @@ impl Actor for Hub {
             self.refresh_members(ctx);
             ctx.run_interval(every, |hub, ctx| hub.refresh_members(ctx));
         }
-        if let Some(events) = &self.config.presence_events {
-            ctx.run_interval(events.batch, |hub, ctx| hub.announce_presence(ctx));
+        if let Some(every) = self.config.presence_batch {
+            ctx.run_interval(every, |hub, ctx| hub.announce_presence(ctx));
         }
     }
 }
@@ -575,17 +573,10 @@ impl Hub {
             self.apply(ctx, msg.room.clone(), position, frame, Some(Instant::now()));
         } else {
             // One take of the shard's lock on the one-node publish path.
-            let config = self.config.clone();
             let mut state = self.state.lock();
             state.published += 1;
             let room = state.room(&msg.room);
-            room.deliver(
-                &msg.room,
-                position.offset,
-                frame,
-                Some(Instant::now()),
-                &config,
-            );
+            room.deliver(&msg.room, position.offset, frame, Some(Instant::now()));
         }
     }
 }
@@ -677,10 +668,9 @@ impl Hub {
     /// A page of history: the broker's entries (when it has the room),
     /// then what this node applied after them.
     fn page(&mut self, msg: &ReadHistory, broker: Option<History>) -> HistoryPage {
-        let config = self.config.clone();
         let mut state = self.state.lock();
         let room = state.room(&msg.room);
-        room.prune(&config, Instant::now());
+        room.prune(Instant::now());
         let broker = broker.filter(|h| !h.head.epoch.is_empty());
         let (epoch, latest, oldest) = match &broker {
             Some(h) => (
@@ -693,6 +683,12 @@ impl Hub {
                 room.offset,
                 room.history.front().map_or(0, |e| e.offset),
             ),
+        };
+        // A shared broker trims about to the size: keep exactly it.
+        let kept_from = room.kept_from(latest);
+        let oldest = match oldest {
+            0 => 0,
+            oldest => oldest.max(kept_from),
         };
         let mut messages = Vec::new();
         let mut last = msg.since;
@@ -708,7 +704,7 @@ impl Hub {
             if messages.len() == msg.limit {
                 break;
             }
-            if offset > last {
+            if offset > last && offset >= kept_from {
                 if let Some(m) = HistoryMessage::from_frame(frame) {
                     messages.push(m);
                 }

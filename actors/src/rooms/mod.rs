@@ -28,7 +28,7 @@
 //! messages), `hub` (the hub, sole writer of its shard's rooms), `room` (the
 //! room model: members, offset, epoch, history, fan-out), `outlet` (how a
 //! hub reaches members), `presence` (presence events: what members were
-//! told, and the batched `presence_diff`; [`PresenceEvents`]), `frame` (the
+//! told, and the batched `presence_diff`), `frame` (the
 //! one `message` encoder) and
 //! [`broker`] (the seam: [`Local`], Redis, and the offset order of a shared
 //! broker's publications).
@@ -50,8 +50,7 @@ pub use handle::{
     Rooms,
 };
 pub use outlet::{Inbox, Member, Outlet, RoomEvent};
-pub use presence::PresenceEvents;
-pub use room::RoomConfig;
+pub use room::{HistoryLimits, RoomConfig, RoomOptions};
 
 /// Why a room request failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -13,29 +13,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytestring::ByteString;
 use serde::Serialize;
 
 use super::PresenceEntry;
-
-/// Which rooms have presence events, and how often they are told.
-#[derive(Clone)]
-pub struct PresenceEvents {
-    /// Whether members of the room named receive `presence_diff`.
-    pub rooms: Arc<dyn Fn(&str) -> bool + Send + Sync>,
-    /// At most one diff per room per this interval (`rooms.presence_batch_ms`).
-    pub batch: Duration,
-}
-
-impl std::fmt::Debug for PresenceEvents {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PresenceEvents")
-            .field("batch", &self.batch)
-            .finish_non_exhaustive()
-    }
-}
 
 /// What one room's members on this node were told of its presence.
 #[derive(Default)]

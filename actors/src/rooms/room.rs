@@ -12,18 +12,54 @@ use bytestring::ByteString;
 
 use super::broker::{new_epoch, Position, Sequence};
 use super::outlet::{Inbox, Member, Outlet, RoomEvent};
-use super::presence::{PresenceEvents, PresenceTrack};
+use super::presence::PresenceTrack;
 use super::PresenceEntry;
 
-/// History limits of every room, and which have presence events.
-#[derive(Clone, Debug)]
-pub struct RoomConfig {
-    /// Messages kept per room.
-    pub history_size: usize,
+/// How much history one room keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HistoryLimits {
+    /// Messages kept (0: none).
+    pub size: usize,
     /// Oldest message kept.
-    pub history_max_age: Duration,
-    /// The rooms whose members receive `presence_diff`; `None`: no room.
-    pub presence_events: Option<PresenceEvents>,
+    pub max_age: Duration,
+}
+
+/// What the hubs apply to each room, by its name: a server's namespaces.
+pub trait RoomOptions: Send + Sync + 'static {
+    /// The history `room` keeps.
+    fn history(&self, room: &str) -> HistoryLimits;
+    /// Whether `room`'s members receive `presence_diff`.
+    fn presence_events(&self, room: &str) -> bool {
+        let _ = room;
+        false
+    }
+}
+
+/// Every room alike, without presence events.
+impl RoomOptions for HistoryLimits {
+    fn history(&self, _room: &str) -> HistoryLimits {
+        *self
+    }
+}
+
+/// The rooms' options.
+#[derive(Clone)]
+pub struct RoomConfig {
+    /// Each room's history and presence events.
+    pub options: Arc<dyn RoomOptions>,
+    /// How often members are told `presence_diff` (at most once per room
+    /// per interval); `None` when no room has presence events.
+    pub presence_batch: Option<Duration>,
+}
+
+impl RoomConfig {
+    /// `limits` for every room, no presence events.
+    pub fn uniform(limits: HistoryLimits) -> Self {
+        Self {
+            options: Arc::new(limits),
+            presence_batch: None,
+        }
+    }
 }
 
 /// One message of history.
@@ -52,16 +88,13 @@ pub(super) struct Room {
     pub(super) sequence: Sequence,
     /// In a room with presence events: what its members were told.
     pub(super) presence: Option<PresenceTrack>,
-}
-
-impl Default for Room {
-    fn default() -> Self {
-        Self::new()
-    }
+    /// The history it keeps.
+    pub(super) limits: HistoryLimits,
 }
 
 impl Room {
-    pub(super) fn new() -> Self {
+    /// A new room named `name`, with its options from `config`.
+    pub(super) fn new(name: &str, config: &RoomConfig) -> Self {
         Self {
             members: HashMap::new(),
             outlets: Vec::new(),
@@ -70,7 +103,9 @@ impl Room {
             epoch: new_epoch().into(),
             history: VecDeque::new(),
             sequence: Sequence::default(),
-            presence: None,
+            presence: (config.presence_batch.is_some() && config.options.presence_events(name))
+                .then(PresenceTrack::default),
+            limits: config.options.history(name),
         }
     }
 
@@ -208,7 +243,6 @@ impl Room {
         offset: u64,
         frame: ByteString,
         at: Option<Instant>,
-        config: &RoomConfig,
     ) {
         let now = Instant::now();
         self.history.push_back(Entry {
@@ -217,7 +251,7 @@ impl Room {
             at: now,
         });
         self.offset = offset;
-        self.prune(config, now);
+        self.prune(now);
         if self.actors > 0 {
             for member in self.members.values() {
                 if let Inbox::Actor(recipient) = &member.inbox {
@@ -252,13 +286,19 @@ impl Room {
         self.presence = Some(track);
     }
 
+    /// The oldest offset the room's history may hold when its latest is
+    /// `latest` (a shared broker trims only about to the size).
+    pub(super) fn kept_from(&self, latest: u64) -> u64 {
+        latest.saturating_sub(self.limits.size as u64) + 1
+    }
+
     /// Drops history past its size or age.
-    pub(super) fn prune(&mut self, config: &RoomConfig, now: Instant) {
-        while self.history.len() > config.history_size
+    pub(super) fn prune(&mut self, now: Instant) {
+        while self.history.len() > self.limits.size
             || self
                 .history
                 .front()
-                .is_some_and(|e| now.duration_since(e.at) > config.history_max_age)
+                .is_some_and(|e| now.duration_since(e.at) > self.limits.max_age)
         {
             self.history.pop_front();
         }

@@ -14,7 +14,7 @@ use holdfast_actors::events::Events;
 use holdfast_actors::lease::Lease;
 use holdfast_actors::redis::Redis;
 use holdfast_actors::rooms::broker::redis::RedisBroker;
-use holdfast_actors::rooms::{Broker, PresenceEvents, RoomConfig, Rooms};
+use holdfast_actors::rooms::{Broker, RoomConfig, RoomOptions, Rooms};
 use holdfast_actors::scheduler::Scheduler;
 use holdfast_actors::sessions::PersistentSessions;
 use holdfast_actors::shutdown::Shutdown;
@@ -22,7 +22,7 @@ use holdfast_actors::tls::ClientTls;
 use holdfast_actors::Kernel;
 
 use super::StartError;
-use crate::config::{RoomSettings, Settings};
+use crate::config::Settings;
 use crate::handlers::Namespaces;
 
 /// The handles of a starting server: cheap to clone, usable from any actor.
@@ -60,19 +60,26 @@ impl AppContext {
             "" => None,
             _ => Some(Redis::new(settings.redis.clone()).map_err(StartError::Storage)?),
         };
+        // Each room's options, by its namespace.
+        let options: Arc<dyn RoomOptions> = Arc::new(Namespaces::options(&settings.rooms));
         let broker = redis.clone().map(|r| {
             RedisBroker::new(
                 r,
-                settings.rooms.history_size,
+                options.clone(),
                 Duration::from_millis(settings.redis.presence_ttl_ms),
             )
         });
+        let any_presence_events = settings
+            .rooms
+            .namespaces
+            .iter()
+            .any(|ns| ns.presence_events);
         let rooms = Rooms::new(
             room_loops.len(),
             RoomConfig {
-                history_size: settings.rooms.history_size,
-                history_max_age: Duration::from_millis(settings.rooms.history_max_age_ms),
-                presence_events: presence_events(&settings.rooms),
+                options,
+                presence_batch: any_presence_events
+                    .then(|| Duration::from_millis(settings.rooms.presence_batch_ms)),
             },
             &registry,
             broker.clone().map(|b| Arc::new(b) as Arc<dyn Broker>),
@@ -164,17 +171,4 @@ impl AppContext {
     pub fn scheduler(&self) -> &Scheduler {
         &self.scheduler
     }
-}
-
-/// Which rooms' members get `presence_diff`: those of the namespaces with
-/// `presence_events`; `None` when there are none.
-fn presence_events(rooms: &RoomSettings) -> Option<PresenceEvents> {
-    if !rooms.namespaces.iter().any(|ns| ns.presence_events) {
-        return None;
-    }
-    let namespaces = Namespaces::options(&rooms.namespaces);
-    Some(PresenceEvents {
-        rooms: Arc::new(move |room| namespaces.of(room).settings.presence_events),
-        batch: Duration::from_millis(rooms.presence_batch_ms),
-    })
 }

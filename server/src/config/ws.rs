@@ -80,6 +80,13 @@ fn default_presence_batch_ms() -> u64 {
 pub struct NamespaceSettings {
     /// The room-name prefix, e.g. `chat:`.
     pub prefix: String,
+    /// Messages of history per room, in place of `rooms.history_size` (0
+    /// keeps none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_size: Option<usize>,
+    /// Oldest history kept, in place of `rooms.history_max_age_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_max_age_ms: Option<u64>,
     /// Whether `presence` answers for these rooms.
     #[serde(default = "yes")]
     pub presence: bool,
@@ -139,12 +146,21 @@ impl NamespaceSettings {
     pub fn new(prefix: impl Into<String>) -> Self {
         Self {
             prefix: prefix.into(),
+            history_size: None,
+            history_max_age_ms: None,
             presence: true,
             presence_events: false,
             client_publish: true,
             handler: None,
             slow_consumer: SlowConsumer::Close,
         }
+    }
+
+    /// Keeps `size` messages of history per room, none older than `max_age_ms`.
+    pub fn history(mut self, size: usize, max_age_ms: u64) -> Self {
+        self.history_size = Some(size);
+        self.history_max_age_ms = Some(max_age_ms);
+        self
     }
 
     /// Turns on `presence_diff` for these rooms.

@@ -108,7 +108,7 @@ impl Application {
     ) -> Result<Self, ConfigError> {
         Ok(Self {
             rpc,
-            namespaces: Namespaces::new(&settings.rooms.namespaces, room_handlers)?,
+            namespaces: Namespaces::new(&settings.rooms, room_handlers)?,
             deadline: Duration::from_millis(settings.handlers.timeout_ms),
         })
     }

@@ -2,15 +2,20 @@
 //! (PROTOCOL.md, "Namespaces"), with the room handlers they name resolved.
 
 use std::collections::HashMap;
+use std::time::Duration;
+
+use holdfast_actors::rooms::{HistoryLimits, RoomOptions};
 
 use super::RoomHandler;
-use crate::config::{ConfigError, NamespaceSettings};
+use crate::config::{ConfigError, NamespaceSettings, RoomSettings};
 
 /// The options of the rooms under one prefix.
 #[derive(Clone)]
 pub(crate) struct Namespace {
     pub(crate) settings: NamespaceSettings,
     pub(crate) handler: Option<RoomHandler>,
+    /// Its history, the `[rooms]` values where it sets none.
+    pub(crate) history: HistoryLimits,
 }
 
 /// Every namespace; rooms matching none use the defaults, `$` rooms the
@@ -29,11 +34,11 @@ impl Namespaces {
     /// # Errors
     /// A namespace names a handler nobody registered (the error names its key).
     pub(crate) fn new(
-        settings: &[NamespaceSettings],
+        rooms: &RoomSettings,
         handlers: &HashMap<String, RoomHandler>,
     ) -> Result<Self, ConfigError> {
-        let mut prefixed = Vec::with_capacity(settings.len());
-        for (i, ns) in settings.iter().enumerate() {
+        let mut prefixed = Vec::with_capacity(rooms.namespaces.len());
+        for (i, ns) in rooms.namespaces.iter().enumerate() {
             let handler = match &ns.handler {
                 None => None,
                 Some(name) => Some(handlers.get(name).cloned().ok_or_else(|| {
@@ -51,13 +56,15 @@ impl Namespaces {
             prefixed.push(Namespace {
                 settings: ns.clone(),
                 handler,
+                history: history(rooms, ns),
             });
         }
-        Ok(Self::of_namespaces(prefixed))
+        Ok(Self::of_namespaces(rooms, prefixed))
     }
 
     /// `prefixed`, the defaults and the system namespace.
-    fn of_namespaces(mut prefixed: Vec<Namespace>) -> Self {
+    fn of_namespaces(rooms: &RoomSettings, mut prefixed: Vec<Namespace>) -> Self {
+        let defaults = history(rooms, &NamespaceSettings::new(""));
         prefixed.sort_by_key(|ns| std::cmp::Reverse(ns.settings.prefix.len()));
         let system = NamespaceSettings {
             client_publish: false,
@@ -68,10 +75,12 @@ impl Namespaces {
             defaults: Namespace {
                 settings: NamespaceSettings::new(""),
                 handler: None,
+                history: defaults,
             },
             system: Namespace {
                 settings: system,
                 handler: None,
+                history: defaults,
             },
         }
     }
@@ -79,13 +88,16 @@ impl Namespaces {
     /// The namespaces of `settings` alone, with no handler resolved: the
     /// options the room hubs apply (presence events), known before the
     /// application registers its handlers.
-    pub(crate) fn options(settings: &[NamespaceSettings]) -> Self {
+    pub(crate) fn options(rooms: &RoomSettings) -> Self {
         Self::of_namespaces(
-            settings
+            rooms,
+            rooms
+                .namespaces
                 .iter()
                 .map(|ns| Namespace {
                     settings: ns.clone(),
                     handler: None,
+                    history: history(rooms, ns),
                 })
                 .collect(),
         )
@@ -103,9 +115,35 @@ impl Namespaces {
     }
 }
 
+/// What the room hubs and the shared broker apply to each room.
+impl RoomOptions for Namespaces {
+    fn history(&self, room: &str) -> HistoryLimits {
+        self.of(room).history
+    }
+
+    fn presence_events(&self, room: &str) -> bool {
+        self.of(room).settings.presence_events
+    }
+}
+
+/// `ns`'s history, the `[rooms]` values where it sets none.
+fn history(rooms: &RoomSettings, ns: &NamespaceSettings) -> HistoryLimits {
+    HistoryLimits {
+        size: ns.history_size.unwrap_or(rooms.history_size),
+        max_age: Duration::from_millis(ns.history_max_age_ms.unwrap_or(rooms.history_max_age_ms)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rooms(namespaces: Vec<NamespaceSettings>) -> RoomSettings {
+        RoomSettings {
+            namespaces,
+            ..crate::config::Settings::defaults().rooms
+        }
+    }
 
     #[test]
     fn the_longest_prefix_wins_and_dollar_rooms_are_the_systems() {
@@ -116,7 +154,7 @@ mod tests {
             },
             NamespaceSettings::new("chat:open:"),
         ];
-        let ns = Namespaces::new(&settings, &HashMap::new()).unwrap();
+        let ns = Namespaces::new(&rooms(settings), &HashMap::new()).unwrap();
         assert!(!ns.of("chat:7").settings.client_publish);
         assert!(ns.of("chat:open:1").settings.client_publish);
         assert_eq!(ns.of("lobby").settings.prefix, "");
@@ -129,11 +167,33 @@ mod tests {
             NamespaceSettings::new("a:"),
             NamespaceSettings::new("chat:").handler("mod"),
         ];
-        let Err(ConfigError::Key { key, message }) = Namespaces::new(&settings, &HashMap::new())
+        let Err(ConfigError::Key { key, message }) =
+            Namespaces::new(&rooms(settings), &HashMap::new())
         else {
             panic!("accepted an unknown handler");
         };
         assert_eq!(key, "rooms.namespaces[1].handler");
         assert!(message.contains("'mod'"), "{message}");
+    }
+
+    #[test]
+    fn a_namespace_history_overrides_the_rooms_defaults() {
+        let ns = Namespaces::options(&rooms(vec![
+            NamespaceSettings::new("feed:").history(0, 1000),
+            NamespaceSettings {
+                history_size: Some(5),
+                ..NamespaceSettings::new("chat:")
+            },
+        ]));
+        let d = crate::config::Settings::defaults().rooms;
+        assert_eq!(ns.history("feed:1").size, 0);
+        assert_eq!(ns.history("feed:1").max_age, Duration::from_secs(1));
+        assert_eq!(ns.history("chat:1").size, 5);
+        assert_eq!(
+            ns.history("chat:1").max_age,
+            Duration::from_millis(d.history_max_age_ms)
+        );
+        assert_eq!(ns.history("lobby").size, d.history_size);
+        assert_eq!(ns.history("$files").size, d.history_size);
     }
 }

@@ -47,7 +47,7 @@ use super::{
     Publication, Reply,
 };
 use crate::redis::{Redis, RedisError, Subscriber};
-use crate::rooms::{message_frame, PresenceEntry};
+use crate::rooms::{message_frame, PresenceEntry, RoomOptions};
 
 /// Publishes one message: assigns the offset, appends to the stream, trims
 /// it, announces it (`node \n room \n epoch \n offset \n user \n data`).
@@ -156,8 +156,9 @@ struct Inner {
     redis: Redis,
     /// This node's id, sent with every publication so that it skips its own.
     node: String,
-    /// Stream length kept per room (the rooms' history size).
-    history: usize,
+    /// Each room's history: its stream is trimmed to about the size (at
+    /// least one entry, which gap filling across nodes reads).
+    options: Arc<dyn RoomOptions>,
     /// How long a node's members stay in presence without a refresh.
     presence_ttl: Duration,
     /// The Pub/Sub channel of publications.
@@ -176,15 +177,16 @@ struct Inner {
 }
 
 impl RedisBroker {
-    /// A broker over `redis`, keeping `history` messages per room; a node's
-    /// members leave presence `presence_ttl` after its last refresh.
-    pub fn new(redis: Redis, history: usize, presence_ttl: Duration) -> Self {
+    /// A broker over `redis`, keeping each room's history as `options`
+    /// say; a node's members leave presence `presence_ttl` after its last
+    /// refresh.
+    pub fn new(redis: Redis, options: Arc<dyn RoomOptions>, presence_ttl: Duration) -> Self {
         let channel = format!("{}:messages", redis.prefix());
         Self {
             inner: Arc::new(Inner {
                 node: redis.node().to_owned(),
                 redis,
-                history: history.max(1),
+                options,
                 presence_ttl: presence_ttl.max(Duration::from_millis(3)),
                 channel,
                 publish: redis::Script::new(PUBLISH_LUA),
@@ -265,6 +267,7 @@ impl Broker for RedisBroker {
         let room_json = serde_json::to_string(room).unwrap_or_default();
         let user_json = serde_json::to_string(user).unwrap_or_default();
         let data = data.get().to_owned();
+        let history = self.inner.options.history(room).size.max(1);
         let inner = self.inner.clone();
         Reply::Later(Box::pin(async move {
             let mut conn = inner.connection().await.map_err(failed)?;
@@ -274,7 +277,7 @@ impl Broker for RedisBroker {
                 .arg(&room_json)
                 .arg(&user_json)
                 .arg(&data)
-                .arg(inner.history)
+                .arg(history)
                 .arg(&inner.channel)
                 .arg(&inner.node);
             match inner.redis.run::<(String, u64)>(Some(&mut conn), inv).await {
