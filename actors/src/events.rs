@@ -91,6 +91,18 @@ pub enum Event {
         /// What went wrong.
         error: String,
     },
+    /// A user's first session anywhere in the cluster began (announced by
+    /// one node).
+    UserOnline {
+        /// The user.
+        user: String,
+    },
+    /// A user's last session ended: it closed and was not resumed within
+    /// the session TTL, or it was ended (announced by one node).
+    UserOffline {
+        /// The user.
+        user: String,
+    },
     /// Anything a user actor wants to announce.
     Custom {
         /// A topic of the user's choosing.
@@ -112,6 +124,8 @@ impl Event {
             Event::ShutdownStarted { .. } => "shutdown_started",
             Event::ShutdownStage { .. } => "shutdown_stage",
             Event::TaskFailed { .. } => "task_failed",
+            Event::UserOnline { .. } => "user_online",
+            Event::UserOffline { .. } => "user_offline",
             Event::Custom { .. } => "custom",
         }
     }

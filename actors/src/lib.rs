@@ -16,6 +16,7 @@
 //! - [`sessions`]: the session registry behind `resume` ([`sessions::SessionStore`]).
 //! - [`connections`]: the `connections` actor, live client connections and their drain.
 //! - [`metrics`]: the kernel's Prometheus metrics.
+//! - [`online`]: the `online` actor, which users have a session anywhere: `user_online` / `user_offline`, once per cluster.
 //! - [`redis`]: the `redis` actor and [`redis::Redis`]: the Redis link nodes share (pool, probe, Pub/Sub).
 //! - [`rooms`]: the `rooms` actors, sharded room hubs (membership, offsets, history, presence), and the broker seam ([`rooms::Broker`]: local, Redis).
 //! - [`services`]: the `trending`, `printers` and `files` actors, broadcasting to system rooms.
@@ -50,6 +51,7 @@ pub mod health;
 pub mod kernel;
 pub mod lease;
 pub mod metrics;
+pub mod online;
 pub mod redis;
 pub mod rooms;
 pub mod scheduler;

@@ -12,6 +12,7 @@ use holdfast_actors::connections::Connections;
 use holdfast_actors::db::Db;
 use holdfast_actors::events::Events;
 use holdfast_actors::lease::Lease;
+use holdfast_actors::online::Online;
 use holdfast_actors::redis::Redis;
 use holdfast_actors::rooms::broker::redis::RedisBroker;
 use holdfast_actors::rooms::{Broker, RoomConfig, RoomOptions, Rooms};
@@ -44,6 +45,8 @@ pub struct AppContext {
     pub(super) connections: Connections,
     pub(super) sessions: Arc<PersistentSessions>,
     pub(super) scheduler: Scheduler,
+    /// Which users are online: `user_online` / `user_offline`.
+    pub online: Online,
 }
 
 impl AppContext {
@@ -94,6 +97,11 @@ impl AppContext {
         };
         let db = Db::new(settings.database.clone(), &registry, kernel.events.clone())
             .map_err(StartError::Storage)?;
+        let grace = Duration::from_millis(settings.session.ttl_ms);
+        let online = match &redis {
+            Some(r) => Online::shared(r.clone(), grace, kernel.events.clone()),
+            None => Online::local(grace, kernel.events.clone()),
+        };
         let sessions = PersistentSessions::new(
             Duration::from_millis(settings.session.ttl_ms),
             settings.session.max_pending,
@@ -114,6 +122,7 @@ impl AppContext {
             connections: Connections::new(),
             sessions,
             scheduler,
+            online,
         })
     }
 

@@ -50,7 +50,8 @@ use holdfast_actors::{Kernel, Tree};
 
 use crate::config::Settings;
 use crate::handlers::{
-    Application, JoinRequest, LeaveNotice, PublishRequest, RoomHandler, Rpc, Target,
+    Application, JoinRequest, LeaveNotice, PublishRequest, RoomHandler, Rpc, Target, UserOffline,
+    UserOnline,
 };
 use crate::http::observe::HttpMetrics;
 use crate::http::{self, AppState};
@@ -138,6 +139,26 @@ impl Builder {
         })
     }
 
+    /// Adds `spec` under `services` as a user handler: it is told
+    /// [`UserOnline`](crate::handlers::UserOnline) when a user's first
+    /// session anywhere begins and
+    /// [`UserOffline`](crate::handlers::UserOffline) when their last ends
+    /// (after the session TTL, so a reconnect is no offline), once per
+    /// cluster, on the node that saw the change.
+    pub fn user_handler<A>(self, spec: ChildSpec<A>) -> Self
+    where
+        A: Child + Handler<UserOnline> + Handler<UserOffline>,
+    {
+        self.mount(move |mount| {
+            mount
+                .context()
+                .online
+                .listen(crate::handlers::user_listener(spec.child_ref()));
+            mount.service(spec);
+            Ok(())
+        })
+    }
+
     /// Adds a scheduled task, armed when the scheduler starts.
     ///
     /// # Errors
@@ -213,6 +234,7 @@ impl Builder {
         let ws = web::Data::new(crate::ws::WsShared {
             settings: settings.ws.clone(),
             rooms: cx.rooms.clone(),
+            online: cx.online.clone(),
             sessions: cx.sessions.clone(),
             connections: cx.connections.clone(),
             metrics: crate::ws::WsMetrics::new(&registry)?,

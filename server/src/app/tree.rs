@@ -98,6 +98,7 @@ fn core(cx: &AppContext, policy: &Policy) -> SupervisorSpec {
         .child(cx.kernel.events.spec().backoff(policy.backoff))
         .child(cx.scheduler.spec().backoff(policy.backoff))
         .child(sessions.backoff(policy.backoff))
+        .child(cx.online.spec().backoff(policy.backoff))
 }
 
 /// `realtime`: the live connections and the room hubs, one per shard.

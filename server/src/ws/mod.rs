@@ -43,6 +43,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws::{self};
 
 use holdfast_actors::connections::Connections;
+use holdfast_actors::online::Online;
 use holdfast_actors::rooms::Rooms;
 use holdfast_actors::sessions::SessionStore;
 use holdfast_actors::shutdown::Shutdown;
@@ -65,6 +66,8 @@ pub struct WsShared {
     pub rooms: Rooms,
     /// The session registry behind `resume`.
     pub sessions: Arc<dyn SessionStore>,
+    /// Which users are online (their sessions attached or in their grace).
+    pub online: Online,
     /// Live connections (drain, limit).
     pub connections: Connections,
     /// The transport's metrics.

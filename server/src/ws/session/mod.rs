@@ -302,6 +302,9 @@ impl Actor for WsSession {
         let shared = self.shared.clone();
         self.register(ctx);
         shared.sessions.create(&self.id, &self.user);
+        if self.identity.authenticated {
+            shared.online.attach(&self.user, &self.id);
+        }
         shared.metrics.connections.inc();
         shared.metrics.connects.inc();
         let s = &shared.settings;
@@ -347,6 +350,12 @@ impl Drop for WsSession {
         }
         if !self.forget {
             shared.sessions.detach(&self.id, rooms);
+        }
+        if self.identity.authenticated {
+            match self.forget {
+                true => shared.online.end(&self.user, &self.id),
+                false => shared.online.detach(&self.user, &self.id),
+            }
         }
         shared.metrics.connections.dec();
         shared

@@ -127,6 +127,13 @@ impl WsSession {
             }
             if *self.id != *old.id {
                 self.deregister();
+                if self.identity.authenticated {
+                    // The same user: the old session first, so that they
+                    // never look offline in between.
+                    let old_id: Arc<str> = old.id.as_str().into();
+                    self.shared.online.attach(&self.user, &old_id);
+                    self.shared.online.end(&self.user, &self.id);
+                }
                 self.shared.sessions.remove(&self.id);
                 for room in self.conn.joined() {
                     self.conn.leave(&room);
