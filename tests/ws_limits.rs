@@ -364,6 +364,56 @@ async fn a_lagging_member_loses_messages_by_its_namespace_policy_and_stays() {
     );
 }
 
+/// A text message in fragments is one frame (a `ping` in three parts is
+/// answered); fragments adding up to more than `max_frame_bytes` close
+/// with 1009; text that is not UTF-8, whole or in fragments, with 1007.
+#[actix_rt::test]
+async fn fragmented_text_is_reassembled_and_text_must_be_utf8() {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+
+    let fragment = |data: &[u8], opcode: Data, last: bool| {
+        Message::Frame(Frame::message(data.to_vec(), OpCode::Data(opcode), last))
+    };
+    let mut s = settings();
+    s.ws.max_frame_bytes = 4000;
+    s.ws.max_data_bytes = 4000;
+    let server = start(s).await;
+
+    let mut c = connect(server.addr()).await;
+    c.send_raw(fragment(br#"{"type":"#, Data::Text, false))
+        .await;
+    c.send_raw(fragment(br#""ping","#, Data::Continue, false))
+        .await;
+    c.send_raw(fragment(br#""id":"split"}"#, Data::Continue, true))
+        .await;
+    let pong = c.recv().await;
+    assert_eq!(
+        (pong["type"].as_str(), pong["id"].as_str()),
+        (Some("pong"), Some("split")),
+        "{pong}"
+    );
+
+    // Each fragment is small; together they pass the bound.
+    c.send_raw(fragment(&[b' '; 3000], Data::Text, false)).await;
+    c.send_raw(fragment(&[b' '; 3000], Data::Continue, true))
+        .await;
+    assert_eq!(c.close_code().await, 1009);
+
+    let mut whole = connect(server.addr()).await;
+    whole
+        .send_raw(fragment(b"{\"type\":\"ping\xff\"}", Data::Text, true))
+        .await;
+    assert_eq!(whole.close_code().await, 1007);
+
+    let mut split = connect(server.addr()).await;
+    split
+        .send_raw(fragment(b"{\"type\":\"\xc3", Data::Text, false))
+        .await;
+    split.send_raw(fragment(b"\"}", Data::Continue, true)).await;
+    assert_eq!(split.close_code().await, 1007);
+}
+
 /// Past `max_connections` the upgrade is refused with 503; an origin outside
 /// the allow-list with 403.
 #[actix_rt::test]

@@ -30,6 +30,8 @@ pub mod close {
     pub const GOING_AWAY: u16 = 1001;
     /// Not a WebSocket the protocol allows (e.g. a malformed frame).
     pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text message that is not UTF-8.
+    pub const INVALID_PAYLOAD: u16 = 1007;
     /// Policy: token expired mid-session, or repeated rate-limit abuse.
     pub const POLICY: u16 = 1008;
     /// A frame over `max_frame_bytes`.

@@ -5,6 +5,7 @@
 //! `resume`, and `application` (room and RPC handlers).
 
 mod application;
+mod fragments;
 mod requests;
 mod resume;
 
@@ -23,6 +24,7 @@ use holdfast_actors::connections::{Disconnect, Drain, Link, Registration};
 use holdfast_actors::rooms::{JoinAnswer, LeaveAnswer, Member, RoomError, RoomEvent};
 use holdfast_actors::sessions::SessionRecord;
 
+use fragments::{Assembled, Fragments};
 use resume::PendingResume;
 
 use super::admission::{Admission, Verdict};
@@ -75,6 +77,8 @@ pub struct WsSession {
     registration: Option<Registration>,
     /// The session was ended (a `forget` disconnect): not kept for `resume`.
     forget: bool,
+    /// A message arriving in fragments.
+    fragments: Fragments,
 }
 
 impl WsSession {
@@ -92,6 +96,7 @@ impl WsSession {
             closing: false,
             registration: None,
             forget: false,
+            fragments: Fragments::default(),
             shared,
         }
     }
@@ -374,6 +379,9 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for WsSession {
             Err(ProtocolError::Overflow) => {
                 return self.close(ctx, close::TOO_BIG, "frame over max_frame_bytes");
             }
+            Err(e) if fragments::not_utf8(&e) => {
+                return self.close(ctx, close::INVALID_PAYLOAD, "text is not UTF-8");
+            }
             Err(e) => {
                 tracing::debug!(session = %self.id, error = %e, "WebSocket protocol error");
                 return self.close(ctx, close::PROTOCOL_ERROR, "protocol error");
@@ -395,12 +403,27 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for WsSession {
                     "binary frames are not supported; send JSON text frames",
                 );
             }
-            ws::Message::Continuation(_) => {
-                self.error(
-                    None,
-                    code::UNSUPPORTED,
-                    "fragmented frames are not supported",
-                );
+            ws::Message::Continuation(item) => {
+                let max = self.shared.settings.max_frame_bytes;
+                match self.fragments.push(item, max) {
+                    Assembled::Pending => {}
+                    Assembled::Text(text) => {
+                        metrics.frames_in.inc();
+                        metrics.bytes_in.inc_by(text.len() as u64);
+                        self.on_text(ctx, &text);
+                    }
+                    Assembled::Binary => self.error(
+                        None,
+                        code::UNSUPPORTED,
+                        "binary frames are not supported; send JSON text frames",
+                    ),
+                    Assembled::TooBig => {
+                        self.close(ctx, close::TOO_BIG, "message over max_frame_bytes")
+                    }
+                    Assembled::NotUtf8 => {
+                        self.close(ctx, close::INVALID_PAYLOAD, "text is not UTF-8")
+                    }
+                }
             }
             ws::Message::Ping(p) => self.conn.control(OpCode::Pong, &p),
             ws::Message::Pong(_) | ws::Message::Nop => {}
