@@ -250,16 +250,18 @@ impl RoomSettings {
         positive("rooms.presence_batch_ms", self.presence_batch_ms as f64)?;
         for (i, ns) in self.namespaces.iter().enumerate() {
             let key = format!("rooms.namespaces[{i}].prefix");
+            // A `$` prefix picks system rooms (`$printers`; `$` alone: all
+            // of them), whose clients never publish.
+            let name = ns.prefix.strip_prefix('$').unwrap_or(&ns.prefix);
             let valid = !ns.prefix.is_empty()
                 && ns.prefix.len() <= crate::ws::protocol::MAX_ROOM_BYTES
-                && ns
-                    .prefix
+                && name
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'));
             if !valid {
                 return Err(ConfigError::key(
                     &key,
-                    "a namespace prefix is 1 to 128 bytes of [A-Za-z0-9_.:-] ('$' rooms are the system's)",
+                    "a namespace prefix is 1 to 128 bytes of [A-Za-z0-9_.:-], after a '$' for system rooms",
                 ));
             }
             if self.namespaces[..i].iter().any(|o| o.prefix == ns.prefix) {

@@ -64,6 +64,11 @@ impl Namespaces {
 
     /// `prefixed`, the defaults and the system namespace.
     fn of_namespaces(rooms: &RoomSettings, mut prefixed: Vec<Namespace>) -> Self {
+        for ns in &mut prefixed {
+            if ns.settings.prefix.starts_with('$') {
+                ns.settings.client_publish = false; // system rooms, whatever the file says
+            }
+        }
         let defaults = history(rooms, &NamespaceSettings::new(""));
         prefixed.sort_by_key(|ns| std::cmp::Reverse(ns.settings.prefix.len()));
         let system = NamespaceSettings {
@@ -105,13 +110,14 @@ impl Namespaces {
 
     /// The namespace of `room`.
     pub(crate) fn of(&self, room: &str) -> &Namespace {
-        if room.starts_with('$') {
-            return &self.system;
-        }
+        let fallback = match room.starts_with('$') {
+            true => &self.system,
+            false => &self.defaults,
+        };
         self.prefixed
             .iter()
             .find(|ns| room.starts_with(ns.settings.prefix.as_str()))
-            .unwrap_or(&self.defaults)
+            .unwrap_or(fallback)
     }
 }
 
@@ -159,6 +165,27 @@ mod tests {
         assert!(ns.of("chat:open:1").settings.client_publish);
         assert_eq!(ns.of("lobby").settings.prefix, "");
         assert!(!ns.of("$trending").settings.client_publish);
+    }
+
+    #[test]
+    fn a_dollar_namespace_sets_options_of_system_rooms_which_stay_read_only() {
+        use crate::config::SlowConsumer;
+        let ns = Namespaces::options(&rooms(vec![
+            NamespaceSettings::new("$printers").slow_consumer(SlowConsumer::Latest)
+        ]));
+        let printers = &ns.of("$printers").settings;
+        assert_eq!(printers.slow_consumer, SlowConsumer::Latest);
+        assert!(!printers.client_publish);
+        assert_eq!(ns.of("$files").settings.slow_consumer, SlowConsumer::Close);
+        assert_eq!(ns.of("printers").settings.prefix, "");
+        let mut settings = crate::config::Settings::defaults();
+        settings.rooms.namespaces = vec![NamespaceSettings::new("$")];
+        settings
+            .rooms
+            .validate()
+            .expect("'$' alone: every system room");
+        settings.rooms.namespaces = vec![NamespaceSettings::new("$bad/")];
+        assert!(settings.rooms.validate().is_err());
     }
 
     #[test]
