@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use common::wait_until;
 use common::ws::try_connect;
@@ -50,6 +50,7 @@ url = "sqlite://{db}"
 [[rooms.namespaces]]
 prefix = "chat:"
 handler = "moderator"
+presence_events = true
 
 [app]
 {app}
@@ -71,8 +72,9 @@ fn run(args: &[&str]) -> Child {
 }
 
 /// The moderated chat as its own binary: it serves with its `[app]`
-/// settings, its room handler refuses a banned word and trims the rest,
-/// its RPC answers, and SIGTERM stops it with exit 0.
+/// settings, its room handler refuses a banned word and trims the rest and
+/// stores it in the database, its RPC answers, members see each other join
+/// and read history, and SIGTERM stops it with exit 0.
 #[actix_rt::test]
 async fn the_moderated_chat_serves_moderates_and_stops_on_sigterm() {
     // No server in this process installs one for reqwest.
@@ -105,10 +107,15 @@ async fn the_moderated_chat_serves_moderates_and_stops_on_sigterm() {
     assert_eq!(refused["code"], "banned_word", "{refused}");
     c.send(json!({"type": "publish", "room": "chat:1", "data": "  hello  ", "id": 2}))
         .await;
-    // The ack and the message, in either order.
-    let (mut ack, mut message) = (c.recv().await, c.recv().await);
-    if ack["type"] == "message" {
-        std::mem::swap(&mut ack, &mut message);
+    // The ack and the message, in either order (and our own presence_diff).
+    let (mut ack, mut message) = (Value::Null, Value::Null);
+    while ack.is_null() || message.is_null() {
+        let v = c.recv().await;
+        match v["type"].as_str() {
+            Some("ack") => ack = v,
+            Some("message") => message = v,
+            _ => {}
+        }
     }
     assert_eq!(
         ack["offset"], 1,
@@ -121,11 +128,74 @@ async fn the_moderated_chat_serves_moderates_and_stops_on_sigterm() {
         .await;
     assert_eq!(stats["data"], json!({"passed": 1}), "{stats}");
 
+    // The moderator stored it through Holdfast's pool.
+    let db = dir.path().join("chat.db");
+    let me = c.user();
+    wait_until("the message is stored", Duration::from_secs(10), || {
+        let (db, me) = (db.clone(), me.clone());
+        async move { stored(&db) == [("chat:1".to_owned(), me, "hello".to_owned())] }
+    })
+    .await;
+    let recent = c
+        .request(json!({"type": "rpc", "method": "moderation.recent", "data": {"room": "chat:1"}, "id": 4}))
+        .await;
+    assert_eq!(recent["data"]["messages"][0]["body"], "hello", "{recent}");
+    assert_eq!(recent["data"]["messages"][0]["user"], c.user(), "{recent}");
+
+    // Someone else joins: the first member hears of it, and the newcomer
+    // reads what it missed.
+    let mut other = try_connect(addr, "", &[]).await.expect("upgrade");
+    other.join("chat:1").await;
+    loop {
+        let v = c.recv().await;
+        let joined = |user: &str| {
+            v["joins"]
+                .as_array()
+                .is_some_and(|j| j.iter().any(|e| e["user"] == user))
+        };
+        if v["type"] == "presence_diff" && joined(&other.user()) {
+            break;
+        }
+    }
+    let history = other
+        .request(json!({"type": "history", "room": "chat:1", "id": 5}))
+        .await;
+    assert_eq!(
+        history["messages"],
+        json!([{"offset": 1, "from": c.user(), "data": "hello"}]),
+        "{history}"
+    );
+
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert_eq!(c.close_code().await, 1001);
     let status = child.wait().expect("the chat exits");
     assert_eq!(status.code(), Some(0));
+}
+
+/// The rows of `chat_messages` in the SQLite file `db`: (room, user, body).
+fn stored(db: &std::path::Path) -> Vec<(String, String, String)> {
+    use diesel::prelude::*;
+    diesel::table! {
+        chat_messages (id) {
+            id -> Text,
+            room -> Text,
+            user_id -> Text,
+            body -> Text,
+            at_ms -> BigInt,
+        }
+    }
+    let Ok(mut conn) = SqliteConnection::establish(&db.display().to_string()) else {
+        return Vec::new();
+    };
+    chat_messages::table
+        .select((
+            chat_messages::room,
+            chat_messages::user_id,
+            chat_messages::body,
+        ))
+        .load(&mut conn)
+        .unwrap_or_default()
 }
 
 /// The example keeps every subcommand: `config` shows its `[app]` table,
