@@ -222,3 +222,102 @@ fn the_moderated_chat_has_every_subcommand_and_checks_its_app_table() {
         "{said}"
     );
 }
+
+/// Runs the backend example with `key` and `stdin`, off the test's event
+/// loop (the server under test runs on it); answers (exit code, stdout, stderr).
+async fn publish_lines(
+    addr: std::net::SocketAddr,
+    key: &str,
+    room: &str,
+    stdin: &str,
+) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(example("backend_publisher"))
+        .arg(room)
+        .env("HOLDFAST_URL", format!("http://{addr}"))
+        .env("HOLDFAST_API_KEY", key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the example starts");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A backend publishes through the server API: a client in the room gets
+/// each line as a message from `backend`, with the offset the backend was
+/// told; a wrong key is refused (exit 69, the 401 shown, the key not);
+/// a line that is not JSON stops it (exit 65).
+#[actix_rt::test]
+async fn a_backend_publishes_through_the_server_api() {
+    const KEY: &str = "backend-example-key-0123456789";
+    let mut s = common::settings();
+    s.api.key = holdfast::server::config::Secret::new(KEY);
+    let server = holdfast::server::Builder::new(s)
+        .start()
+        .await
+        .expect("server starts");
+    let mut member = try_connect(server.addr(), "", &[]).await.expect("upgrade");
+    member.join("orders:42").await;
+
+    let lines = "{\"status\":\"paid\"}\n\n{\"status\":\"shipped\"}\n";
+    let (code, out, err) = publish_lines(server.addr(), KEY, "orders:42", lines).await;
+    assert_eq!(code, 0, "{err}");
+    let acks: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        acks.iter().map(|a| a["offset"].clone()).collect::<Vec<_>>(),
+        [json!(1), json!(2)],
+        "{out}"
+    );
+    for (ack, status) in acks.iter().zip(["paid", "shipped"]) {
+        let m = member.recv().await;
+        assert_eq!(
+            (m["type"].as_str(), m["from"].as_str()),
+            (Some("message"), Some("backend")),
+            "{m}"
+        );
+        assert_eq!(
+            (m["offset"].clone(), m["data"]["status"].as_str()),
+            (ack["offset"].clone(), Some(status))
+        );
+    }
+
+    let (code, out, err) =
+        publish_lines(server.addr(), "not-the-key-0123456789", "orders:42", "{}\n").await;
+    assert_eq!((code, out.as_str()), (69, ""), "{err}");
+    assert!(err.contains("401") && !err.contains("not-the-key"), "{err}");
+    let (code, _, err) = publish_lines(
+        server.addr(),
+        KEY,
+        "orders:42",
+        "{\"ok\":1}\nnot json\n{}\n",
+    )
+    .await;
+    assert_eq!(code, 65, "{err}");
+    let m = member.recv().await;
+    assert_eq!(m["offset"], 3, "the line before the bad one went out: {m}");
+    let history = member
+        .request(json!({"type": "history", "room": "orders:42", "since": 3, "id": 1}))
+        .await;
+    assert_eq!(
+        history["messages"],
+        json!([]),
+        "nothing after it: {history}"
+    );
+}
