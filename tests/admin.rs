@@ -513,3 +513,43 @@ async fn an_admin_shutdown_takes_the_sigterm_path() {
     assert_eq!(stages, Stage::ORDER.to_vec());
     assert_eq!(report.actor("scheduler").unwrap().outcome, Outcome::Stopped);
 }
+
+/// The room hubs wait `supervision.backoff_*` between consecutive
+/// restarts like every other actor (reported as `restart_in_ms` while they
+/// restart), not a back-off of their own.
+#[actix_rt::test]
+async fn room_hubs_restart_with_the_configured_backoff() {
+    let mut s = admin_settings(true);
+    s.supervision.backoff_min_ms = 1500;
+    s.supervision.backoff_max_ms = 1500;
+    s.supervision.backoff_jitter = 0.0;
+    let server = start(s).await;
+    let hub = format!("rooms-{}", server.rooms().shard_of("lobby"));
+    let crash = format!("/admin/actors/{hub}/crash");
+    // The first restart after a healthy run is at once; the next waits.
+    let (status, body) = admin_post(&server, &crash).await;
+    assert_eq!(status, 202, "{body}");
+    wait_until("the hub is back", Duration::from_secs(10), || async {
+        let a = actor(&server, &hub).await;
+        a["restarts"] == 1 && a["status"] == "healthy"
+    })
+    .await;
+    let (status, body) = admin_post(&server, &crash).await;
+    assert_eq!(status, 202, "{body}");
+    let waiting = std::sync::Arc::new(std::sync::Mutex::new(None));
+    wait_until("the hub is restarting", Duration::from_secs(10), || {
+        let (server, hub, waiting) = (&server, hub.clone(), waiting.clone());
+        async move {
+            let (_, _, check) = common::get(server, &format!("/health/{hub}")).await;
+            let due = check["details"]["restart_in_ms"].as_u64();
+            *waiting.lock().unwrap() = due;
+            due.is_some()
+        }
+    })
+    .await;
+    let waiting = waiting.lock().unwrap().unwrap();
+    assert!(
+        (1000..=1500).contains(&waiting),
+        "the second restart waits backoff_min_ms (1500), not the default 100: {waiting} ms"
+    );
+}

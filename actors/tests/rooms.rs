@@ -93,7 +93,12 @@ async fn start_rooms() -> (Tree, Rooms) {
         max_age: Duration::from_secs(60),
     });
     let rooms = Rooms::new(2, config, &prometheus::Registry::new(), None).unwrap();
-    let spec = rooms.spec(&[], Intensity::default(), &Connections::new());
+    let spec = rooms.spec(
+        &[],
+        Intensity::default(),
+        Default::default(),
+        &Connections::new(),
+    );
     let tree = Tree::start(&kernel, SupervisorSpec::new("root").child(spec)).unwrap();
     let r = rooms.clone();
     wait_until_async(DEADLINE, "the hubs answer", || {

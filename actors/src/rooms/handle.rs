@@ -22,6 +22,7 @@ use super::hub::{Hub, ShardState};
 use super::outlet::Member;
 use super::room::RoomConfig;
 use super::{PresenceEntry, RoomError};
+use crate::backoff::Backoff;
 use crate::shutdown::Stage;
 use crate::supervision::{AnyChildSpec, ChildRef, ChildSpec, Intensity, SupervisorSpec};
 
@@ -81,13 +82,15 @@ impl Rooms {
     }
 
     /// The `rooms` supervisor with one hub per shard, hub `i` on `arbiters[i % len]`
-    /// (its own thread), or on the supervisor's arbiter when `arbiters` is empty.
+    /// (its own thread), or on the supervisor's arbiter when `arbiters` is empty;
+    /// each hub restarts with `backoff` (supervision's, as every actor).
     ///
     /// `/health/rooms` carries the rooms, members and open connections.
     pub fn spec(
         &self,
         arbiters: &[ArbiterHandle],
         intensity: Intensity,
+        backoff: Backoff,
         connections: &crate::connections::Connections,
     ) -> ChildSpec<crate::supervision::Supervisor> {
         let (rooms, conns) = (self.clone(), connections.clone());
@@ -114,6 +117,7 @@ impl Rooms {
                 broker: broker.clone(),
             })
             .stage(Stage::Connections)
+            .backoff(backoff)
             .bind(&shard.hub);
             if !arbiters.is_empty() {
                 spec = spec.arbiter(arbiters[i % arbiters.len()].clone());

@@ -108,9 +108,12 @@ fn realtime(cx: &AppContext, policy: &Policy) -> SupervisorSpec {
         Duration::from_millis(ws.drain_spread_ms),
         Duration::from_millis(ws.drain_timeout_ms),
     );
-    let rooms = cx
-        .rooms
-        .spec(&cx.room_loops, policy.intensity, &cx.connections);
+    let rooms = cx.rooms.spec(
+        &cx.room_loops,
+        policy.intensity,
+        policy.backoff,
+        &cx.connections,
+    );
     policy
         .supervisor("realtime")
         .child(connections.backoff(policy.backoff))
