@@ -804,3 +804,34 @@ async fn resuming_a_session_whose_old_socket_is_open_survives_the_old_close() {
     assert_eq!(new.close_code().await, 1001);
     assert_eq!(running.await.unwrap().exit_code, 0);
 }
+
+/// A token whose `nbf` (not before) lies ahead is refused with 401 until
+/// then; one whose `nbf` has passed connects (issue 12 #7).
+#[actix_rt::test]
+async fn a_token_is_refused_before_its_nbf() {
+    let mut s = settings();
+    s.auth.jwt_secret = holdfast::server::config::Secret::new("right");
+    let server = start(s).await;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let early = common::ws::token("right", "u", json!({"nbf": now + 3 * 365 * 24 * 3600}));
+    let res = reqwest::Client::new()
+        .get(format!("http://{}/ws", server.addr()))
+        .header("Authorization", format!("Bearer {early}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let body: Value = res.json().await.unwrap();
+    assert!(
+        body.to_string().contains("not valid yet"),
+        "the error says why: {body}"
+    );
+    let due = common::ws::token("right", "u", json!({"nbf": now - 10}));
+    let c = try_connect(server.addr(), &format!("?token={due}"), &[])
+        .await
+        .expect("a token past its nbf connects");
+    assert_eq!(c.user(), "u");
+}

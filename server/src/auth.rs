@@ -1,4 +1,5 @@
-//! Client authentication: HS256 JWTs with `sub`, `exp`, the optional
+//! Client authentication: HS256 JWTs with `sub`, `exp`, an optional `nbf`
+//! (checked: a token is refused before it), the optional
 //! `rooms` and `rpc` claims and any claims of the application's own, from `Authorization: Bearer <token>` or the `token` query
 //! parameter (browsers cannot set headers on a WebSocket). Without a
 //! configured secret every client is anonymous and gets a generated user id.
@@ -51,6 +52,9 @@ pub enum AuthError {
     /// The token's `exp` has passed.
     #[error("the token has expired")]
     Expired,
+    /// The token's `nbf` has not come yet.
+    #[error("the token is not valid yet (nbf)")]
+    NotYetValid,
 }
 
 /// Verifies tokens with one HS256 key.
@@ -64,6 +68,7 @@ impl Verifier {
     pub fn new(secret: &str) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
+        validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "sub"]);
         Self {
             key: DecodingKey::from_secret(secret.as_bytes()),
@@ -79,6 +84,7 @@ impl Verifier {
         let all = jsonwebtoken::decode::<Map<String, Value>>(token, &self.key, &self.validation)
             .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+                jsonwebtoken::errors::ErrorKind::ImmatureSignature => AuthError::NotYetValid,
                 _ => AuthError::Invalid(e.to_string()),
             })?
             .claims;
