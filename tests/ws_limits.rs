@@ -501,3 +501,41 @@ async fn a_flood_is_rate_limited_then_closed_by_the_defaults() {
     assert!(acks < 2_000, "every publish of the flood was acknowledged");
     assert!(metric(&server, "holdfast_ws_rate_limited_total").await >= limited as f64);
 }
+
+/// The Origin allow-list fails closed: an Origin that is not text, or a
+/// second Origin header besides an allowed one, is refused with 403 before
+/// anything else (issue 12 #8).
+#[actix_rt::test]
+async fn the_origin_allow_list_fails_closed() {
+    let mut s = settings();
+    s.ws.allowed_origins = vec!["https://good.example".into()];
+    let server = start(s).await;
+    let url = format!("http://{}/ws", server.addr());
+    let client = reqwest::Client::new();
+    let status = |origins: Vec<reqwest::header::HeaderValue>| {
+        let mut req = client.get(&url);
+        for origin in origins {
+            req = req.header("origin", origin);
+        }
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    let value = |bytes: &[u8]| reqwest::header::HeaderValue::from_bytes(bytes).unwrap();
+    assert_eq!(
+        status(vec![value(b"https://\xe9vil.example")]).await,
+        403,
+        "not UTF-8"
+    );
+    assert_eq!(
+        status(vec![
+            value(b"https://good.example"),
+            value(b"https://evil.example")
+        ])
+        .await,
+        403,
+        "a second Origin"
+    );
+    assert_eq!(status(vec![value(b"https://evil.example")]).await, 403);
+    // The allowed origin alone gets past the check (to the handshake, which
+    // this plain GET fails).
+    assert_eq!(status(vec![value(b"https://good.example")]).await, 400);
+}

@@ -80,6 +80,26 @@ pub struct WsShared {
     pub verifier: Option<Verifier>,
 }
 
+/// The Origin check, failing closed: with an allow-list, every `Origin`
+/// header the request carries must be text and in it (a request without
+/// one, from a non-browser client, passes). Answers why it refused.
+fn allowed_origin(req: &HttpRequest, allowed: &[String]) -> Result<(), String> {
+    if allowed.is_empty() {
+        return Ok(());
+    }
+    for origin in req.headers().get_all("origin") {
+        match origin.to_str() {
+            Ok(origin) if allowed.iter().any(|a| a == origin) => {}
+            Ok(origin) => return Err(format!("origin '{origin}' is not allowed")),
+            Err(_) => return Err("the Origin header is not text".into()),
+        }
+    }
+    if req.headers().get_all("origin").count() > 1 {
+        return Err("more than one Origin header".into());
+    }
+    Ok(())
+}
+
 /// `GET /ws`: checks run before the upgrade (drain, origin, token,
 /// connection limit), then the session actor starts.
 ///
@@ -98,15 +118,9 @@ pub async fn upgrade(
             "the server is shutting down; connect to another node".into(),
         ));
     }
-    if !shared.settings.allowed_origins.is_empty() {
-        if let Some(origin) = req.headers().get("origin").and_then(|o| o.to_str().ok()) {
-            if !shared.settings.allowed_origins.iter().any(|a| a == origin) {
-                reject("origin");
-                return Err(ApiError::Forbidden(format!(
-                    "origin '{origin}' is not allowed"
-                )));
-            }
-        }
+    if let Err(refused) = allowed_origin(&req, &shared.settings.allowed_origins) {
+        reject("origin");
+        return Err(ApiError::Forbidden(refused));
     }
     let identity = auth::authenticate(&req, shared.verifier.as_ref()).map_err(|e| {
         reject("auth");
