@@ -539,3 +539,56 @@ async fn the_origin_allow_list_fails_closed() {
     // this plain GET fails).
     assert_eq!(status(vec![value(b"https://good.example")]).await, 400);
 }
+
+/// A client that floods pings and never reads holds at most one pong in
+/// its queue (RFC 6455 §5.5.3 lets a pong answer only the latest ping), so
+/// control frames cannot grow the server's memory past the outbound bound;
+/// the client stays connected (issue 12 #3).
+#[actix_rt::test]
+async fn a_ping_flood_without_reading_stays_within_the_outbound_bound() {
+    let bound = 64 * 1024;
+    let mut s = settings();
+    s.ws.outbound_max_bytes = bound;
+    s.ws.rate_per_sec = 1e6;
+    s.ws.rate_burst = 1e6;
+    let server = start(s).await;
+    let addr = server.addr();
+    let mut flood = small_buffer_client(addr).await;
+    flood.join("flood").await;
+    let mut watcher = connect(addr).await;
+    watcher.join("flood").await;
+    let payload = vec![b'p'; 125];
+    for _ in 0..60_000 {
+        flood.send_raw(Message::Ping(payload.clone().into())).await;
+    }
+    // The server read every ping once it handles this publish.
+    flood
+        .send(json!({"type": "publish", "room": "flood", "data": "done"}))
+        .await;
+    loop {
+        let v = watcher.recv().await;
+        if v["type"] == "message" && v["data"] == "done" {
+            break;
+        }
+    }
+    wait_until(
+        "the outbound queues within the bound",
+        Duration::from_secs(10),
+        || async { metric(&server, "holdfast_ws_outbound_queue_bytes").await <= bound as f64 },
+    )
+    .await;
+    assert_eq!(
+        metric(&server, "holdfast_ws_slow_consumer_closes_total").await,
+        0.0
+    );
+    // Reading now, the flooder finds pongs, its ack and message, then the
+    // answer to a request it sends now: still connected.
+    flood.send(json!({"type": "ping", "id": "after"})).await;
+    loop {
+        let v = flood.recv_reply().await;
+        if v["type"] == "pong" {
+            assert_eq!(v["id"], "after", "{v}");
+            break;
+        }
+    }
+}

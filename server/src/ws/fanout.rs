@@ -13,7 +13,8 @@
 //! the last offset delivered; and whether the connection is closing.
 //!
 //! Back-pressure: the session actor and the worker only ever push into the
-//! queue. A `latest` room's message replaces the one of that room still
+//! queue, control frames included (a pong replaces a pong still queued, so
+//! a ping flood holds one). A `latest` room's message replaces the one of that room still
 //! queued, if any, so that such a room never holds more than one place.
 //! Past either bound, the oldest queued messages of `drop_oldest` rooms are
 //! dropped to make room; when there are none, the connection is closed with
@@ -68,17 +69,26 @@ type Frame = Rc<Bytes>;
 /// A frame in one connection's queue.
 struct Queued {
     frame: Frame,
-    /// For a message of a room whose policy may drop it (`drop_oldest`,
-    /// `latest`): the room and the policy. `None`: kept until written
-    /// (replies, control frames, messages of `close` rooms).
-    lossy: Option<(Arc<str>, SlowConsumer)>,
+    kind: Kind,
+}
+
+/// What a queued frame is, for what may replace or drop it.
+#[derive(Clone, PartialEq, Eq)]
+enum Kind {
+    /// Kept until written: replies, pings, close, messages of `close` rooms.
+    Kept,
+    /// A message of a room whose policy (`drop_oldest`, `latest`) may drop it.
+    Lossy(Arc<str>, SlowConsumer),
+    /// A pong: the next one replaces it (a pong may answer only the latest
+    /// ping, RFC 6455 §5.5.3), so pings cannot grow the queue.
+    Pong,
 }
 
 impl Queued {
     fn kept(frame: impl Into<Frame>) -> Self {
         Self {
             frame: frame.into(),
-            lossy: None,
+            kind: Kind::Kept,
         }
     }
 }
@@ -533,7 +543,10 @@ impl Conn {
         }
         self.push_bounded(Queued {
             frame,
-            lossy: (policy != SlowConsumer::Close).then(|| (room.clone(), policy)),
+            kind: match policy {
+                SlowConsumer::Close => Kind::Kept,
+                policy => Kind::Lossy(room.clone(), policy),
+            },
         })
     }
 
@@ -560,12 +573,14 @@ impl Conn {
 
     /// Replaces the queued message of `room`, if one waits, by `frame`.
     fn replace(&self, room: &Arc<str>, frame: &Frame) -> bool {
+        self.replace_where(|kind| matches!(kind, Kind::Lossy(r, _) if r == room), frame)
+    }
+
+    /// Replaces the last queued frame of a `kind` that `which` picks, if
+    /// one waits, by `frame`; answers whether one did.
+    fn replace_where(&self, which: impl Fn(&Kind) -> bool, frame: &Frame) -> bool {
         let mut queue = self.queue.borrow_mut();
-        let Some(waiting) = queue
-            .iter_mut()
-            .rev()
-            .find(|q| q.lossy.as_ref().is_some_and(|(r, _)| r == room))
-        else {
+        let Some(waiting) = queue.iter_mut().rev().find(|q| which(&q.kind)) else {
             return false;
         };
         let delta = frame.len() as i64 - waiting.frame.len() as i64;
@@ -583,7 +598,7 @@ impl Conn {
             let mut queue = self.queue.borrow_mut();
             let oldest = queue
                 .iter()
-                .position(|q| matches!(q.lossy, Some((_, SlowConsumer::DropOldest))));
+                .position(|q| matches!(q.kind, Kind::Lossy(_, SlowConsumer::DropOldest)));
             let Some(q) = oldest.and_then(|i| queue.remove(i)) else {
                 break;
             };
@@ -616,11 +631,21 @@ impl Conn {
         self.worker.count_out(u64::from(sent), text.len(), None);
     }
 
-    /// Queues a control frame (ping, pong), outside the bounds.
+    /// Queues a control frame within the bounds (1013 past them), a pong
+    /// in place of one still waiting.
     pub(super) fn control(&self, op: OpCode, payload: &[u8]) {
-        if !self.closing.get() {
-            self.enqueue(Queued::kept(encode(op, payload)));
+        if self.closing.get() {
+            return;
         }
+        let frame = Frame::new(encode(op, payload));
+        if op == OpCode::Pong && self.replace_where(|kind| *kind == Kind::Pong, &frame) {
+            return;
+        }
+        let kind = match op {
+            OpCode::Pong => Kind::Pong,
+            _ => Kind::Kept,
+        };
+        self.push_bounded(Queued { frame, kind });
     }
 
     /// Queues the close frame; nothing is written after it.
