@@ -592,3 +592,32 @@ async fn a_ping_flood_without_reading_stays_within_the_outbound_bound() {
         }
     }
 }
+
+/// Concurrent upgrades never overshoot `max_connections`: each takes its
+/// place atomically before the handshake, and the rest get 503 (issue 12 #6).
+#[actix_rt::test]
+async fn concurrent_upgrades_stay_within_the_connection_limit() {
+    let mut s = settings();
+    s.ws.max_connections = 20;
+    s.server.workers = 2;
+    let server = start(s).await;
+    let addr = server.addr();
+    let attempts: Vec<_> = (0..80)
+        .map(|_| actix_rt::spawn(async move { try_connect(addr, "", &[]).await }))
+        .collect();
+    let (mut open, mut refused) = (Vec::new(), 0);
+    for attempt in attempts {
+        match attempt.await.unwrap() {
+            Ok(client) => open.push(client),
+            Err(503) => refused += 1,
+            Err(other) => panic!("HTTP {other}"),
+        }
+    }
+    assert!(
+        open.len() <= 20,
+        "{} connections over a limit of 20",
+        open.len()
+    );
+    assert_eq!(open.len() + refused, 80);
+    assert!(!open.is_empty());
+}

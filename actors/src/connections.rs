@@ -11,7 +11,7 @@
 //! Restart policy: permanent, critical. Lost on a crash: nothing.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -71,6 +71,21 @@ type Live = HashMap<Arc<str>, (Registration, Link)>;
 pub struct Connections {
     live: Arc<Mutex<Live>>,
     next: Arc<AtomicU64>,
+    /// Places taken under the connection limit ([`Slot`]s alive).
+    taken: Arc<AtomicUsize>,
+}
+
+/// One connection's place under the connection limit, taken before its
+/// handshake ([`Connections::admit`]) and given back when dropped.
+#[derive(Debug)]
+pub struct Slot {
+    taken: Arc<AtomicUsize>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.taken.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Connections {
@@ -113,6 +128,20 @@ impl Connections {
             });
         }
         targets.len()
+    }
+
+    /// One of `max` places for a new connection, taken atomically (so
+    /// that upgrades at once never overshoot the limit); `None` when every
+    /// place is taken.
+    pub fn admit(&self, max: usize) -> Option<Slot> {
+        self.taken
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot {
+                taken: self.taken.clone(),
+            })
     }
 
     /// Open connections.

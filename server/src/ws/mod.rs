@@ -126,19 +126,19 @@ pub async fn upgrade(
         reject("auth");
         ApiError::Unauthorized(e.to_string())
     })?;
-    if shared.connections.count() >= shared.settings.max_connections {
+    let Some(slot) = shared.connections.admit(shared.settings.max_connections) else {
         reject("full");
         return Err(ApiError::Unavailable(
             "the server is at its connection limit".into(),
         ));
-    }
+    };
     let mut handshake = ws::handshake(&req).map_err(|e| {
         reject("handshake");
         ApiError::BadRequest(format!("not a WebSocket handshake: {e}"))
     })?;
     let worker = Worker::current(&shared);
     let conn = worker.connect();
-    let session = WsSession::new(shared.clone().into_inner(), identity, conn.clone());
+    let session = WsSession::new(shared.clone().into_inner(), identity, conn.clone(), slot);
     let codec = Codec::new().max_size(shared.settings.max_frame_bytes);
     let actor = ws::WebsocketContext::with_codec(session, payload, codec);
     Ok(handshake.streaming(fanout::body(conn, actor)))

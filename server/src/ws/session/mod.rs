@@ -20,7 +20,7 @@ use actix_web_actors::ws::{self, ProtocolError};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use holdfast_actors::connections::{Disconnect, Drain, Link, Registration};
+use holdfast_actors::connections::{Disconnect, Drain, Link, Registration, Slot};
 use holdfast_actors::rooms::{JoinAnswer, LeaveAnswer, Member, RoomError, RoomEvent};
 use holdfast_actors::sessions::SessionRecord;
 
@@ -79,10 +79,17 @@ pub struct WsSession {
     forget: bool,
     /// A message arriving in fragments.
     fragments: Fragments,
+    /// Its place under `max_connections`, given back when it ends.
+    _slot: Slot,
 }
 
 impl WsSession {
-    pub(super) fn new(shared: Arc<WsShared>, identity: Identity, conn: Rc<Conn>) -> Self {
+    pub(super) fn new(
+        shared: Arc<WsShared>,
+        identity: Identity,
+        conn: Rc<Conn>,
+        slot: Slot,
+    ) -> Self {
         Self {
             id: format!("{:032x}", rand::random::<u128>()).into(),
             user: identity.user.clone().into(),
@@ -97,6 +104,7 @@ impl WsSession {
             registration: None,
             forget: false,
             fragments: Fragments::default(),
+            _slot: slot,
             shared,
         }
     }
