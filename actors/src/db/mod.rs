@@ -493,18 +493,57 @@ pub fn sqlite_path(url: &str) -> &str {
         .unwrap_or(url)
 }
 
-/// A URL with its password, if any, replaced by `***`.
+/// A URL with what may be a secret replaced by `***`: the password of
+/// its user info (which may itself hold `@`), a user info that is one
+/// token with no password (`redis://token@host`; a PostgreSQL user name
+/// stays), and the values of query parameters named like secrets
+/// (`password`, `token`, `api_key`, ...).
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    let Some((userinfo, host)) = rest.split_once('@') else {
-        return url.to_owned();
+    let (before_query, query) = match rest.split_once('?') {
+        Some((before, query)) => (before, Some(query)),
+        None => (rest, None),
     };
-    match userinfo.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_owned(),
+    let mut out = format!("{scheme}://");
+    match before_query.rfind('@') {
+        Some(at) => {
+            let (userinfo, host) = (&before_query[..at], &before_query[at + 1..]);
+            match userinfo.split_once(':') {
+                Some((user, _)) => out.push_str(&format!("{user}:***@{host}")),
+                None if matches!(scheme, "postgres" | "postgresql") => {
+                    out.push_str(&format!("{userinfo}@{host}"));
+                }
+                None => out.push_str(&format!("***@{host}")),
+            }
+        }
+        None => out.push_str(before_query),
     }
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(&redact_query(query));
+    }
+    out
+}
+
+/// `query` with the values of parameters named like secrets as `***`.
+fn redact_query(query: &str) -> String {
+    const SECRET_NAMES: &[&str] = &["pass", "pwd", "secret", "token", "key", "auth", "signature"];
+    query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _))
+                if SECRET_NAMES
+                    .iter()
+                    .any(|s| name.to_ascii_lowercase().contains(s)) =>
+            {
+                format!("{name}=***")
+            }
+            _ => pair.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 /// See the module docs.
@@ -645,6 +684,36 @@ mod tests {
         );
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact_url("sqlite://data/x.db"), "sqlite://data/x.db");
+    }
+
+    /// Issue 12 #9: the forms that showed a secret.
+    #[test]
+    fn secrets_in_queries_odd_passwords_and_token_users_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://u@h/x?password=QueryPw99&sslmode=require"),
+            "postgres://u@h/x?password=***&sslmode=require"
+        );
+        assert_eq!(
+            redact_url("postgres://u:p@ss@h:5432/x"),
+            "postgres://u:***@h:5432/x"
+        );
+        assert_eq!(
+            redact_url("redis://tok3nOnlyUser@host:6379/0"),
+            "redis://***@host:6379/0"
+        );
+        assert_eq!(redact_url("redis://:s3cret@host"), "redis://:***@host");
+        for url in [
+            "postgres://u@h/x?password=QueryPw99",
+            "postgres://u:p@ss@h/x",
+            "redis://tok3nOnlyUser@host",
+            "https://feed.example/x?api_key=K3y&token=T0k&page=2",
+        ] {
+            let shown = redact_url(url);
+            for secret in ["QueryPw99", "p@ss", "ss@", "tok3nOnlyUser", "K3y", "T0k"] {
+                assert!(!shown.contains(secret), "{url} shows {secret}: {shown}");
+            }
+        }
+        assert!(redact_url("https://feed.example/x?page=2").ends_with("?page=2"));
     }
 
     #[test]
