@@ -835,3 +835,44 @@ async fn a_token_is_refused_before_its_nbf() {
         .expect("a token past its nbf connects");
     assert_eq!(c.user(), "u");
 }
+
+/// Issue 12, finding 1, the rest: the old socket's end does not mark the
+/// session detached while the new socket holds it, so the session outlives
+/// its TTL as long as the new socket is open (a third client resumes it).
+#[actix_rt::test]
+async fn the_old_sockets_end_does_not_start_the_ttl_of_a_session_held_elsewhere() {
+    let ttl = Duration::from_millis(400);
+    let mut s = settings();
+    s.session.ttl_ms = ttl.as_millis() as u64;
+    let server = start(s).await;
+    let addr = server.addr();
+    let mut old = connect(addr).await;
+    let joined = old.join("held").await;
+    let session = old.session();
+    let resume = json!({"type": "resume", "session": session, "rooms": {"held": 0},
+        "epochs": {"held": joined["epoch"]}, "id": 1});
+    let mut new = connect(addr).await;
+    assert_eq!(new.request(resume.clone()).await["session"], session);
+    old.ws.close(None).await.unwrap();
+    old.close_code().await;
+    let probe = server.probe();
+    wait_until(
+        "the old socket's end is handled",
+        Duration::from_secs(5),
+        || {
+            let n = probe.connections();
+            async move { n == 1 }
+        },
+    )
+    .await;
+    // Longer than the TTL, with the session attached to `new` all along
+    // (the time passing is what is tested).
+    tokio::time::sleep(ttl * 3).await;
+    let mut again = connect(addr).await;
+    let resumed = again.request(resume).await;
+    assert_eq!(
+        resumed["session"], session,
+        "the session lived while attached, so it resumes: {resumed}"
+    );
+    drop(new);
+}

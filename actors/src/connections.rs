@@ -102,12 +102,16 @@ impl Connections {
         registration
     }
 
-    /// Removes `session`'s registration if it is still `registration`.
-    pub fn deregister(&self, session: &str, registration: Registration) {
+    /// Removes `session`'s registration if it is still `registration`;
+    /// answers whether it was (false: another connection holds the session
+    /// now, having resumed it).
+    pub fn deregister(&self, session: &str, registration: Registration) -> bool {
         let mut live = self.live.lock();
-        if live.get(session).is_some_and(|(r, _)| *r == registration) {
+        let held = live.get(session).is_some_and(|(r, _)| *r == registration);
+        if held {
             live.remove(session);
         }
+        held
     }
 
     /// Closes every connection of `user` on this node with `code` and

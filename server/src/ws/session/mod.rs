@@ -178,10 +178,12 @@ impl WsSession {
     }
 
     /// Removes this connection's registration; a newer connection that
-    /// resumed the session keeps its own.
-    fn deregister(&mut self) {
-        if let Some(registration) = self.registration.take() {
-            self.shared.connections.deregister(&self.id, registration);
+    /// resumed the session keeps its own. Answers whether this connection
+    /// still held the session.
+    fn deregister(&mut self) -> bool {
+        match self.registration.take() {
+            Some(registration) => self.shared.connections.deregister(&self.id, registration),
+            None => false,
         }
     }
 
@@ -351,7 +353,9 @@ impl Drop for WsSession {
     /// Runs however the connection ended (close, lost client, panic):
     /// releases its rooms and registration and detaches its session.
     fn drop(&mut self) {
-        self.deregister();
+        // Another connection that resumed the session holds it now: the
+        // session stays attached to that one.
+        let held = self.deregister();
         let shared = &self.shared;
         self.conn.disconnect();
         let rooms: BTreeMap<String, u64> = self.conn.offsets();
@@ -361,10 +365,10 @@ impl Drop for WsSession {
             let _ = shared.rooms.leave(room, self.member(), None);
             self.tell_left(room, true);
         }
-        if !self.forget {
+        if held && !self.forget {
             shared.sessions.detach(&self.id, rooms);
         }
-        if self.identity.authenticated {
+        if held && self.identity.authenticated {
             match self.forget {
                 true => shared.online.end(&self.user, &self.id),
                 false => shared.online.detach(&self.user, &self.id),
