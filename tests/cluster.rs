@@ -150,6 +150,7 @@ async fn a_redis_outage_keeps_local_service_and_recovers() {
                 assert_eq!(v["data"], "local", "{v}");
                 delivered = true; // local members still receive
             }
+            Some("epoch") => {} // the room went node-local: offsets restart
             _ => panic!("unexpected {v}"),
         }
     }
@@ -355,5 +356,120 @@ async fn server_api_publish_reaches_both_nodes_with_one_offset() {
             })
             .collect();
         assert_eq!(seen, [(1, "client".to_owned()), (2, "backend".to_owned())]);
+    }
+}
+
+/// Issue 12, finding 2: publish 4, Redis restarts empty in between two
+/// more batches of 4 on node A. Every message acknowledged after Redis is
+/// back reaches node B's member, once, in order, after an `epoch` frame
+/// naming the new epoch (PROTOCOL.md, "Epoch changes while attached"); no
+/// offset carries two messages within one epoch on either node.
+#[actix_rt::test]
+async fn acknowledged_messages_reach_the_other_node_after_redis_restarts_empty() {
+    let Some(mut own) = OwnRedis::start("acked_after_redis_restarts").await else {
+        return;
+    };
+    let prefix = redis_prefix();
+    let a = start(node(&own.url(), &prefix)).await;
+    let b = start(node(&own.url(), &prefix)).await;
+    let mut publisher = connect(a.addr()).await;
+    let mut on_a = connect(a.addr()).await;
+    let mut on_b = connect(b.addr()).await;
+    for c in [&mut publisher, &mut on_a, &mut on_b] {
+        c.join("orders").await;
+    }
+    publish_four(&mut publisher, "before").await;
+    assert_eq!(messages(&mut on_b, "orders", 4).await.len(), 4);
+
+    own.down();
+    wait_until("both nodes notice", Duration::from_secs(10), || async {
+        get(&a, "/health/redis").await.0 == 503 && get(&b, "/health/redis").await.0 == 503
+    })
+    .await;
+    publish_four(&mut publisher, "during").await;
+    own.up().await.unwrap();
+    wait_until("both nodes reconnect", Duration::from_secs(15), || async {
+        get(&a, "/health/redis").await.0 == 200 && get(&b, "/health/redis").await.0 == 200
+    })
+    .await;
+    publish_four(&mut publisher, "after").await;
+    publisher
+        .request(json!({"type": "publish", "room": "orders", "data": "end", "id": "end"}))
+        .await;
+
+    // Node B: the messages of the new epoch, after an epoch frame.
+    let (mut epoch, mut last, mut got) = (None::<String>, 0u64, Vec::new());
+    loop {
+        let v = on_b.recv().await;
+        match v["type"].as_str() {
+            Some("epoch") => {
+                epoch = v["epoch"].as_str().map(str::to_owned);
+                last = v["offset"].as_u64().unwrap();
+                got.clear();
+            }
+            Some("message") => {
+                let offset = v["offset"].as_u64().unwrap();
+                assert!(
+                    offset > last,
+                    "offsets rise within an epoch: {offset} after {last}: {v}"
+                );
+                last = offset;
+                got.push(v["data"].as_str().unwrap().to_owned());
+                if v["data"] == "end" {
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(epoch.is_some(), "node B was told of the new epoch");
+    for sent in ["after0", "after1", "after2", "after3", "end"] {
+        assert!(
+            got.contains(&sent.to_owned()),
+            "{sent} never reached node B: {got:?}"
+        );
+    }
+
+    // Node A's member: every message once, offsets rising within each
+    // epoch; told when the room went node-local and when it came back.
+    let (mut epochs, mut last, mut seen) = (0, 0u64, Vec::new());
+    loop {
+        let v = on_a.recv().await;
+        match v["type"].as_str() {
+            Some("epoch") => {
+                epochs += 1;
+                last = v["offset"].as_u64().unwrap();
+            }
+            Some("message") => {
+                let offset = v["offset"].as_u64().unwrap();
+                assert!(offset > last, "{offset} after {last}: {v}");
+                last = offset;
+                seen.push(v["data"].as_str().unwrap().to_owned());
+                if v["data"] == "end" {
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(epochs >= 2, "node A's member saw {epochs} epoch changes");
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        seen.len(),
+        "no message twice on node A: {seen:?}"
+    );
+    assert_eq!(seen.len(), 13, "all 12 and the end on node A: {seen:?}");
+}
+
+/// Publishes `{batch}0`..`{batch}3` to `orders`, each acknowledged.
+async fn publish_four(publisher: &mut Client, batch: &str) {
+    for i in 0..4 {
+        let ack = publisher
+            .request(json!({"type": "publish", "room": "orders", "data": format!("{batch}{i}"), "id": i}))
+            .await;
+        assert_eq!(ack["type"], "ack", "{ack}");
     }
 }

@@ -126,6 +126,22 @@ struct Inner {
 #[error("redis: {0}")]
 pub struct RedisError(String);
 
+/// Whether `e` says the command was never written, so that sending it
+/// again cannot run it twice: the multiplexed connection's pipeline was
+/// already closed (an I/O error of its own, with no source), or the write
+/// failed (broken pipe, not connected).
+fn not_written(e: &redis::RedisError) -> bool {
+    use std::error::Error;
+    let io = e.source().and_then(|s| s.downcast_ref::<std::io::Error>());
+    e.is_connection_dropped()
+        && io.is_none_or(|io| {
+            matches!(
+                io.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::NotConnected
+            )
+        })
+}
+
 impl Redis {
     /// A link to the Redis at `settings.url`; connects lazily.
     ///
@@ -197,7 +213,11 @@ impl Redis {
     }
 
     /// Runs a script on `conn` (or a pooled connection), bounded by
-    /// `COMMAND_TIMEOUT`; every outcome updates [`Redis::is_up`].
+    /// `COMMAND_TIMEOUT`; every outcome updates [`Redis::is_up`]. A
+    /// connection that could not even be written to (a Redis that
+    /// restarted since it was opened) is replaced by a fresh one, in
+    /// `conn`, and the script sent once more: it never reached Redis, so it
+    /// runs once.
     ///
     /// # Errors
     /// Redis is down, did not answer in time, or refused the script.
@@ -214,7 +234,16 @@ impl Redis {
                 &mut owned
             }
         };
-        match tokio::time::timeout(COMMAND_TIMEOUT, invocation.invoke_async::<T>(conn)).await {
+        let mut answer =
+            tokio::time::timeout(COMMAND_TIMEOUT, invocation.invoke_async::<T>(conn)).await;
+        if let Ok(Err(e)) = &answer {
+            if not_written(e) {
+                *conn = self.connection().await?;
+                answer =
+                    tokio::time::timeout(COMMAND_TIMEOUT, invocation.invoke_async::<T>(conn)).await;
+            }
+        }
+        match answer {
             Ok(Ok(v)) => {
                 self.succeeded();
                 Ok(v)

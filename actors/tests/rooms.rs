@@ -41,6 +41,7 @@ fn describe(event: &RoomEvent) -> String {
         RoomEvent::Joined { offset, .. } => format!("joined {offset}"),
         RoomEvent::Left { room, .. } => format!("left {room}"),
         RoomEvent::Presence { room, .. } => format!("presence {room}"),
+        RoomEvent::Epoch { room, offset, .. } => format!("epoch {room} {offset}"),
         RoomEvent::Replayed {
             replayed, complete, ..
         } => format!("replayed {replayed} {complete}"),

@@ -121,12 +121,15 @@ impl Client {
         }
     }
 
-    /// The next frame that is not a `message` or a `presence_diff` (replies,
-    /// errors), skipping those events.
+    /// The next frame that is not a room event (`message`, `presence_diff`,
+    /// `epoch`): a reply or an error.
     pub async fn recv_reply(&mut self) -> Value {
         loop {
             let v = self.recv().await;
-            if v["type"] != "message" && v["type"] != "presence_diff" {
+            if !matches!(
+                v["type"].as_str(),
+                Some("message" | "presence_diff" | "epoch")
+            ) {
                 return v;
             }
         }

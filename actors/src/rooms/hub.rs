@@ -101,10 +101,13 @@ impl Hub {
             let mut state = self.state.lock();
             let r = state.room(&room);
             if !r.sequence.synced || r.epoch != position.epoch {
-                r.sync(Position {
-                    epoch: position.epoch.clone(),
-                    offset: position.offset.saturating_sub(1),
-                });
+                r.sync(
+                    &room,
+                    Position {
+                        epoch: position.epoch.clone(),
+                        offset: position.offset.saturating_sub(1),
+                    },
+                );
             }
             match r.sequence.arrive(r.offset, position.offset, frame, at) {
                 Arrival::Duplicate => None,
@@ -194,9 +197,9 @@ impl Hub {
                         return;
                     };
                     if !r.sequence.synced || r.epoch != head.epoch {
-                        r.sync(head); // the broker's epoch wins
-                        None
-                    } else if head.offset > r.offset && !r.sequence.filling {
+                        r.sync(&room, head.clone()); // the broker's epoch wins
+                    }
+                    if head.offset > r.offset && !r.sequence.filling {
                         r.sequence.filling = true;
                         Some((r.offset + 1, head.offset))
                     } else {
@@ -217,7 +220,7 @@ impl Hub {
         state.published += 1;
         let room = state.room(&msg.room);
         if room.sequence.synced {
-            room.unsync();
+            room.unsync(&msg.room);
             warn!(room = %msg.room, "broker down: room continues on a node-local epoch");
         }
         // As the local broker assigns it. Everything that could fail
@@ -353,10 +356,13 @@ impl Hub {
         let room = state.room(&msg.room);
         if let Some(h) = history.as_ref().filter(|h| !h.head.epoch.is_empty()) {
             let offset = h.head.offset.max(room.offset);
-            room.sync(Position {
-                epoch: h.head.epoch.clone(),
-                offset,
-            });
+            room.sync(
+                &msg.room,
+                Position {
+                    epoch: h.head.epoch.clone(),
+                    offset,
+                },
+            );
         }
         room.prune(now);
         let to = &msg.member.inbox;
@@ -483,14 +489,14 @@ impl Handler<Join> for Hub {
         match head {
             Reply::Now(head) => {
                 if let Ok(head) = head {
-                    self.state.lock().room(&msg.room).sync(head);
+                    self.state.lock().room(&msg.room).sync(&msg.room, head);
                 }
                 self.join_now(ctx, msg);
             }
             Reply::Later(head) => {
                 ctx.wait(head.into_actor(self).map(move |head, act, ctx| {
                     if let Ok(head) = head {
-                        act.state.lock().room(&msg.room).sync(head);
+                        act.state.lock().room(&msg.room).sync(&msg.room, head);
                     }
                     act.join_now(ctx, msg);
                 }));

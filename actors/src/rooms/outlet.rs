@@ -49,6 +49,16 @@ pub enum RoomEvent {
         /// The request id to echo.
         id: Option<Value>,
     },
+    /// The room's epoch changed while the member was in it: offsets
+    /// restart; the next message has `offset + 1`.
+    Epoch {
+        /// The room.
+        room: Arc<str>,
+        /// The new epoch.
+        epoch: Arc<str>,
+        /// The offset the next message follows.
+        offset: u64,
+    },
     /// A `presence_diff` of the room (no offset, not history).
     Presence {
         /// The room.

@@ -90,6 +90,10 @@ pub(super) struct Room {
     pub(super) presence: Option<PresenceTrack>,
     /// The history it keeps.
     pub(super) limits: HistoryLimits,
+    /// Where the room stood in the shared broker's sequence when it left it
+    /// for a node-local epoch (the broker down): if the broker still has
+    /// that epoch when it is back, members continue from there.
+    previous: Option<Position>,
 }
 
 impl Room {
@@ -106,6 +110,7 @@ impl Room {
             presence: (config.presence_batch.is_some() && config.options.presence_events(name))
                 .then(PresenceTrack::default),
             limits: config.options.history(name),
+            previous: None,
         }
     }
 
@@ -216,24 +221,59 @@ impl Room {
         list
     }
 
-    /// Adopts a shared broker's position; history of another epoch is dropped.
-    pub(super) fn sync(&mut self, head: Position) {
+    /// Adopts a shared broker's position; history of another epoch is
+    /// dropped. When the epoch changes under members (the broker lost the
+    /// room's history, or this node comes back from a node-local epoch),
+    /// they are told first ([`RoomEvent::Epoch`]) and the room continues
+    /// after the offset they have of the new epoch (0 for an epoch they never
+    /// saw), so that the caller fills the rest from the broker: no message
+    /// acknowledged in the new epoch is skipped.
+    pub(super) fn sync(&mut self, room: &Arc<str>, head: Position) {
         if !self.sequence.synced || self.epoch != head.epoch {
+            let changed = self.epoch != head.epoch;
+            let seen = self
+                .previous
+                .take()
+                .filter(|p| p.epoch == head.epoch)
+                .map(|p| p.offset);
+            self.offset = match (changed && !self.members.is_empty(), seen) {
+                (false, _) => head.offset,
+                (true, Some(seen)) => seen.min(head.offset),
+                (true, None) => 0,
+            };
             self.epoch = head.epoch;
-            self.offset = head.offset;
             self.history.clear();
             self.sequence = Sequence::synced();
+            if changed {
+                self.tell_epoch(room);
+            }
         } else if head.offset > self.offset && self.sequence.is_empty() && self.history.is_empty() {
             self.offset = head.offset;
         }
     }
 
     /// Leaves the shared broker's sequence: offsets continue on a new,
-    /// node-local epoch (the broker is down).
-    pub(super) fn unsync(&mut self) {
+    /// node-local epoch (the broker is down); members are told.
+    pub(super) fn unsync(&mut self, room: &Arc<str>) {
+        if self.sequence.synced {
+            self.previous = Some(self.position());
+        }
         self.sequence = Sequence::default();
         self.epoch = new_epoch().into();
         self.history.clear();
+        self.tell_epoch(room);
+    }
+
+    /// Tells every member the room's epoch changed, and the offset the next
+    /// message follows.
+    fn tell_epoch(&self, room: &Arc<str>) {
+        for member in self.members.values() {
+            member.inbox.send(RoomEvent::Epoch {
+                room: room.clone(),
+                epoch: self.epoch.clone(),
+                offset: self.offset,
+            });
+        }
     }
 
     /// Appends a message and sends it to every member.

@@ -358,6 +358,24 @@ impl Worker {
                 };
                 conn.push_reply(&joined, answer.id.as_ref());
             }
+            RoomEvent::Epoch {
+                room,
+                epoch,
+                offset,
+            } => {
+                // Offsets restart: what this connection saw is `offset` now.
+                if let Some(seen) = conn.rooms.borrow().get(&room) {
+                    seen.set(offset);
+                } else {
+                    return; // left meanwhile
+                }
+                let frame = ServerFrame::Epoch {
+                    room: &room,
+                    epoch: &epoch,
+                    offset,
+                };
+                conn.push_reply(&frame, None);
+            }
             RoomEvent::Presence { room, frame } => {
                 if conn.in_room(&room) {
                     let sent = conn.push(encode(OpCode::Text, frame.as_bytes()));

@@ -453,6 +453,16 @@ pub enum ServerFrame<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         data: Option<&'a RawValue>,
     },
+    /// The room's epoch changed while the client was a member (PROTOCOL.md,
+    /// "Epoch changes while attached"); the next message has `offset + 1`.
+    Epoch {
+        /// The room.
+        room: &'a str,
+        /// The new epoch.
+        epoch: &'a str,
+        /// The offset the next message follows.
+        offset: u64,
+    },
     /// The answer to `leave`.
     Left {
         /// The room.

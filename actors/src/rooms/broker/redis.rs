@@ -281,10 +281,14 @@ impl Broker for RedisBroker {
                 .arg(&inner.channel)
                 .arg(&inner.node);
             match inner.redis.run::<(String, u64)>(Some(&mut conn), inv).await {
-                Ok((epoch, offset)) => Ok(Position {
-                    epoch: epoch.into(),
-                    offset,
-                }),
+                Ok((epoch, offset)) => {
+                    // The connection `run` used (a fresh one if it replaced it).
+                    *inner.conn.lock().await = Some(conn);
+                    Ok(Position {
+                        epoch: epoch.into(),
+                        offset,
+                    })
+                }
                 Err(e) => {
                     *inner.conn.lock().await = None; // obtained again on the next publish
                     Err(failed(e))
