@@ -621,3 +621,42 @@ async fn concurrent_upgrades_stay_within_the_connection_limit() {
     assert_eq!(open.len() + refused, 80);
     assert!(!open.is_empty());
 }
+
+/// Binary frames pay the rate limit like text ones (issue 12 #11): a flood
+/// of them is answered `unsupported` at most up to the limit, then closed
+/// with 1008, by the defaults.
+#[actix_rt::test]
+async fn a_binary_flood_is_rate_limited_then_closed() {
+    use futures_util::SinkExt;
+    let server = start(settings()).await;
+    let mut c = connect(server.addr()).await;
+    for _ in 0..5_000u64 {
+        if c.ws
+            .feed(Message::Binary(vec![1, 2, 3].into()))
+            .await
+            .is_err()
+        {
+            break; // the server closed the connection meanwhile
+        }
+    }
+    let _ = c.ws.flush().await;
+    let mut unsupported = 0u64;
+    let code = loop {
+        let next = tokio::time::timeout(common::ws::FRAME_TIMEOUT, c.ws.next())
+            .await
+            .expect("a frame or the close within the timeout");
+        match next {
+            Some(Ok(Message::Text(t))) => {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                if v["code"] == "unsupported" {
+                    unsupported += 1;
+                }
+            }
+            Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => {}
+            other => panic!("socket ended without a close frame: {other:?}"),
+        }
+    };
+    assert_eq!(code, Some(1008), "{unsupported} answered");
+    assert!(unsupported < 5_000, "{unsupported} answered");
+}

@@ -220,6 +220,23 @@ impl WsSession {
         }
     }
 
+    /// A binary message: `unsupported`, within the rate limit that every
+    /// frame pays (past it dropped, and repeated abuse closes with 1008).
+    fn refuse_binary(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        match self.admission.admit(Instant::now(), false) {
+            Verdict::Admit => self.error(
+                None,
+                code::UNSUPPORTED,
+                "binary frames are not supported; send JSON text frames",
+            ),
+            Verdict::Limited => self.shared.metrics.rate_limited.inc(),
+            Verdict::Abuse => {
+                self.shared.metrics.rate_limited.inc();
+                self.close(ctx, close::POLICY, "rate limit exceeded repeatedly");
+            }
+        }
+    }
+
     fn handle_frame(
         &mut self,
         ctx: &mut ws::WebsocketContext<Self>,
@@ -409,11 +426,7 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for WsSession {
             ws::Message::Binary(bin) => {
                 metrics.frames_in.inc();
                 metrics.bytes_in.inc_by(bin.len() as u64);
-                self.error(
-                    None,
-                    code::UNSUPPORTED,
-                    "binary frames are not supported; send JSON text frames",
-                );
+                self.refuse_binary(ctx);
             }
             ws::Message::Continuation(item) => {
                 let max = self.shared.settings.max_frame_bytes;
@@ -424,11 +437,7 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for WsSession {
                         metrics.bytes_in.inc_by(text.len() as u64);
                         self.on_text(ctx, &text);
                     }
-                    Assembled::Binary => self.error(
-                        None,
-                        code::UNSUPPORTED,
-                        "binary frames are not supported; send JSON text frames",
-                    ),
+                    Assembled::Binary => self.refuse_binary(ctx),
                     Assembled::TooBig => {
                         self.close(ctx, close::TOO_BIG, "message over max_frame_bytes")
                     }
