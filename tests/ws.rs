@@ -876,3 +876,62 @@ async fn the_old_sockets_end_does_not_start_the_ttl_of_a_session_held_elsewhere(
     );
     drop(new);
 }
+
+/// Issue 12 #13: the scheme `bearer` is case-insensitive on `/ws` as on
+/// the admin API; a refused token's 401 says what is wrong in Holdfast's
+/// words, not the JWT library's; a handshake with another WebSocket version
+/// or a key that is not 16 bytes of base64 is a 400 with a JSON body.
+#[actix_rt::test]
+async fn tokens_and_handshakes_are_checked_the_way_clients_expect() {
+    let mut s = settings();
+    s.auth.jwt_secret = holdfast::server::config::Secret::new("right");
+    let server = start(s).await;
+    let addr = server.addr();
+    let good = token("right", "u", 600, None);
+    let c = try_connect(addr, "", &[("authorization", &format!("bearer {good}"))])
+        .await
+        .expect("lower-case bearer connects");
+    assert_eq!(c.user(), "u");
+
+    // {"alg":"none"} with a made-up signature.
+    let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJ1IiwiZXhwIjo5OTk5OTk5OTk5fQ.x";
+    let res = reqwest::Client::new()
+        .get(format!("http://{addr}/ws"))
+        .bearer_auth(none)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let body = res.text().await.unwrap();
+    assert!(!body.contains("variant"), "no library internals: {body}");
+    assert!(body.contains("invalid token"), "{body}");
+
+    let upgrade = |version: &'static str, key: &'static str| {
+        let good = good.clone();
+        async move {
+            let res = reqwest::Client::new()
+                .get(format!("http://{addr}/ws"))
+                .bearer_auth(good)
+                .header("connection", "upgrade")
+                .header("upgrade", "websocket")
+                .header("sec-websocket-version", version)
+                .header("sec-websocket-key", key)
+                .send()
+                .await
+                .unwrap();
+            let status = res.status().as_u16();
+            let body: Value = res.json().await.unwrap_or(Value::Null);
+            (status, body)
+        }
+    };
+    for (version, key) in [
+        ("8", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ("13", ""),
+        ("13", "not base64 at all!"),
+        ("13", "c2hvcnQ="),
+    ] {
+        let (status, body) = upgrade(version, key).await;
+        assert_eq!(status, 400, "version {version}, key {key:?}: {body}");
+        assert!(body["message"].is_string(), "a JSON body: {body}");
+    }
+}

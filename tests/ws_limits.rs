@@ -660,3 +660,37 @@ async fn a_binary_flood_is_rate_limited_then_closed() {
     assert_eq!(code, Some(1008), "{unsupported} answered");
     assert!(unsupported < 5_000, "{unsupported} answered");
 }
+
+/// Client close codes from 3000 to 4999 are one label per range in
+/// `holdfast_ws_disconnects_total`, not one series each (issue 12 #13).
+#[actix_rt::test]
+async fn client_close_codes_do_not_grow_the_metric_labels() {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+    let server = start(settings()).await;
+    for code in [3001u16, 3999, 4001, 4777] {
+        let mut c = connect(server.addr()).await;
+        c.ws.close(Some(CloseFrame {
+            code: CloseCode::from(code),
+            reason: "bye".into(),
+        }))
+        .await
+        .unwrap();
+        c.close_code().await;
+    }
+    wait_until(
+        "the four closes are counted",
+        Duration::from_secs(5),
+        || async {
+            let text = common::metrics_text(&server).await;
+            text.contains("holdfast_ws_disconnects_total{code=\"3xxx\"} 2")
+                && text.contains("holdfast_ws_disconnects_total{code=\"4xxx\"} 2")
+        },
+    )
+    .await;
+    let text = common::metrics_text(&server).await;
+    assert!(
+        !text.contains("code=\"3001\"") && !text.contains("code=\"4777\""),
+        "{text}"
+    );
+}

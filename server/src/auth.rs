@@ -82,14 +82,27 @@ impl Verifier {
     /// See [`AuthError`]; the message never contains the token.
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
         let all = jsonwebtoken::decode::<Map<String, Value>>(token, &self.key, &self.validation)
-            .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
-                jsonwebtoken::errors::ErrorKind::ImmatureSignature => AuthError::NotYetValid,
-                _ => AuthError::Invalid(e.to_string()),
+            .map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind;
+                // In Holdfast's words: the library's would tell an attacker
+                // what it parsed.
+                let why = match e.kind() {
+                    ErrorKind::ExpiredSignature => return AuthError::Expired,
+                    ErrorKind::ImmatureSignature => return AuthError::NotYetValid,
+                    ErrorKind::InvalidSignature => "bad signature",
+                    ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+                        "the algorithm must be HS256"
+                    }
+                    ErrorKind::MissingRequiredClaim(claim) if claim == "sub" => "no sub claim",
+                    ErrorKind::MissingRequiredClaim(_) => "no exp claim",
+                    _ => "not a JWT signed with HS256",
+                };
+                AuthError::Invalid(why.into())
             })?
             .claims;
-        let claims = Claims::deserialize(&Value::Object(all.clone()))
-            .map_err(|e| AuthError::Invalid(e.to_string()))?;
+        let claims = Claims::deserialize(&Value::Object(all.clone())).map_err(|_| {
+            AuthError::Invalid("a claim has the wrong type (sub a string, exp a number, rooms and rpc arrays of strings)".into())
+        })?;
         if claims.sub.is_empty() {
             return Err(AuthError::Invalid("empty sub".into()));
         }
@@ -107,8 +120,8 @@ impl Verifier {
 /// The token a request carries, if any.
 pub fn token_of(req: &HttpRequest) -> Option<String> {
     if let Some(h) = req.headers().get(actix_web::http::header::AUTHORIZATION) {
-        if let Some(t) = h.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) {
-            return Some(t.trim().to_owned());
+        if let Some(t) = h.to_str().ok().and_then(crate::http::bearer::token) {
+            return Some(t.to_owned());
         }
     }
     web_query_token(req.query_string())

@@ -71,8 +71,9 @@ pub fn allows(secret: &Secret, header: Option<&str>) -> bool {
 }
 
 /// The token of an `Authorization: Bearer <token>` header (scheme
-/// case-insensitive, as RFC 9110 says).
-fn token(header: &str) -> Option<&str> {
+/// case-insensitive, as RFC 9110 says): the one reader of that header, for
+/// the admin and server APIs and for `/ws`.
+pub(crate) fn token(header: &str) -> Option<&str> {
     let (scheme, token) = header.split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")

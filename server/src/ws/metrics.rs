@@ -47,7 +47,7 @@ impl WsMetrics {
             disconnects: reg(
                 registry,
                 IntCounterVec::new(
-                    Opts::new("holdfast_ws_disconnects_total", "WebSocket connections closed, by close code."),
+                    Opts::new("holdfast_ws_disconnects_total", "WebSocket connections closed, by close code (3xxx and 4xxx: the application ranges, one label each)."),
                     &["code"],
                 )?,
             )?,

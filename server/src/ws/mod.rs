@@ -100,6 +100,36 @@ fn allowed_origin(req: &HttpRequest, allowed: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// The parts of a WebSocket handshake the framework lets pass: version 13
+/// only (RFC 6455 §4.1), and a key that is 16 bytes in base64.
+fn valid_handshake(req: &HttpRequest) -> Result<(), &'static str> {
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    if header("upgrade").is_none() {
+        return Ok(()); // not an upgrade at all: the framework's check answers
+    }
+    if header("sec-websocket-version") != Some("13") {
+        return Err("not a WebSocket handshake: Sec-WebSocket-Version must be 13");
+    }
+    if !header("sec-websocket-key").is_some_and(key_of_16_bytes) {
+        return Err("not a WebSocket handshake: Sec-WebSocket-Key must be 16 bytes in base64");
+    }
+    Ok(())
+}
+
+/// Whether `key` is the base64 of exactly 16 bytes: 22 characters of the
+/// alphabet, the last of them with its 4 low bits zero, then `==`.
+fn key_of_16_bytes(key: &str) -> bool {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let bytes = key.as_bytes();
+    bytes.len() == 24
+        && bytes.ends_with(b"==")
+        && bytes[..22].iter().all(|b| ALPHABET.contains(b))
+        && ALPHABET
+            .iter()
+            .position(|b| *b == bytes[21])
+            .is_some_and(|i| i % 16 == 0)
+}
+
 /// `GET /ws`: checks run before the upgrade (drain, origin, token,
 /// connection limit), then the session actor starts.
 ///
@@ -132,6 +162,10 @@ pub async fn upgrade(
             "the server is at its connection limit".into(),
         ));
     };
+    if let Err(refused) = valid_handshake(&req) {
+        reject("handshake");
+        return Err(ApiError::BadRequest(refused.into()));
+    }
     let mut handshake = ws::handshake(&req).map_err(|e| {
         reject("handshake");
         ApiError::BadRequest(format!("not a WebSocket handshake: {e}"))

@@ -395,8 +395,20 @@ impl Drop for WsSession {
         shared
             .metrics
             .disconnects
-            .with_label_values(&[&self.close_code.to_string()])
+            .with_label_values(&[&close_label(self.close_code)])
             .inc();
+    }
+}
+
+/// The `code` label of a close: the protocol's codes as they are, the
+/// ranges a client or an application may choose from as one label each, so
+/// that no client can add series at will.
+fn close_label(code: u16) -> String {
+    match code {
+        1000..=1015 => code.to_string(),
+        3000..=3999 => "3xxx".into(),
+        4000..=4999 => "4xxx".into(),
+        _ => "other".into(),
     }
 }
 
