@@ -76,6 +76,7 @@ fn main() {
             .intensity(Intensity {
                 max_restarts: u32::MAX,
                 window: Duration::from_secs(1),
+                max_consecutive: u32::MAX,
             })
             .child(spec);
         let tree = Tree::start(&kernel, root).unwrap();

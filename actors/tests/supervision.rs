@@ -21,6 +21,7 @@ use holdfast_actors::Tree;
 const LENIENT: Intensity = Intensity {
     max_restarts: 10,
     window: Duration::from_secs(5),
+    max_consecutive: 100,
 };
 
 /// Sends `Boom` to the running incarnation of `child` and waits until the
@@ -295,6 +296,7 @@ async fn a_temporary_child_that_exited_is_not_started_again_by_a_restarted_super
         .intensity(Intensity {
             max_restarts: 0,
             window: Duration::from_secs(5),
+            max_consecutive: 10,
         })
         .child(temporary)
         .child(w)
@@ -333,6 +335,7 @@ async fn root_past_its_intensity_escalates_to_a_shutdown_and_stops_restarting() 
         .intensity(Intensity {
             max_restarts: 2,
             window: Duration::from_secs(5),
+            max_consecutive: 10,
         })
         .child(crashy);
     let tree = Tree::start(&kernel, spec).unwrap();
@@ -382,6 +385,7 @@ async fn nested_supervisor_past_its_intensity_is_restarted_by_its_parent() {
         .intensity(Intensity {
             max_restarts: 1,
             window: Duration::from_secs(5),
+            max_consecutive: 10,
         })
         .child(w)
         .into_child()
@@ -532,6 +536,7 @@ async fn a_factory_that_always_panics_exhausts_the_intensity_and_escalates() {
         .intensity(Intensity {
             max_restarts: 3,
             window: Duration::from_secs(5),
+            max_consecutive: 10,
         })
         .child(worker("doomed", &probe));
     let _tree = Tree::start(&kernel, spec).unwrap();
@@ -787,4 +792,39 @@ async fn a_crashed_supervisor_leaves_no_orphans() {
     let after = w.addr().expect("the handle points at the new incarnation");
     assert!(!before.connected(), "the old incarnation is gone");
     assert!(after.connected());
+}
+
+/// A leaf that can never start escalates with the default rule even when
+/// its back-off keeps its restarts under the intensity (issue 12 #14): more
+/// than `max_consecutive` failures in a row without a healthy run (10 by
+/// default) is a crash loop, whatever the spacing.
+#[actix_rt::test]
+async fn consecutive_failures_without_a_healthy_run_escalate_whatever_the_backoff() {
+    let (kernel, mut control) = kernel();
+    let probe = Probe::new();
+    probe
+        .factory_panics
+        .store(u64::MAX, std::sync::atomic::Ordering::SeqCst);
+    let spec = SupervisorSpec::new("root")
+        .intensity(Intensity {
+            // At most two restarts per 20 ms: the first restart is at once,
+            // the next ones 25 ms apart, so the back-off stays under it.
+            max_restarts: 2,
+            window: Duration::from_millis(20),
+            ..Intensity::default()
+        })
+        .child(worker("never", &probe).backoff(Backoff {
+            min: Duration::from_millis(25),
+            max: Duration::from_millis(25),
+            jitter: 0.0,
+            reset_after: Duration::from_secs(30),
+        }));
+    let _tree = Tree::start(&kernel, spec).unwrap();
+    let event = tokio::time::timeout(DEADLINE, control.recv())
+        .await
+        .expect("a control event arrives");
+    let Some(ControlEvent::Shutdown(ShutdownReason::Escalation { reason, .. })) = event else {
+        panic!("expected an escalation, got {event:?}");
+    };
+    assert!(reason.contains("in a row"), "reason: {reason}");
 }

@@ -53,15 +53,21 @@ pub struct Intensity {
     pub max_restarts: u32,
     /// The sliding window.
     pub window: Duration,
+    /// Failures in a row of one child, without a healthy run between them
+    /// (its back-off's `reset_after` of uptime), after which the supervisor
+    /// gives up however far apart its back-off spaced them: a child that
+    /// can never start is a crash loop even when it stays under the window.
+    pub max_consecutive: u32,
 }
 
 impl Default for Intensity {
     /// 5 restarts in 10 s: enough to ride out a burst, small enough that a
-    /// crash loop escalates within seconds.
+    /// crash loop escalates within seconds; and 10 failures in a row.
     fn default() -> Self {
         Self {
             max_restarts: 5,
             window: Duration::from_secs(10),
+            max_consecutive: 10,
         }
     }
 }
@@ -91,6 +97,7 @@ mod tests {
         let intensity = Intensity {
             max_restarts: 2,
             window: Duration::from_secs(1),
+            max_consecutive: 10,
         };
         let mut w = RestartWindow::default();
         let t0 = Instant::now();

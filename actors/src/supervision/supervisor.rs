@@ -590,6 +590,18 @@ impl Handler<ChildExited> for Supervisor {
         }
         entry.consecutive += 1;
         let attempt = entry.consecutive;
+        if attempt > self.spec.intensity.max_consecutive {
+            let why = match &msg.exit {
+                Exit::Failed(r) => format!("'{}' failed: {r}", msg.name),
+                Exit::Normal => format!("'{}' stopped", msg.name),
+            };
+            let why = format!(
+                "{why}; {attempt} failures in a row without a healthy run (more than {})",
+                self.spec.intensity.max_consecutive
+            );
+            self.escalate(why, ctx);
+            return;
+        }
         let delay = entry
             .spec
             .opts

@@ -21,6 +21,9 @@ pub struct SupervisionSettings {
     pub backoff_jitter: f64,
     /// Uptime after which an actor's failure count resets.
     pub reset_after_ms: u64,
+    /// Failures in a row without such a run after which a supervisor gives
+    /// up, however far apart the back-off spaced them.
+    pub max_consecutive_failures: u32,
 }
 
 /// `[events]`
@@ -35,6 +38,12 @@ impl SupervisionSettings {
     /// # Errors
     /// The first invalid `supervision.*` key.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_consecutive_failures == 0 {
+            return Err(ConfigError::key(
+                "supervision.max_consecutive_failures",
+                "must be at least 1",
+            ));
+        }
         if self.max_restarts == 0 {
             return Err(ConfigError::key(
                 "supervision.max_restarts",

@@ -252,6 +252,7 @@ impl Settings {
         Intensity {
             max_restarts: self.supervision.max_restarts,
             window: Duration::from_millis(self.supervision.window_ms),
+            max_consecutive: self.supervision.max_consecutive_failures,
         }
     }
 
