@@ -321,3 +321,118 @@ async fn a_backend_publishes_through_the_server_api() {
         "nothing after it: {history}"
     );
 }
+
+/// The printer farm as its own binary against two fake OctoPrint servers:
+/// a browser pauses a print over RPC (OctoPrint's `POST /api/job` is what
+/// the fake receives), follows `$printers` (a `latest` feed), and the
+/// farm's own actor, a member of that feed, answers `farm.summary`.
+#[actix_rt::test]
+async fn the_printer_farm_pauses_prints_and_summarises_the_feed() {
+    use common::fake_http::{paused, printer, Fake, Reply};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (mk4, mini) = (Fake::start(false), Fake::start(false));
+    mk4.set("/api/printer", printer("Printing", true, false));
+    mini.set("/api/printer", printer("Operational", false, false));
+    for fake in [&mk4, &mini] {
+        fake.set("POST /api/job", Reply::raw(204, ""));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = dir.path().join("farm.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[server]
+host = "127.0.0.1"
+port = {port}
+
+[database]
+url = "sqlite://{db}"
+
+[printers]
+timeout_ms = 1000
+
+[[printers.devices]]
+name = "mk4"
+url = "{mk4}"
+api_key = "farm-key-mk4"
+interval_ms = 100
+
+[[printers.devices]]
+name = "mini"
+url = "{mini}"
+api_key = "farm-key-mini"
+interval_ms = 100
+
+[[rooms.namespaces]]
+prefix = "$printers"
+slow_consumer = "latest"
+"#,
+            db = dir.path().join("farm.db").display(),
+            mk4 = mk4.url(""),
+            mini = mini.url(""),
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(example("printer_farm"))
+        .args(["--config", config.to_str().unwrap(), "serve"])
+        .env_remove("HOLDFAST_ENV")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the example starts");
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_until(
+        "the farm is ready",
+        Duration::from_secs(30),
+        || async move {
+            reqwest::get(format!("http://{addr}/health/ready"))
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        },
+    )
+    .await;
+    let mut c = try_connect(addr, "", &[]).await.expect("upgrade");
+    c.join("$printers").await;
+    // The farm follows the feed: both printers, as polled.
+    farm_summary_until(
+        &mut c,
+        "printers",
+        json!({"mk4": "printing", "mini": "idle"}),
+    )
+    .await;
+
+    mk4.set("/api/printer", paused("Paused"));
+    let pause = c
+        .request(json!({"type": "rpc", "method": "printers.pause", "data": {"printer": "mk4"}, "id": "p"}))
+        .await;
+    assert_eq!(pause["data"]["state"], "paused", "{pause}");
+    assert_eq!(
+        mk4.seen("POST /api/job")[0].body,
+        json!({"command": "pause", "action": "pause"})
+    );
+    farm_summary_until(&mut c, "by_state", json!({"idle": 1, "paused": 1})).await;
+
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(child.wait().expect("the farm exits").code(), Some(0));
+}
+
+/// Asks `farm.summary` until its `key` is `want` (each round trip is the
+/// poll), within 15 s.
+async fn farm_summary_until(c: &mut common::ws::Client, key: &str, want: Value) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let s = c
+            .request(json!({"type": "rpc", "method": "farm.summary", "id": "s"}))
+            .await;
+        if s["data"][key] == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "farm.summary {key} never became {want}: {s}"
+        );
+    }
+}

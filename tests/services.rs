@@ -17,7 +17,7 @@ use holdfast::server::{Builder, Server, Settings};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use common::fake_http::{Fake, Reply};
+use common::fake_http::{job, paused, printer, Fake, Reply};
 use common::tls::TestPki;
 use common::ws::{connect, Client};
 use common::{get, settings, wait_until};
@@ -564,28 +564,6 @@ async fn a_client_reads_the_trending_cache_over_rpc() {
 // printers
 // ---------------------------------------------------------------------------
 
-fn printer(text: &str, printing: bool, error: bool) -> Reply {
-    Reply::json(json!({
-        "state": {
-            "text": text,
-            "flags": {
-                "operational": !error, "printing": printing, "paused": false, "pausing": false,
-                "cancelling": false, "error": error, "ready": !printing, "closedOrError": error,
-                "sdReady": false,
-            }
-        },
-        "temperature": {"tool0": {"actual": 214.8, "target": 215.0}, "bed": {"actual": 60.1, "target": 60.0}}
-    }))
-}
-
-fn job(file: &str, completion: f64) -> Reply {
-    Reply::json(json!({
-        "job": {"file": {"name": file, "origin": "local"}, "estimatedPrintTime": 3600},
-        "progress": {"completion": completion, "printTime": 600, "printTimeLeft": 3000},
-        "state": "Printing"
-    }))
-}
-
 const KEY: &str = "octo-KEY-5ecr3t";
 
 fn printers(fakes: &[(&str, &Fake)]) -> Settings {
@@ -815,18 +793,6 @@ async fn a_silent_printer_goes_offline_without_stalling_the_other() {
     );
     assert!(hung_at.elapsed() < DEADLINE);
     stop(server).await;
-}
-
-fn paused(text: &str) -> Reply {
-    Reply::json(json!({
-        "state": {
-            "text": text,
-            "flags": {
-                "operational": true, "printing": false, "paused": true, "pausing": false,
-                "cancelling": false, "error": false, "ready": false, "closedOrError": false,
-            }
-        }
-    }))
 }
 
 /// A browser lists the printers, pauses, resumes and cancels a print:

@@ -257,3 +257,44 @@ async fn serve(
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// OctoPrint's answers, as the fake gives them
+// ---------------------------------------------------------------------------
+
+/// `GET /api/printer` of a printer printing, or idle, or in error.
+pub fn printer(text: &str, printing: bool, error: bool) -> Reply {
+    Reply::json(json!({
+        "state": {
+            "text": text,
+            "flags": {
+                "operational": !error, "printing": printing, "paused": false, "pausing": false,
+                "cancelling": false, "error": error, "ready": !printing, "closedOrError": error,
+                "sdReady": false,
+            }
+        },
+        "temperature": {"tool0": {"actual": 214.8, "target": 215.0}, "bed": {"actual": 60.1, "target": 60.0}}
+    }))
+}
+
+/// `GET /api/printer` of a paused printer.
+pub fn paused(text: &str) -> Reply {
+    Reply::json(json!({
+        "state": {
+            "text": text,
+            "flags": {
+                "operational": true, "printing": false, "paused": true, "pausing": false,
+                "cancelling": false, "error": false, "ready": false, "closedOrError": false,
+            }
+        }
+    }))
+}
+
+/// `GET /api/job` while `file` prints, `completion` percent done.
+pub fn job(file: &str, completion: f64) -> Reply {
+    Reply::json(json!({
+        "job": {"file": {"name": file, "origin": "local"}, "estimatedPrintTime": 3600},
+        "progress": {"completion": completion, "printTime": 600, "printTimeLeft": 3000},
+        "state": "Printing"
+    }))
+}
