@@ -579,3 +579,34 @@ async fn namespace_options_and_limits_are_enforced() {
         .await;
     assert_eq!(c.recv_reply().await["type"], "ack");
 }
+
+/// Namespaces come from the builder as well as from the config file, and
+/// are checked the same way: a bad prefix is a config error naming its key
+/// (exit 64 for a binary), before any port is taken.
+#[actix_rt::test]
+async fn namespaces_from_the_builder_apply_and_are_checked() {
+    use holdfast::server::config::NamespaceSettings;
+    let mut read_only = NamespaceSettings::new("news:");
+    read_only.client_publish = false;
+    let server = Builder::new(common::settings())
+        .namespace(read_only)
+        .start()
+        .await
+        .expect("server starts");
+    let mut c = connect(server.addr()).await;
+    c.join("news:1").await;
+    let refused = c
+        .request(json!({"type": "publish", "room": "news:1", "data": 1, "id": 1}))
+        .await;
+    assert_eq!(refused["code"], "forbidden", "{refused}");
+
+    let bad = Builder::new(common::settings())
+        .namespace(NamespaceSettings::new("no spaces"))
+        .start()
+        .await;
+    let Err(e) = bad else {
+        panic!("a bad prefix from the builder started");
+    };
+    assert_eq!(e.exit_code(), 64, "{e}");
+    assert!(e.to_string().contains("rooms.namespaces[0].prefix"), "{e}");
+}

@@ -48,7 +48,7 @@ use holdfast_actors::shutdown::Shutdown;
 use holdfast_actors::supervision::{AnyChildSpec, Child, ChildSpec};
 use holdfast_actors::{Kernel, Tree};
 
-use crate::config::Settings;
+use crate::config::{NamespaceSettings, Settings};
 use crate::handlers::{
     Application, JoinRequest, LeaveNotice, PublishRequest, RoomHandler, Rpc, Target, UserOffline,
     UserOnline,
@@ -159,6 +159,14 @@ impl Builder {
         })
     }
 
+    /// Adds a room namespace (as a `[[rooms.namespaces]]` table of the config
+    /// file would), after those of the settings; checked with them when the
+    /// server starts.
+    pub fn namespace(mut self, namespace: NamespaceSettings) -> Self {
+        self.settings.rooms.namespaces.push(namespace);
+        self
+    }
+
     /// Adds a scheduled task, armed when the scheduler starts.
     ///
     /// # Errors
@@ -179,8 +187,10 @@ impl Builder {
             parts,
             scheduler,
         } = self;
-        // Before the bind: a bad CA bundle is a config error, no port taken.
+        // Before the bind: a bad CA bundle, or a namespace from the builder
+        // the config file would have refused, is a config error, no port taken.
         settings.tls.client()?;
+        settings.rooms.validate()?;
         let listener = listener::bind(&settings.server.host, settings.server.port)?;
         let addr = listener.local_addr().map_err(|source| StartError::Bind {
             addr: format!("{}:{}", settings.server.host, settings.server.port),

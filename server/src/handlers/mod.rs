@@ -66,11 +66,9 @@
 //!
 //! let mut settings = Settings::defaults();
 //! settings.server.port = 0;
-//! settings
-//!     .rooms
-//!     .namespaces
-//!     .push(NamespaceSettings::new("chat:").handler("moderator"));
+//! // Or a `[[rooms.namespaces]]` table in the config file.
 //! let builder = Builder::new(settings)
+//!     .namespace(NamespaceSettings::new("chat:").handler("moderator"))
 //!     .room_handler("moderator", ChildSpec::new("moderator", |_| Moderator));
 //! # drop(builder);
 //! ```
