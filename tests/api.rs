@@ -268,7 +268,10 @@ async fn disconnect_closes_the_users_connections_with_an_application_code() {
         "{err}"
     );
     let (status, body) = post(&server, &path, json!({"code": 4001, "reason": "moved"})).await;
-    assert_eq!((status, body), (200, json!({"disconnected": 1})));
+    assert_eq!(
+        (status, body),
+        (200, json!({"disconnected": 1, "cluster": false}))
+    );
     assert_eq!(target.close_code().await, 4001);
     assert_eq!(
         bystander.request(json!({"type": "ping", "id": 1})).await["type"],
@@ -285,7 +288,7 @@ async fn disconnect_closes_the_users_connections_with_an_application_code() {
     // Forgotten: it does not (the resumed connection is the same user's).
     let path = format!("/api/v1/users/{}/disconnect", target.user());
     let (_, body) = post(&server, &path, json!({"code": 4500, "forget": true})).await;
-    assert_eq!(body, json!({"disconnected": 1}));
+    assert_eq!(body, json!({"disconnected": 1, "cluster": false}));
     assert_eq!(back.close_code().await, 4500);
     let mut again = connect(server.addr()).await;
     let resumed = again

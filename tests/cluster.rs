@@ -473,3 +473,44 @@ async fn publish_four(publisher: &mut Client, batch: &str) {
         assert_eq!(ack["type"], "ack", "{ack}");
     }
 }
+
+/// The server API's disconnect closes the user's connections on every
+/// node: asked on node A, a client of the user on node B gets the code.
+#[actix_rt::test]
+async fn server_api_disconnect_closes_the_user_on_every_node() {
+    if redis("server_api_disconnect_closes_the_user_on_every_node")
+        .await
+        .is_none()
+    {
+        return;
+    }
+    const KEY: &str = "cluster-api-key-0123456789";
+    let prefix = redis_prefix();
+    let url = format!("redis://{REDIS_ADDR}");
+    let node_with_api = || {
+        let mut s = node(&url, &prefix);
+        s.api.key = holdfast::server::config::Secret::new(KEY);
+        s
+    };
+    let (a, b) = (start(node_with_api()).await, start(node_with_api()).await);
+    wait_until("both nodes subscribed", Duration::from_secs(10), || async {
+        get(&a, "/health/redis").await.0 == 200 && get(&b, "/health/redis").await.0 == 200
+    })
+    .await;
+    let mut on_b = connect(b.addr()).await;
+    let user = on_b.user();
+    let res = reqwest::Client::new()
+        .post(format!(
+            "http://{}/api/v1/users/{user}/disconnect",
+            a.addr()
+        ))
+        .bearer_auth(KEY)
+        .json(&json!({"code": 4501, "reason": "account closed"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body, json!({"disconnected": 0, "cluster": true}));
+    assert_eq!(on_b.close_code().await, 4501);
+}

@@ -9,6 +9,7 @@
 //! - [`shutdown`]: stages, the one control path for stop requests, the shutdown report.
 //! - [`lease`]: the `lease` actor, which node runs the single-node services (trending, printers, files).
 //! - [`kernel`]: the shared handles ([`kernel::Kernel`]) and the running tree ([`kernel::Tree`]).
+//! - [`disconnects`]: closing a user's connections on every node (the server API's disconnect).
 //! - [`db`]: the `db` actor, the SQLite/PostgreSQL pool, migrations, outages.
 //! - [`events`]: the `events` actor, the internal bus of typed events.
 //! - [`handlers`]: what application handler actors receive and answer (RPC, room joins and publishes), and the call with a deadline.
@@ -45,6 +46,7 @@ pub mod backoff;
 pub mod clock;
 pub mod connections;
 pub mod db;
+pub mod disconnects;
 pub mod events;
 pub mod handlers;
 pub mod health;

@@ -253,6 +253,25 @@ impl Redis {
         }
     }
 
+    /// Publishes `payload` on `channel`, bounded by `COMMAND_TIMEOUT`.
+    ///
+    /// # Errors
+    /// Redis is down or did not answer in time.
+    pub async fn publish(&self, channel: &str, payload: &str) -> Result<(), RedisError> {
+        let mut conn = self.connection().await?;
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(channel).arg(payload);
+        let sent = cmd.query_async::<i64>(&mut conn);
+        match tokio::time::timeout(COMMAND_TIMEOUT, sent).await {
+            Ok(Ok(_)) => {
+                self.succeeded();
+                Ok(())
+            }
+            Ok(Err(e)) => Err(self.failed(e)),
+            Err(_) => Err(self.failed("no answer within 1000 ms")),
+        }
+    }
+
     /// The `redis` actor's spec: permanent, non-critical, stage `storage`.
     /// Each of `subscribers` gets its channel's messages.
     pub fn spec(&self, subscribers: Vec<Arc<dyn Subscriber>>) -> ChildSpec<RedisActor> {

@@ -75,7 +75,7 @@ pub(super) fn server_api(mount: &mut Mount<'_>) -> Result<(), StartError> {
     let api = web::Data::new(crate::http::api::ServerApi::new(
         cx.settings.api.key.clone(),
         cx.rooms.clone(),
-        cx.connections.clone(),
+        cx.disconnects.clone(),
         cx.settings.ws.max_data_bytes,
     ));
     mount.routes(move |cfg| crate::http::api::ServerApi::routes(&api, cfg));

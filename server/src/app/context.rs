@@ -10,6 +10,7 @@ use prometheus::Registry;
 
 use holdfast_actors::connections::Connections;
 use holdfast_actors::db::Db;
+use holdfast_actors::disconnects::Disconnects;
 use holdfast_actors::events::Events;
 use holdfast_actors::lease::Lease;
 use holdfast_actors::online::Online;
@@ -47,6 +48,8 @@ pub struct AppContext {
     pub(super) scheduler: Scheduler,
     /// Which users are online: `user_online` / `user_offline`.
     pub online: Online,
+    /// Closes a user's connections on every node.
+    pub disconnects: Disconnects,
 }
 
 impl AppContext {
@@ -97,6 +100,8 @@ impl AppContext {
         };
         let db = Db::new(settings.database.clone(), &registry, kernel.events.clone())
             .map_err(StartError::Storage)?;
+        let connections = Connections::new();
+        let disconnects = Disconnects::new(connections.clone(), redis.clone());
         let grace = Duration::from_millis(settings.session.ttl_ms);
         let online = match &redis {
             Some(r) => Online::shared(r.clone(), grace, kernel.events.clone()),
@@ -119,10 +124,11 @@ impl AppContext {
             lease,
             rooms,
             room_loops,
-            connections: Connections::new(),
+            connections,
             sessions,
             scheduler,
             online,
+            disconnects,
         })
     }
 

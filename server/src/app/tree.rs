@@ -57,11 +57,9 @@ fn storage(cx: &AppContext, policy: &Policy) -> SupervisorSpec {
         .supervisor("storage")
         .child(cx.db.spec().backoff(policy.backoff));
     if let (Some(redis), Some(broker)) = (&cx.redis, &cx.broker) {
-        storage = storage.child(
-            redis
-                .spec(vec![broker.subscriber()])
-                .backoff(policy.backoff),
-        );
+        let mut subscribers = vec![broker.subscriber()];
+        subscribers.extend(cx.disconnects.subscriber());
+        storage = storage.child(redis.spec(subscribers).backoff(policy.backoff));
     }
     if let Some(spec) = cx.lease.spec() {
         storage = storage.child(spec.backoff(policy.backoff));

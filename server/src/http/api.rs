@@ -16,7 +16,7 @@
 //! | `GET /api/v1/rooms?prefix=` | `{"rooms":[{"room","members","offset","epoch"}]}`: this node's rooms (members: its sessions here), by name, at most 10,000 |
 //! | `GET /api/v1/rooms/{room}/presence` | `{"room","members":[{"user","sessions"}]}` |
 //! | `GET /api/v1/rooms/{room}/history?since=&limit=` | `{"room","epoch","messages","complete"}` |
-//! | `POST /api/v1/users/{user}/disconnect` `{"code"?,"reason"?,"forget"?}` | `{"disconnected":N}`: this node's connections of the user |
+//! | `POST /api/v1/users/{user}/disconnect` `{"code"?,"reason"?,"forget"?}` | `{"disconnected":N,"cluster":bool}`: N of this node's connections of the user closed; with Redis (`cluster`) the other nodes close theirs |
 
 use std::sync::Arc;
 
@@ -26,7 +26,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
-use holdfast_actors::connections::Connections;
+use holdfast_actors::disconnects::Disconnects;
 use holdfast_actors::rooms::{Position, RoomError, Rooms};
 
 use super::error::ApiError;
@@ -44,17 +44,18 @@ const HISTORY_LIMIT: (usize, usize) = (100, 1000);
 pub struct ServerApi {
     key: Secret,
     rooms: Rooms,
-    connections: Connections,
+    disconnects: Disconnects,
     max_data_bytes: usize,
 }
 
 impl ServerApi {
-    /// The API with this key (empty: off) over these rooms and connections.
-    pub fn new(key: Secret, rooms: Rooms, connections: Connections, max_data_bytes: usize) -> Self {
+    /// The API with this key (empty: off) over these rooms, disconnecting
+    /// through `disconnects` (every node with Redis).
+    pub fn new(key: Secret, rooms: Rooms, disconnects: Disconnects, max_data_bytes: usize) -> Self {
         Self {
             key,
             rooms,
-            connections,
+            disconnects,
             max_data_bytes,
         }
     }
@@ -282,7 +283,8 @@ async fn disconnect(
         return Err(ApiError::BadRequest("`reason` is at most 123 bytes".into()));
     }
     let n = api
-        .connections
+        .disconnects
         .disconnect_user(&user, body.code, &body.reason, body.forget);
-    Ok(HttpResponse::Ok().json(json!({ "disconnected": n })))
+    Ok(HttpResponse::Ok()
+        .json(json!({ "disconnected": n, "cluster": api.disconnects.cluster_wide() })))
 }
