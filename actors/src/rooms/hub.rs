@@ -279,7 +279,7 @@ impl Hub {
             .map(|(name, _)| name.clone())
             .collect();
         for room in dirty {
-            match self.broker.presence(&room) {
+            match self.broker.presence_elsewhere(&room) {
                 Reply::Later(read) => {
                     ctx.spawn(read.into_actor(self).map(move |read, act, _| {
                         let mut state = act.state.lock();
@@ -287,7 +287,11 @@ impl Hub {
                             return;
                         };
                         match read {
-                            Ok(Some(now)) => r.announce_presence(&room, &now),
+                            Ok(Some(elsewhere)) => {
+                                // The other nodes' members, and this node's as it has them now.
+                                let now = r.presence_with(elsewhere);
+                                r.announce_presence(&room, &now);
+                            }
                             // Not read: the next batch tries again.
                             _ => {
                                 if let Some(t) = &mut r.presence {

@@ -207,6 +207,22 @@ impl Room {
         by_user
     }
 
+    /// `elsewhere` (other nodes' members) with this node's, one line per
+    /// user, sorted by user.
+    pub(super) fn presence_with(&self, elsewhere: Vec<PresenceEntry>) -> Vec<PresenceEntry> {
+        let mut by_user: std::collections::BTreeMap<String, usize> = elsewhere
+            .into_iter()
+            .map(|e| (e.user, e.sessions))
+            .collect();
+        for (user, sessions) in self.sessions_by_user() {
+            *by_user.entry(user.to_owned()).or_default() += sessions;
+        }
+        by_user
+            .into_iter()
+            .map(|(user, sessions)| PresenceEntry { user, sessions })
+            .collect()
+    }
+
     /// Who is in the room, one line per user, sorted by user.
     pub(super) fn presence(&self) -> Vec<PresenceEntry> {
         let mut list: Vec<PresenceEntry> = self

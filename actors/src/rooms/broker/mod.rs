@@ -125,6 +125,13 @@ pub trait Broker: Send + Sync + 'static {
         Reply::Now(Ok(None))
     }
 
+    /// As [`Broker::presence`], without this node's members (which the hub
+    /// knows first-hand, and whose latest change may still be on its way).
+    fn presence_elsewhere(&self, room: &str) -> Reply<Option<Vec<PresenceEntry>>> {
+        let _ = room;
+        Reply::Now(Ok(None))
+    }
+
     /// This node's members of `room` changed, or are refreshed (every
     /// [`Broker::presence_refresh`]). The future ends once the broker has
     /// the change; the hub runs it before any presence read it makes

@@ -132,14 +132,14 @@ const PRESENCE_SIGNAL: &[u8] = b"presence\n";
 /// Every node's members of one room: the users, one per session. `KEYS[1]`
 /// is the room's set of nodes; each node's hash is `KEYS[1]:<node>` (the
 /// same hash slot, through the `{room}` tag). Nodes whose hash expired are
-/// dropped from the set.
+/// dropped from the set. `ARGV[1]`: a node to leave out ('' for none).
 const PRESENCE_LUA: &str = r#"
 local out = {}
 for _, n in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local users = redis.call('HVALS', KEYS[1] .. ':' .. n)
   if #users == 0 then
     redis.call('SREM', KEYS[1], n)
-  else
+  elseif n ~= ARGV[1] then
     for _, u in ipairs(users) do table.insert(out, u) end
   end
 end
@@ -338,17 +338,45 @@ impl Broker for RedisBroker {
     }
 
     fn presence(&self, room: &str) -> Reply<Option<Vec<PresenceEntry>>> {
+        self.read_presence(room, false)
+    }
+
+    fn presence_elsewhere(&self, room: &str) -> Reply<Option<Vec<PresenceEntry>>> {
+        self.read_presence(room, true)
+    }
+
+    fn members(&self, room: &str, change: Membership) -> Option<BrokerFuture<()>> {
+        self.write_members(room, change)
+    }
+
+    fn presence_refresh(&self) -> Option<Duration> {
+        Some(self.inner.presence_ttl / 3)
+    }
+
+    fn attach(&self, inbound: Arc<dyn Inbound>) {
+        let _ = self.inner.inbound.set(inbound);
+    }
+}
+
+impl RedisBroker {
+    /// Every node's members of `room` (but this node's, `elsewhere`).
+    fn read_presence(&self, room: &str, elsewhere: bool) -> Reply<Option<Vec<PresenceEntry>>> {
         if !self.is_up() {
             return Reply::Now(Err(down()));
         }
         let [nodes, _] = self.presence_keys(room);
         let inner = self.inner.clone();
+        let skip = if elsewhere {
+            inner.node.clone()
+        } else {
+            String::new()
+        };
         Reply::Later(Box::pin(async move {
             // The same connection as membership changes: a read sees every
             // change the hub made before it.
             let mut conn = inner.connection().await.map_err(failed)?;
             let mut inv = inner.presence.prepare_invoke();
-            inv.key(&nodes);
+            inv.key(&nodes).arg(&skip);
             let users: Vec<String> = inner
                 .redis
                 .run(Some(&mut conn), inv)
@@ -367,7 +395,8 @@ impl Broker for RedisBroker {
         }))
     }
 
-    fn members(&self, room: &str, change: Membership) -> Option<BrokerFuture<()>> {
+    /// This node's members of `room` changed (see [`Broker::members`]).
+    fn write_members(&self, room: &str, change: Membership) -> Option<BrokerFuture<()>> {
         if !self.is_up() {
             return None; // the next refresh after Redis is back repairs it
         }
@@ -404,14 +433,6 @@ impl Broker for RedisBroker {
                 .map_err(failed)?;
             Ok(())
         }))
-    }
-
-    fn presence_refresh(&self) -> Option<Duration> {
-        Some(self.inner.presence_ttl / 3)
-    }
-
-    fn attach(&self, inbound: Arc<dyn Inbound>) {
-        let _ = self.inner.inbound.set(inbound);
     }
 }
 
