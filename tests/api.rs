@@ -323,6 +323,7 @@ async fn rooms_are_listed_by_prefix() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
+    assert_eq!(body["cluster"], false, "one node without Redis: {body}");
     let rooms = body["rooms"].as_array().unwrap();
     let names: Vec<&str> = rooms.iter().map(|r| r["room"].as_str().unwrap()).collect();
     assert_eq!(names, ["team:a", "team:b"], "{body}");

@@ -514,3 +514,92 @@ async fn server_api_disconnect_closes_the_user_on_every_node() {
     assert_eq!(body, json!({"disconnected": 0, "cluster": true}));
     assert_eq!(on_b.close_code().await, 4501);
 }
+
+/// `GET /api/v1/rooms` on one node lists the rooms with members on every
+/// node, their sessions counted on all of them and Redis's offsets; a room
+/// whose last member left is no longer listed.
+#[actix_rt::test]
+async fn server_api_lists_the_rooms_of_every_node() {
+    if redis("server_api_lists_the_rooms_of_every_node")
+        .await
+        .is_none()
+    {
+        return;
+    }
+    const KEY: &str = "cluster-api-key-0123456789";
+    let prefix = redis_prefix();
+    let url = format!("redis://{REDIS_ADDR}");
+    let node_with_api = || {
+        let mut s = node(&url, &prefix);
+        s.api.key = holdfast::server::config::Secret::new(KEY);
+        s
+    };
+    let (a, b) = (start(node_with_api()).await, start(node_with_api()).await);
+    let list = |prefix: &'static str| {
+        let addr = a.addr();
+        async move {
+            let res = reqwest::Client::new()
+                .get(format!("http://{addr}/api/v1/rooms?prefix={prefix}"))
+                .bearer_auth(KEY)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200);
+            res.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    let mut on_a = connect(a.addr()).await;
+    let mut on_b = connect(b.addr()).await;
+    let mut also_b = connect(b.addr()).await;
+    let team = on_a.join("team:x").await;
+    on_b.join("team:x").await;
+    also_b.join("team:y").await;
+    on_b.join("other").await;
+    let ack = on_b
+        .request(json!({"type": "publish", "room": "team:x", "data": 1, "id": 9}))
+        .await;
+    assert_eq!(ack["offset"], 1, "{ack}");
+    // Members reach Redis just after their joins are answered.
+    let counted = |body: &serde_json::Value| {
+        body["rooms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["members"].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    wait_until("three members listed", Duration::from_secs(5), || async {
+        counted(&list("team:").await) == 3
+    })
+    .await;
+    let body = list("team:").await;
+    assert_eq!(
+        body,
+        json!({"cluster": true, "rooms": [
+            {"room": "team:x", "members": 2, "offset": 1, "epoch": team["epoch"]},
+            {"room": "team:y", "members": 1, "offset": 0, "epoch": body["rooms"][1]["epoch"]},
+        ]})
+    );
+    assert!(
+        body["rooms"][1]["epoch"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty()),
+        "{body}"
+    );
+    let left = also_b
+        .request(json!({"type": "leave", "room": "team:y", "id": 10}))
+        .await;
+    assert_eq!(left["type"], "left", "{left}");
+    wait_until("the left room unlisted", Duration::from_secs(5), || async {
+        counted(&list("team:").await) == 2
+    })
+    .await;
+    let body = list("team:").await;
+    let names: Vec<&str> = body["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["room"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["team:x"], "{body}");
+}

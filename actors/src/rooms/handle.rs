@@ -17,7 +17,7 @@ use serde_json::value::RawValue;
 use super::HistoryMessage;
 use serde_json::Value;
 
-use super::broker::{Broker, Inbound, Local, Position, Publication};
+use super::broker::{Broker, Inbound, Local, Position, Publication, Reply};
 use super::hub::{Hub, ShardState};
 use super::outlet::Member;
 use super::room::RoomConfig;
@@ -307,10 +307,41 @@ impl Rooms {
         out
     }
 
-    /// This node's rooms whose names start with `prefix`, sorted by name,
-    /// at most `limit`: name, member sessions here, latest offset, epoch.
-    /// Read from the shards' state, so it answers while a hub restarts.
-    pub fn list(&self, prefix: &str, limit: usize) -> Vec<RoomSummary> {
+    /// The rooms whose names start with `prefix`, sorted by name, at most
+    /// `limit`: name, member sessions, latest offset, epoch. With a shared
+    /// broker that answers, the cluster's rooms with members on some node
+    /// (members counted on every node); otherwise this node's rooms (with
+    /// members or history here), read from the shards' state, so that it
+    /// answers while a hub restarts.
+    pub fn list(
+        &self,
+        prefix: &str,
+        limit: usize,
+    ) -> impl std::future::Future<Output = RoomList> + use<> {
+        let asked = self.broker.rooms(prefix, limit);
+        let here = self.clone();
+        let prefix = prefix.to_owned();
+        async move {
+            let answer = match asked {
+                Reply::Now(Ok(Some(rooms))) => Some(rooms),
+                Reply::Now(Ok(None) | Err(_)) => None, // node-local, or the broker is down
+                Reply::Later(later) => later.await.unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "listing the cluster's rooms failed; listing this node's");
+                    None
+                }),
+            };
+            match answer {
+                Some(rooms) => RoomList {
+                    rooms,
+                    cluster: true,
+                },
+                None => here.list_here(&prefix, limit),
+            }
+        }
+    }
+
+    /// This node's rooms, as [`Rooms::list`] without a shared broker.
+    fn list_here(&self, prefix: &str, limit: usize) -> RoomList {
         let mut out = Vec::new();
         for shard in self.shards.iter() {
             let state = shard.state.lock();
@@ -329,7 +360,10 @@ impl Rooms {
         }
         out.sort_unstable_by(|a, b| a.room.cmp(&b.room));
         out.truncate(limit);
-        out
+        RoomList {
+            rooms: out,
+            cluster: false,
+        }
     }
 
     /// Restores rooms from a checkpoint taken at a graceful shutdown: their
@@ -472,12 +506,22 @@ pub struct Presence {
     pub room: Arc<str>,
 }
 
+/// What [`Rooms::list`] answers.
+#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+pub struct RoomList {
+    /// The rooms, by name.
+    pub rooms: Vec<RoomSummary>,
+    /// Whether they are the cluster's (a shared broker answered), not only
+    /// this node's.
+    pub cluster: bool,
+}
+
 /// One room as [`Rooms::list`] shows it.
 #[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
 pub struct RoomSummary {
     /// The room.
     pub room: String,
-    /// Member sessions on this node.
+    /// Member sessions (on every node, in a cluster's list).
     pub members: usize,
     /// The latest offset.
     pub offset: u64,

@@ -428,14 +428,22 @@ impl Hub {
     /// Drops members whose connection is gone without a `Leave` (it crashed,
     /// or left while this hub was down), history past its limits, and rooms
     /// left with neither.
-    fn prune(&mut self) {
-        let mut state = self.state.lock();
-        let now = Instant::now();
-        for room in state.rooms.values_mut() {
-            room.retain_connected();
-            room.prune(now);
+    fn prune(&mut self, ctx: &mut Context<Self>) {
+        let mut gone = Vec::new();
+        {
+            let mut state = self.state.lock();
+            let now = Instant::now();
+            for (name, room) in state.rooms.iter_mut() {
+                for session in room.retain_connected() {
+                    gone.push((name.clone(), session));
+                }
+                room.prune(now);
+            }
+            state.rooms.retain(|_, r| !r.is_idle());
         }
-        state.rooms.retain(|_, r| !r.is_idle());
+        for (room, session) in gone {
+            self.tell_members(ctx, &room, Membership::Left { session });
+        }
     }
 }
 
@@ -446,8 +454,8 @@ impl Actor for Hub {
     /// broker, reconciles every `RECONCILE_INTERVAL`. Cannot fail.
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(HUB_MAILBOX);
-        self.prune();
-        ctx.run_interval(PRUNE_INTERVAL, |hub, _| hub.prune());
+        self.prune(ctx);
+        ctx.run_interval(PRUNE_INTERVAL, |hub, ctx| hub.prune(ctx));
         if self.broker.shared() {
             ctx.run_interval(RECONCILE_INTERVAL, |hub, ctx| hub.reconcile(ctx));
         }
@@ -528,14 +536,22 @@ impl Handler<PresenceChanged> for Hub {
 impl Handler<Leave> for Hub {
     type Result = ();
 
-    fn handle(&mut self, msg: Leave, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: Leave, ctx: &mut Context<Self>) {
         self.depth.dec();
-        let mut state = self.state.lock();
-        if let Some(r) = state.rooms.get_mut(&msg.room) {
-            r.remove_member(&msg.member);
-            if r.is_idle() {
+        let left = {
+            let mut state = self.state.lock();
+            let left = state
+                .rooms
+                .get_mut(&msg.room)
+                .is_some_and(|r| r.remove_member(&msg.member));
+            if state.rooms.get(&msg.room).is_some_and(|r| r.is_idle()) {
                 state.rooms.remove(&msg.room);
             }
+            left
+        };
+        if left {
+            let session = msg.member.session.clone();
+            self.tell_members(ctx, &msg.room, Membership::Left { session });
         }
         if let Some(LeaveAnswer { id }) = msg.answer {
             msg.member

@@ -47,7 +47,7 @@ pub use broker::{Broker, Local, Position};
 pub use frame::{message_frame, HistoryMessage};
 pub use handle::{
     HistoryPage, Join, JoinAnswer, Leave, LeaveAnswer, Presence, Publish, ReadHistory, Resume,
-    Rooms,
+    RoomList, RoomSummary, Rooms,
 };
 pub use outlet::{Inbox, Member, Outlet, RoomEvent};
 pub use room::{HistoryLimits, RoomConfig, RoomOptions};

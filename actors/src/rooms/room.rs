@@ -161,17 +161,18 @@ impl Room {
         }
     }
 
-    /// Drops members whose connection is gone.
-    pub(super) fn retain_connected(&mut self) {
+    /// Drops members whose connection is gone; answers their sessions.
+    pub(super) fn retain_connected(&mut self) -> Vec<Arc<str>> {
         let gone: Vec<Arc<str>> = self
             .members
             .iter()
             .filter(|(_, m)| !m.inbox.connected())
             .map(|(session, _)| session.clone())
             .collect();
-        for session in gone {
-            self.remove(&session);
+        for session in &gone {
+            self.remove(session);
         }
+        gone
     }
 
     /// Counts `inbox` into (or out of) the room's outlets and actor members,

@@ -13,7 +13,7 @@
 //! |---|---|
 //! | `POST /api/v1/publish` `{"room","data","from"?}` | `{"room","offset","epoch"}` |
 //! | `POST /api/v1/broadcast` `{"rooms":[…],"data","from"?}` | `{"results":[{"room","offset","epoch"} or {"room","error":{"code","message"}}]}` |
-//! | `GET /api/v1/rooms?prefix=` | `{"rooms":[{"room","members","offset","epoch"}]}`: this node's rooms (members: its sessions here), by name, at most 10,000 |
+//! | `GET /api/v1/rooms?prefix=` | `{"rooms":[{"room","members","offset","epoch"}],"cluster":bool}`: by name, at most 10,000; with Redis (`cluster`) the rooms with members on any node (members: sessions on every node), else this node's rooms (with members or history here) |
 //! | `GET /api/v1/rooms/{room}/presence` | `{"room","members":[{"user","sessions"}]}` |
 //! | `GET /api/v1/rooms/{room}/history?since=&limit=` | `{"room","epoch","messages","complete"}` |
 //! | `POST /api/v1/users/{user}/disconnect` `{"code"?,"reason"?,"forget"?}` | `{"disconnected":N,"cluster":bool}`: N of this node's connections of the user closed; with Redis (`cluster`) the other nodes close theirs |
@@ -199,8 +199,7 @@ struct RoomsQuery {
 
 /// `GET /api/v1/rooms`.
 async fn rooms(api: web::Data<ServerApi>, query: web::Query<RoomsQuery>) -> HttpResponse {
-    let rooms = api.rooms.list(&query.prefix, MAX_LISTED_ROOMS);
-    HttpResponse::Ok().json(json!({ "rooms": rooms }))
+    HttpResponse::Ok().json(api.rooms.list(&query.prefix, MAX_LISTED_ROOMS).await)
 }
 
 /// `GET /api/v1/rooms/{room}/presence`.

@@ -43,7 +43,7 @@ use serde_json::value::RawValue;
 
 pub use local::Local;
 
-use super::PresenceEntry;
+use super::{PresenceEntry, RoomSummary};
 pub(crate) use sequence::{Arrival, Filled, Sequence};
 
 /// A room's place in its broker's sequence: its epoch and its latest offset.
@@ -129,6 +129,15 @@ pub trait Broker: Send + Sync + 'static {
     /// knows first-hand, and whose latest change may still be on its way).
     fn presence_elsewhere(&self, room: &str) -> Reply<Option<Vec<PresenceEntry>>> {
         let _ = room;
+        Reply::Now(Ok(None))
+    }
+
+    /// The rooms with members on any node that shares the broker whose
+    /// names start with `prefix`, by name, at most `limit`, with their
+    /// member sessions on every node; `None` when the rooms are this
+    /// node's alone (the shards' state answers).
+    fn rooms(&self, prefix: &str, limit: usize) -> Reply<Option<Vec<RoomSummary>>> {
+        let _ = (prefix, limit);
         Reply::Now(Ok(None))
     }
 

@@ -47,7 +47,7 @@ use super::{
     Publication, Reply,
 };
 use crate::redis::{Redis, RedisError, Subscriber};
-use crate::rooms::{message_frame, PresenceEntry, RoomOptions};
+use crate::rooms::{message_frame, PresenceEntry, RoomOptions, RoomSummary};
 
 /// Publishes one message: assigns the offset, appends to the stream, trims
 /// it, announces it (`node \n room \n epoch \n offset \n user \n data`).
@@ -125,6 +125,45 @@ end
 return 1
 "#;
 
+/// Marks rooms as having members on some node: `KEYS[1]` the index of
+/// rooms (a sorted set scored by when a node last said so, in Redis's
+/// clock, ms), `ARGV` the rooms. Nodes say it on a join and at every
+/// presence refresh; [`ROOMS_LUA`] forgets what no node said for a
+/// presence expiry.
+const INDEX_LUA: &str = r#"
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+for i = 1, #ARGV do redis.call('ZADD', KEYS[1], now, ARGV[i]) end
+return 1
+"#;
+
+/// The indexed rooms (`KEYS[1]`, see [`INDEX_LUA`]) whose names start with
+/// `ARGV[1]`, after forgetting those no node marked for `ARGV[2]` ms.
+const ROOMS_LUA: &str = r#"
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+local out = {}
+for _, r in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  if string.sub(r, 1, #ARGV[1]) == ARGV[1] then table.insert(out, r) end
+end
+return out
+"#;
+
+/// One room's member sessions on every node, latest offset and epoch:
+/// `KEYS[1]` its set of nodes (hashes `KEYS[1]:<node>`), `KEYS[2]` its
+/// counter, `KEYS[3]` its epoch (one hash slot). `{sessions, offset, epoch}`.
+const SUMMARY_LUA: &str = r#"
+local sessions = 0
+for _, n in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  sessions = sessions + redis.call('HLEN', KEYS[1] .. ':' .. n)
+end
+return {sessions, tonumber(redis.call('GET', KEYS[2]) or '0'), redis.call('GET', KEYS[3]) or ''}
+"#;
+
+/// How many rooms' summaries a listing reads at once.
+const SUMMARIES_IN_FLIGHT: usize = 64;
+
 /// How a presence signal on the channel starts (a node id, which starts a
 /// publication, is hex).
 const PRESENCE_SIGNAL: &[u8] = b"presence\n";
@@ -168,6 +207,11 @@ struct Inner {
     range: redis::Script,
     members: redis::Script,
     presence: redis::Script,
+    index: redis::Script,
+    rooms: redis::Script,
+    summary: redis::Script,
+    /// The sorted set of rooms with members on some node.
+    index_key: String,
     /// The connection every publish goes over, once obtained. Publishes
     /// take it in the order they were made (the lock is fair), so that one
     /// hub's publishes reach Redis in the order the hub made them.
@@ -182,6 +226,7 @@ impl RedisBroker {
     /// refresh.
     pub fn new(redis: Redis, options: Arc<dyn RoomOptions>, presence_ttl: Duration) -> Self {
         let channel = format!("{}:messages", redis.prefix());
+        let index_key = format!("{}:rooms", redis.prefix());
         Self {
             inner: Arc::new(Inner {
                 node: redis.node().to_owned(),
@@ -194,6 +239,10 @@ impl RedisBroker {
                 range: redis::Script::new(RANGE_LUA),
                 members: redis::Script::new(MEMBERS_LUA),
                 presence: redis::Script::new(PRESENCE_LUA),
+                index: redis::Script::new(INDEX_LUA),
+                rooms: redis::Script::new(ROOMS_LUA),
+                summary: redis::Script::new(SUMMARY_LUA),
+                index_key,
                 conn: tokio::sync::Mutex::new(None),
                 inbound: OnceLock::new(),
             }),
@@ -349,6 +398,17 @@ impl Broker for RedisBroker {
         self.write_members(room, change)
     }
 
+    fn rooms(&self, prefix: &str, limit: usize) -> Reply<Option<Vec<RoomSummary>>> {
+        if !self.is_up() {
+            return Reply::Now(Err(down()));
+        }
+        let broker = self.clone();
+        let prefix = prefix.to_owned();
+        Reply::Later(Box::pin(async move {
+            broker.list_rooms(&prefix, limit).await.map(Some)
+        }))
+    }
+
     fn presence_refresh(&self) -> Option<Duration> {
         Some(self.inner.presence_ttl / 3)
     }
@@ -412,6 +472,11 @@ impl RedisBroker {
                 .arg(inner.presence_ttl.as_millis() as u64)
                 .arg(&inner.channel)
                 .arg(&room);
+            let present = match &change {
+                Membership::Joined { .. } => true,
+                Membership::All(members) => !members.is_empty(),
+                Membership::Left { .. } => false,
+            };
             match &change {
                 Membership::Joined { session, user } => {
                     inv.arg("+").arg(&**session).arg(&**user);
@@ -431,8 +496,64 @@ impl RedisBroker {
                 .run::<i64>(Some(&mut conn), inv)
                 .await
                 .map_err(failed)?;
+            if present {
+                let mut inv = inner.index.prepare_invoke();
+                inv.key(&inner.index_key).arg(&room);
+                inner
+                    .redis
+                    .run::<i64>(Some(&mut conn), inv)
+                    .await
+                    .map_err(failed)?;
+            }
             Ok(())
         }))
+    }
+
+    /// The rooms with members on some node (see [`Broker::rooms`]): the
+    /// index names them, each room's own keys count its members (a room
+    /// whose members all left is not listed).
+    async fn list_rooms(
+        &self,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<RoomSummary>, BrokerError> {
+        use futures::stream::{self, StreamExt, TryStreamExt};
+
+        let inner = &self.inner;
+        let mut inv = inner.rooms.prepare_invoke();
+        inv.key(&inner.index_key)
+            .arg(prefix)
+            .arg(inner.presence_ttl.as_millis() as u64);
+        let mut names: Vec<String> = inner.redis.run(None, inv).await.map_err(failed)?;
+        names.sort_unstable();
+        let conn = inner.connection().await.map_err(failed)?;
+        let summaries: Vec<RoomSummary> = stream::iter(names)
+            .map(|room| {
+                let mut conn = conn.clone();
+                async move {
+                    let [nodes, _] = self.presence_keys(&room);
+                    let [seq, epoch, _] = self.keys(&room);
+                    let mut inv = inner.summary.prepare_invoke();
+                    inv.key(&nodes).key(&seq).key(&epoch);
+                    let (members, offset, epoch): (usize, u64, String) = inner
+                        .redis
+                        .run(Some(&mut conn), inv)
+                        .await
+                        .map_err(failed)?;
+                    Ok::<_, BrokerError>(RoomSummary {
+                        room,
+                        members,
+                        offset,
+                        epoch,
+                    })
+                }
+            })
+            .buffered(SUMMARIES_IN_FLIGHT)
+            .try_filter(|r| std::future::ready(r.members > 0))
+            .take(limit)
+            .try_collect()
+            .await?;
+        Ok(summaries)
     }
 }
 
