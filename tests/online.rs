@@ -16,9 +16,9 @@ use holdfast::server::{Builder, Server, Settings};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use common::services::{redis, redis_prefix, REDIS_ADDR};
-use common::settings;
+use common::services::{redis, redis_prefix, OwnRedis, REDIS_ADDR};
 use common::ws::{connect_as, Client};
+use common::{get, settings, wait_until};
 
 const SECRET: &str = "online-test-secret-0123456789abcdef";
 const ADMIN: &str = "online-test-admin-token-0123456789";
@@ -211,4 +211,36 @@ async fn online_and_offline_are_once_per_cluster() {
         ],
         "each change on one node's bus, once"
     );
+}
+
+/// A session that begins while Redis is down is online once Redis is back
+/// (the change waits for it, it is not lost), and offline after it closes.
+#[actix_rt::test]
+async fn a_change_made_while_redis_is_down_is_told_when_it_is_back() {
+    let Some(mut own) =
+        OwnRedis::start("a_change_made_while_redis_is_down_is_told_when_it_is_back").await
+    else {
+        return;
+    };
+    let mut s = online_settings();
+    s.redis.url = serde_json::from_value(json!(own.url())).unwrap();
+    s.redis.prefix = redis_prefix();
+    let (tx, mut log) = mpsc::unbounded_channel();
+    let server = start(s, &tx).await;
+    own.down();
+    wait_until(
+        "the node sees redis down",
+        Duration::from_secs(10),
+        || async { get(&server, "/health/redis").await.0 == 503 },
+    )
+    .await;
+    let ann = user(&server, "ann").await;
+    wait_until("ann's attach failed", Duration::from_secs(10), || async {
+        get(&server, "/health/online").await.2["details"]["behind"] == true
+    })
+    .await;
+    own.up().await.expect("redis restarts");
+    assert_eq!(next(&mut log).await, "online ann");
+    drop(ann);
+    assert_eq!(next(&mut log).await, "offline ann");
 }

@@ -102,7 +102,7 @@ impl Tracker for LocalTracker {
     fn refresh(
         &self,
         _attached: Vec<(Arc<str>, Arc<str>)>,
-    ) -> Option<BoxFuture<'static, Result<(), String>>> {
+    ) -> Option<BoxFuture<'static, Result<Vec<UserChange>, String>>> {
         None
     }
 

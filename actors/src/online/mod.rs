@@ -26,6 +26,7 @@ mod local;
 mod redis;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -66,12 +67,14 @@ pub trait Tracker: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<Vec<UserChange>, String>>;
     /// Ends the sessions whose grace ran out.
     fn sweep(&self) -> BoxFuture<'static, Result<Vec<UserChange>, String>>;
-    /// Renews this node's attached sessions (a shared tracker expires those
-    /// of a node that stopped renewing); `None` when they never expire.
+    /// Renews this node's attached sessions, `(user, session)` (a shared
+    /// tracker expires those of a node that stopped renewing), putting back
+    /// any it does not hold (an attach that failed): answers the users who
+    /// are online by it. `None` when sessions never expire.
     fn refresh(
         &self,
         attached: Vec<(Arc<str>, Arc<str>)>,
-    ) -> Option<BoxFuture<'static, Result<(), String>>>;
+    ) -> Option<BoxFuture<'static, Result<Vec<UserChange>, String>>>;
     /// How often [`Tracker::refresh`] is due; `None` when it is not needed.
     fn refresh_every(&self) -> Option<Duration>;
     /// What `/health/online` shows of it.
@@ -90,6 +93,10 @@ struct Inner {
     attached: Mutex<HashMap<Arc<str>, Arc<str>>>,
     /// Changes go to the tracker in the order they were made.
     order: tokio::sync::Mutex<()>,
+    /// A change did not reach the tracker (Redis was down): the actor
+    /// refreshes at its next tick, which makes up attaches; a detach that
+    /// was lost ends by its lease, a lease and a grace later.
+    behind: AtomicBool,
 }
 
 /// The handle to the online users; cheap to clone.
@@ -122,6 +129,7 @@ impl Online {
                 listeners: RwLock::new(Vec::new()),
                 attached: Mutex::new(HashMap::new()),
                 order: tokio::sync::Mutex::new(()),
+                behind: AtomicBool::new(false),
             }),
         }
     }
@@ -162,7 +170,10 @@ impl Online {
             let _turn = inner.order.lock().await;
             match step.await {
                 Ok(changes) => inner.announce(changes),
-                Err(e) => tracing::warn!(error = %e, "online users not updated"),
+                Err(e) => {
+                    inner.behind.store(true, Ordering::SeqCst);
+                    tracing::warn!(error = %e, "online users not updated; made up when the tracker answers");
+                }
             }
         };
         actix_rt::spawn(order);
@@ -222,35 +233,51 @@ impl OnlineActor {
         );
     }
 
+    /// Renews this node's attached sessions, as they are when the step's
+    /// turn comes (so that a detach made before it is not undone), and
+    /// announces the users it found online.
     fn refresh(&mut self, ctx: &mut Context<Self>) {
-        let attached: Vec<(Arc<str>, Arc<str>)> = self
-            .inner
-            .attached
-            .lock()
-            .iter()
-            .map(|(session, user)| (user.clone(), session.clone()))
-            .collect();
-        if let Some(step) = self.inner.tracker.refresh(attached) {
-            ctx.spawn(
-                async move {
-                    if let Err(e) = step.await {
-                        tracing::debug!(error = %e, "refresh of online sessions failed; next time");
+        let inner = self.inner.clone();
+        ctx.spawn(
+            async move {
+                let _turn = inner.order.lock().await;
+                inner.behind.store(false, Ordering::SeqCst);
+                let attached: Vec<(Arc<str>, Arc<str>)> = inner
+                    .attached
+                    .lock()
+                    .iter()
+                    .map(|(session, user)| (user.clone(), session.clone()))
+                    .collect();
+                let Some(step) = inner.tracker.refresh(attached) else {
+                    return;
+                };
+                match step.await {
+                    Ok(changes) => inner.announce(changes),
+                    Err(e) => {
+                        inner.behind.store(true, Ordering::SeqCst);
+                        tracing::debug!(error = %e, "refresh of online sessions failed; next tick");
                     }
                 }
-                .into_actor(self),
-            );
-        }
+            }
+            .into_actor(self),
+        );
     }
 }
 
 impl Actor for OnlineActor {
     type Context = Context<Self>;
 
-    /// Sweeps every quarter of the grace (within 50 ms to 1 s), and
-    /// refreshes when the tracker asks for it. Cannot fail.
+    /// Sweeps every quarter of the grace (within 50 ms to 1 s), refreshing
+    /// too when a change did not reach the tracker; refreshes when the
+    /// tracker asks for it. Cannot fail.
     fn started(&mut self, ctx: &mut Context<Self>) {
         let every = (self.inner.grace / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
-        ctx.run_interval(every, |act, ctx| act.sweep(ctx));
+        ctx.run_interval(every, |act, ctx| {
+            if act.inner.behind.load(Ordering::SeqCst) {
+                act.refresh(ctx);
+            }
+            act.sweep(ctx);
+        });
         if let Some(every) = self.inner.tracker.refresh_every() {
             self.refresh(ctx);
             ctx.run_interval(every, |act, ctx| act.refresh(ctx));
@@ -265,6 +292,7 @@ impl Child for OnlineActor {
             .tracker
             .describe()
             .with("attached_here", attached)
+            .with("behind", self.inner.behind.load(Ordering::SeqCst))
             .with("grace_ms", self.inner.grace.as_millis() as u64)
             .into()
     }

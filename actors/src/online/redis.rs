@@ -22,19 +22,28 @@ const LEASE: Duration = Duration::from_secs(30);
 /// Most users one sweep ends.
 const SWEEP_BATCH: usize = 500;
 
-/// `KEYS[1]` the user's sessions, `KEYS[2]` the users; `ARGV`: session,
-/// attached-until, now, user. Answers 0 (no change), 1 (online), or 2
-/// (offline, as the sweep had not yet seen, then online).
+/// Attaches sessions: `KEYS[1]` the users; `ARGV`: attached-until, now,
+/// the users' key prefix, then user and session pairs. Answers a code per
+/// pair: 0 (no change: the user had a live session), 1 (online), or 2
+/// (offline, as the sweep had not yet seen, then online). The refresh is
+/// the same step over every session attached here: it renews their lease,
+/// and puts back (announcing the user online) one whose attach never
+/// reached Redis, or that Redis lost.
 const ATTACH_LUA: &str = r#"
-local live = redis.call('ZCOUNT', KEYS[1], '(' .. ARGV[3], '+inf')
-local all = redis.call('ZCARD', KEYS[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-redis.call('ZADD', KEYS[2], first[2], ARGV[4])
-if live > 0 then return 0 end
-if all > 0 then return 2 end
-return 1
+local out = {}
+for i = 4, #ARGV, 2 do
+  local key = ARGV[3] .. ARGV[i]
+  local live = redis.call('ZCOUNT', key, '(' .. ARGV[2], '+inf')
+  local all = redis.call('ZCARD', key)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', ARGV[2])
+  redis.call('ZADD', key, ARGV[1], ARGV[i + 1])
+  local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  redis.call('ZADD', KEYS[1], first[2], ARGV[i])
+  if live > 0 then table.insert(out, 0)
+  elseif all > 0 then table.insert(out, 2)
+  else table.insert(out, 1) end
+end
+return out
 "#;
 
 /// `KEYS` as for attach; `ARGV`: session, ends-at (0: now), user. Answers
@@ -73,25 +82,10 @@ end
 return out
 "#;
 
-/// `KEYS[1]` the users; `ARGV`: attached-until, the users' key prefix,
-/// then user and session pairs: renews those sessions still there.
-const REFRESH_LUA: &str = r#"
-for i = 3, #ARGV, 2 do
-  local key = ARGV[2] .. ARGV[i]
-  if redis.call('ZSCORE', key, ARGV[i + 1]) then
-    redis.call('ZADD', key, ARGV[1], ARGV[i + 1])
-    local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-    redis.call('ZADD', KEYS[1], first[2], ARGV[i])
-  end
-end
-return 1
-"#;
-
 struct Scripts {
     attach: redis::Script,
     detach: redis::Script,
     sweep: redis::Script,
-    refresh: redis::Script,
 }
 
 /// See the module docs.
@@ -117,7 +111,6 @@ impl RedisTracker {
                 attach: redis::Script::new(ATTACH_LUA),
                 detach: redis::Script::new(DETACH_LUA),
                 sweep: redis::Script::new(SWEEP_LUA),
-                refresh: redis::Script::new(REFRESH_LUA),
             }),
         }
     }
@@ -128,31 +121,43 @@ impl RedisTracker {
     }
 }
 
+impl RedisTracker {
+    /// Attaches `sessions` (user, session) in one step; see [`ATTACH_LUA`].
+    fn attach_all(
+        &self,
+        sessions: Vec<(Arc<str>, Arc<str>)>,
+    ) -> BoxFuture<'static, Result<Vec<UserChange>, String>> {
+        let (redis, scripts) = (self.redis.clone(), self.scripts.clone());
+        let (users, prefix) = (self.users.clone(), self.user_prefix.clone());
+        let until = self.attached_until();
+        Box::pin(async move {
+            let mut inv = scripts.attach.prepare_invoke();
+            inv.key(&users).arg(until).arg(now_unix_ms()).arg(&prefix);
+            for (user, session) in &sessions {
+                inv.arg(&**user).arg(&**session);
+            }
+            let codes: Vec<i64> = redis.run(None, inv).await.map_err(|e| e.to_string())?;
+            let mut changes = Vec::new();
+            for ((user, _), code) in sessions.into_iter().zip(codes) {
+                match code {
+                    1 => changes.push(UserChange::Online(user)),
+                    2 => changes
+                        .extend([UserChange::Offline(user.clone()), UserChange::Online(user)]),
+                    _ => {}
+                }
+            }
+            Ok(changes)
+        })
+    }
+}
+
 impl Tracker for RedisTracker {
     fn attach(
         &self,
         user: &str,
         session: &str,
     ) -> BoxFuture<'static, Result<Vec<UserChange>, String>> {
-        let (redis, scripts) = (self.redis.clone(), self.scripts.clone());
-        let keys = [format!("{}{user}", self.user_prefix), self.users.clone()];
-        let (user, session): (Arc<str>, String) = (user.into(), session.to_owned());
-        let until = self.attached_until();
-        Box::pin(async move {
-            let mut inv = scripts.attach.prepare_invoke();
-            inv.key(&keys[0])
-                .key(&keys[1])
-                .arg(&session)
-                .arg(until)
-                .arg(now_unix_ms())
-                .arg(&*user);
-            let answer: i64 = redis.run(None, inv).await.map_err(|e| e.to_string())?;
-            Ok(match answer {
-                1 => vec![UserChange::Online(user)],
-                2 => vec![UserChange::Offline(user.clone()), UserChange::Online(user)],
-                _ => Vec::new(),
-            })
-        })
+        self.attach_all(vec![(user.into(), session.into())])
     }
 
     fn detach(
@@ -203,25 +208,8 @@ impl Tracker for RedisTracker {
     fn refresh(
         &self,
         attached: Vec<(Arc<str>, Arc<str>)>,
-    ) -> Option<BoxFuture<'static, Result<(), String>>> {
-        if attached.is_empty() {
-            return None;
-        }
-        let (redis, scripts) = (self.redis.clone(), self.scripts.clone());
-        let (users, prefix) = (self.users.clone(), self.user_prefix.clone());
-        let until = self.attached_until();
-        Some(Box::pin(async move {
-            let mut inv = scripts.refresh.prepare_invoke();
-            inv.key(&users).arg(until).arg(&prefix);
-            for (user, session) in &attached {
-                inv.arg(&**user).arg(&**session);
-            }
-            redis
-                .run::<i64>(None, inv)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        }))
+    ) -> Option<BoxFuture<'static, Result<Vec<UserChange>, String>>> {
+        (!attached.is_empty()).then(|| self.attach_all(attached))
     }
 
     fn refresh_every(&self) -> Option<Duration> {
