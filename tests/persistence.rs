@@ -374,3 +374,45 @@ async fn a_session_created_on_another_node_is_adopted_from_the_database() {
     stop(b).await;
     drop_database(&name).await;
 }
+
+/// While start-up still loads sessions and room offsets (here: a database
+/// that does not answer, retried), `/ws` refuses with 503 rather than
+/// hand out a session that a `resume` would not find and a room epoch the
+/// checkpoint then replaces; once ready, it upgrades.
+#[actix_rt::test]
+async fn websocket_upgrades_wait_for_the_end_of_start_up() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port(); // dropped: nothing listens there
+    let mut s = with_db(&format!("postgres://holdfast@127.0.0.1:{closed}/none"));
+    s.server.port = port;
+    s.database.connect_retries = 3;
+    s.database.retry_base_ms = 250;
+    holdfast::actors::tls::install_default_provider();
+    let starting = actix_rt::spawn(start(s));
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let url = format!("http://{addr}/health/ready");
+    wait_until(
+        "HTTP answers during start-up",
+        Duration::from_secs(10),
+        || async { reqwest::get(&url).await.is_ok() },
+    )
+    .await;
+    assert!(!starting.is_finished(), "start-up is still going on");
+    assert_eq!(
+        common::ws::try_connect(addr, "", &[]).await.err(),
+        Some(503),
+        "refused while starting"
+    );
+    let server = starting.await.unwrap();
+    let c = connect(server.addr()).await;
+    assert!(!c.session().is_empty());
+    stop(server).await;
+}

@@ -130,18 +130,27 @@ fn key_of_16_bytes(key: &str) -> bool {
             .is_some_and(|i| i % 16 == 0)
 }
 
-/// `GET /ws`: checks run before the upgrade (drain, origin, token,
-/// connection limit), then the session actor starts.
+/// `GET /ws`: checks run before the upgrade (start-up done, drain, origin,
+/// token, connection limit), then the session actor starts.
 ///
 /// # Errors
-/// 503 draining or full, 403 origin, 401 token, 400 not a WebSocket handshake;
-/// all with JSON bodies.
+/// 503 starting, draining or full, 403 origin, 401 token, 400 not a
+/// WebSocket handshake; all with JSON bodies.
 pub async fn upgrade(
     req: HttpRequest,
     payload: web::Payload,
     shared: web::Data<WsShared>,
+    state: web::Data<crate::http::AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let reject = |reason: &str| shared.metrics.rejected.with_label_values(&[reason]).inc();
+    if !state.is_ready() {
+        // Sessions and room offsets are still loading: a session handed
+        // out now would miss its `resume`, a room its restored epoch.
+        reject("starting");
+        return Err(ApiError::Unavailable(
+            "the server is starting; retry shortly".into(),
+        ));
+    }
     if shared.shutdown.is_draining() {
         reject("draining");
         return Err(ApiError::Unavailable(
