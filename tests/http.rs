@@ -456,3 +456,40 @@ async fn a_stalled_event_loop_fails_liveness_until_it_runs_again() {
     })
     .await;
 }
+
+/// The JavaScript client is served from the binary, as `clients/js/` holds
+/// it, with an ETag that a browser revalidates against (304), and the
+/// modules it imports next to it.
+#[actix_rt::test]
+async fn the_javascript_client_is_served_from_the_binary() {
+    let server = start_server().await;
+    let url = |path: &str| format!("http://{}{path}", server.addr());
+    let res = reqwest::get(url("/client/holdfast.js")).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+    let tag = res.headers()["etag"].to_str().unwrap().to_owned();
+    let body = res.text().await.unwrap();
+    assert_eq!(body, include_str!("../clients/js/holdfast.js"));
+    for import in ["./lib/client.js", "./lib/room.js", "./lib/errors.js"] {
+        assert!(body.contains(import), "holdfast.js imports {import}");
+        let path = format!("/client/{}", import.trim_start_matches("./"));
+        assert_eq!(
+            reqwest::get(url(&path)).await.unwrap().status(),
+            200,
+            "{path}"
+        );
+    }
+    let again = reqwest::Client::new()
+        .get(url("/client/holdfast.js"))
+        .header("if-none-match", &tag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 304);
+    let (status, _, body) = get(&server, "/client/nothing.js").await;
+    assert_eq!(status, 404);
+    assert_eq!(body["code"], "not_found", "{body}");
+}

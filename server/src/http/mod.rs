@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod assets;
 pub mod bearer;
 pub mod error;
 pub mod health;
@@ -78,7 +79,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(get("/health/ready", web::get().to(health::ready)))
         .service(get("/readyz", web::get().to(health::ready)))
         .service(get("/health/{name}", web::get().to(health::check)))
-        .service(get("/metrics", web::get().to(metrics::metrics)));
+        .service(get("/metrics", web::get().to(metrics::metrics)))
+        .configure(assets::routes);
 }
 
 /// Answers any path no route matched.
