@@ -553,3 +553,29 @@ async fn room_hubs_restart_with_the_configured_backoff() {
         "the second restart waits backoff_min_ms (1500), not the default 100: {waiting} ms"
     );
 }
+
+/// The console's page is public and static, with or without a token
+/// configured: it asks the operator for the token and sends it with each
+/// call; the API beside it still answers 401 without one. `/admin/actors`
+/// tells the page whether the crash route exists.
+#[actix_rt::test]
+async fn the_console_page_is_public_and_the_api_still_asks_for_the_token() {
+    for settings in [settings(), admin_settings(true)] {
+        let server = start(settings).await;
+        for path in ["/admin/", "/admin"] {
+            let (status, headers, body) = call(&server, reqwest::Method::GET, path, None).await;
+            assert_eq!(status, 200, "{path}");
+            assert_eq!(headers["content-type"], "text/html; charset=utf-8");
+            assert!(
+                body.as_str().unwrap().contains("/console/console.js"),
+                "{body}"
+            );
+        }
+        let (status, _, _) = call(&server, reqwest::Method::GET, "/console/console.js", None).await;
+        assert_eq!(status, 200);
+    }
+    let server = start(admin_settings(true)).await;
+    let (status, _, _) = call(&server, reqwest::Method::GET, "/admin/actors", None).await;
+    assert_eq!(status, 401);
+    assert_eq!(admin_get(&server, "/admin/actors").await["chaos"], true);
+}

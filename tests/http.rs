@@ -493,3 +493,28 @@ async fn the_javascript_client_is_served_from_the_binary() {
     assert_eq!(status, 404);
     assert_eq!(body["code"], "not_found", "{body}");
 }
+
+/// The demo is on by default: `/` is its page and `/health` shows its
+/// moderator; `demo.enabled = false` leaves `/` to the application (the
+/// JSON 404 here) and adds no actor.
+#[actix_rt::test]
+async fn the_demo_is_served_at_the_root_unless_turned_off() {
+    let server = start_server().await;
+    let res = reqwest::get(format!("http://{}/", server.addr()))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "text/html; charset=utf-8");
+    let page = res.text().await.unwrap();
+    assert!(page.contains(r#"src="/demo/demo.js""#), "{page}");
+    let (status, _, _) = get(&server, "/demo/demo.js").await;
+    assert_eq!(status, 200);
+    assert_eq!(get(&server, "/health/demo-moderator").await.0, 200);
+
+    let mut off = settings();
+    off.demo.enabled = false;
+    let server = Builder::new(off).start().await.expect("starts");
+    let (status, _, body) = get(&server, "/").await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("not_found")));
+    assert_eq!(get(&server, "/health/demo-moderator").await.0, 404);
+}

@@ -34,8 +34,12 @@ async fn start(s: Settings) -> Server {
 async fn stored_sessions(url: &str) -> Vec<(String, Option<i64>)> {
     if let Some(path) = url.strip_prefix("sqlite://") {
         let mut conn = diesel::sqlite::SqliteConnection::establish(path).unwrap();
+        // The server's connections may still hold a lock for a moment (a
+        // load under SQLITE_BUSY read as "no rows" once, under a full run).
+        diesel::RunQueryDsl::execute(diesel::sql_query("PRAGMA busy_timeout = 5000"), &mut conn)
+            .unwrap();
         let query = sessions::table.select((sessions::id, sessions::expires_at));
-        return diesel::RunQueryDsl::load(query, &mut conn).unwrap_or_default();
+        return diesel::RunQueryDsl::load(query, &mut conn).expect("the sessions table reads");
     }
     let Ok(mut conn) = AsyncPgConnection::establish(url).await else {
         return Vec::new();

@@ -183,10 +183,13 @@ impl Builder {
     /// See [`StartError`].
     pub async fn start(self) -> Result<Server, StartError> {
         let Builder {
-            settings,
-            parts,
+            mut settings,
+            mut parts,
             scheduler,
         } = self;
+        // Last, so that the application's own `/` wins.
+        crate::demo::namespaces(&mut settings);
+        parts.push(Box::new(crate::demo::mount));
         // Before the bind: a bad CA bundle, or a namespace from the builder
         // the config file would have refused, is a config error, no port taken.
         settings.tls.client()?;

@@ -33,7 +33,7 @@ pub use holdfast_actors::services::printers::{PrinterSettings, PrintersSettings}
 pub use holdfast_actors::services::trending::{FeedSettings, TrendingSettings};
 pub use kernel::{EventSettings, SupervisionSettings};
 pub use operations::{
-    AdminSettings, ApiSettings, MonitorSettings, SmtpSecurity, ADMIN_TOKEN_MIN_BYTES,
+    AdminSettings, ApiSettings, DemoSettings, MonitorSettings, SmtpSecurity, ADMIN_TOKEN_MIN_BYTES,
 };
 pub use server::{HealthSettings, LogFormat, LogSettings, ServerSettings, ShutdownSettings};
 pub use services::TlsSettings;
@@ -125,6 +125,8 @@ pub struct Settings {
     pub admin: AdminSettings,
     /// The server API for backends.
     pub api: ApiSettings,
+    /// The first-run demo at `/`.
+    pub demo: DemoSettings,
     /// `[app]`: the application's own settings, read by its actors with
     /// their own type ([`Settings::app`]); Holdfast checks nothing in it.
     #[serde(default)]

@@ -21,6 +21,15 @@ pub struct AdminSettings {
 /// is no protection.
 pub const ADMIN_TOKEN_MIN_BYTES: usize = 16;
 
+/// `[demo]`: the first-run demo, a chat at `/`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoSettings {
+    /// Whether `/` serves the demo chat (with its `demo:` rooms and their
+    /// moderator); false leaves `/` to the application.
+    pub enabled: bool,
+}
+
 /// `[api]`: the server API for backends (`/api/v1/...`).
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]

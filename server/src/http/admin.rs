@@ -12,7 +12,7 @@
 //!
 //! | route | answers |
 //! |---|---|
-//! | `GET /admin/actors` | every actor: name, supervisor, status, critical, restarts, uptime_s, last_failure |
+//! | `GET /admin/actors` | `{status, chaos, actors}`: every actor: name, supervisor, status, critical, restarts, uptime_s, last_failure |
 //! | `POST /admin/actors/{name}/restart` | graceful stop and restart through its supervisor; 404 for an unknown name, 409 for a supervisor-less or stopping actor |
 //! | `GET /admin/tasks` | the scheduler's tasks with their last run |
 //! | `GET /admin/events?n=100` | the `n` most recent events, oldest first |
@@ -78,9 +78,12 @@ impl super::bearer::Guard for Admin {
     }
 }
 
-/// Registers the `/admin` scope when the API is on; otherwise nothing, so
-/// that `/admin/...` is a plain 404.
+/// Registers the console's page (public, static: it asks for the token)
+/// and, when the API is on, the `/admin` scope; without a token every other
+/// `/admin/...` path is a plain 404.
 pub fn routes(cfg: &mut web::ServiceConfig, admin: &Admin) {
+    // Before the scope, which would otherwise ask the page for a token.
+    cfg.configure(super::assets::console_routes);
     if !admin.enabled() {
         return;
     }
@@ -97,7 +100,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, admin: &Admin) {
 }
 
 /// `GET /admin/actors`: the live tree, in tree order.
-async fn actors(state: web::Data<AppState>) -> HttpResponse {
+async fn actors(state: web::Data<AppState>, admin: web::Data<Admin>) -> HttpResponse {
     let tree = state.tree.health().await;
     let actors: Vec<_> = tree
         .checks
@@ -114,7 +117,8 @@ async fn actors(state: web::Data<AppState>) -> HttpResponse {
             })
         })
         .collect();
-    HttpResponse::Ok().json(json!({ "status": tree.status, "actors": actors }))
+    HttpResponse::Ok()
+        .json(json!({ "status": tree.status, "chaos": admin.chaos, "actors": actors }))
 }
 
 /// `POST /admin/actors/{name}/restart`: answers once the new incarnation runs.

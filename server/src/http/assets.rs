@@ -1,6 +1,7 @@
 //! Files embedded in the binary and served as they are: the JavaScript
 //! client library under `/client/` (`/client/holdfast.js` imports the rest
-//! relative to itself). No build step stands between `clients/js/` and
+//! relative to itself), the operator console at `/admin/` (its files under
+//! `/console/`), and the demo's page (`crate::demo`). No build step stands between `clients/js/` and
 //! what is served, so a machine without Node serves the same library that
 //! its tests ran.
 //!
@@ -14,14 +15,19 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use super::error::ApiError;
 
 /// One embedded file.
-struct Asset {
+pub struct Asset {
     /// Its path under the mount point.
-    path: &'static str,
-    content_type: &'static str,
-    body: &'static str,
+    pub path: &'static str,
+    /// Its `Content-Type`.
+    pub content_type: &'static str,
+    /// Its content.
+    pub body: &'static str,
 }
 
-const JS: &str = "text/javascript; charset=utf-8";
+/// JavaScript modules.
+pub const JS: &str = "text/javascript; charset=utf-8";
+/// HTML pages.
+pub const HTML: &str = "text/html; charset=utf-8";
 
 /// The client library, as `clients/js/` holds it.
 const CLIENT: &[Asset] = &[
@@ -57,9 +63,37 @@ const CLIENT: &[Asset] = &[
     },
 ];
 
+/// The operator console, as `clients/console/` holds it. Its page is
+/// public and static; every call it makes carries the admin token the
+/// operator types in.
+const CONSOLE: &[Asset] = &[
+    Asset {
+        path: "index.html",
+        content_type: HTML,
+        body: include_str!("../../../clients/console/index.html"),
+    },
+    Asset {
+        path: "console.js",
+        content_type: JS,
+        body: include_str!("../../../clients/console/console.js"),
+    },
+    Asset {
+        path: "console.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_str!("../../../clients/console/console.css"),
+    },
+];
+
 /// Mounts the client library at `/client/`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/client/{path:.*}").route(web::get().to(client)));
+}
+
+/// Mounts the console's page at `/admin/` (and `/admin`) and its files at
+/// `/console/`.
+pub fn console_routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource(["/admin", "/admin/"]).route(web::get().to(console_page)))
+        .service(web::resource("/console/{path}").route(web::get().to(console_file)));
 }
 
 /// `GET /client/{path}`.
@@ -67,7 +101,22 @@ async fn client(req: HttpRequest, path: web::Path<String>) -> Result<HttpRespons
     serve(&req, CLIENT, &path, "/client/")
 }
 
-fn serve(
+/// `GET /admin/`.
+async fn console_page(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    serve(&req, CONSOLE, "index.html", "/console/")
+}
+
+/// `GET /console/{path}`.
+async fn console_file(req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    serve(&req, CONSOLE, &path, "/console/")
+}
+
+/// Answers `path` from `assets` (mounted at `mount`, for the 404's words),
+/// or `304 Not Modified` when the request's `If-None-Match` has its tag.
+///
+/// # Errors
+/// 404 when no asset has that path.
+pub fn serve(
     req: &HttpRequest,
     assets: &[Asset],
     path: &str,
