@@ -101,6 +101,17 @@ describe('the demo in Chromium', { skip }, () => {
     assert.deepEqual(await messages(ann), expected);
     assert.deepEqual(await messages(bob), expected);
     assert.equal(await ann.isHidden('#notice'), true, 'no gap reported');
+    // The README's quick start, as typed into the browser's console.
+    await ann.evaluate(async () => {
+      const { Client } = await import('/client/holdfast.js');
+      const client = new Client(`ws://${location.host}/ws`);
+      await client.connect();
+      const lobby = await client.join('demo:lobby');
+      await lobby.publish({ name: 'console', text: 'hello from the console' });
+    });
+    await shows(bob, 'hello from the console');
+    await shows(ann, 'hello from the console');
+    assert.deepEqual((await messages(bob)).at(-1), [7, 'console', 'hello from the console']);
     console.log(await screenshot(ann, 'demo-after-restart-ann'));
     console.log(await screenshot(bob, 'demo-after-restart-bob'));
     await Promise.all([ann.close(), bob.close()]);
