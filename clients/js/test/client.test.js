@@ -180,6 +180,72 @@ describe('holdfast-client against the release server', { skip }, () => {
     assert.equal(c.state, 'connected');
   });
 
+  it('a server that stops answering: the client hears nothing for two heartbeats, drops it, and resumes once it answers', async () => {
+    const server = await new Server({ HOLDFAST__WS__HEARTBEAT_MS: '1000' }).start();
+    after(() => server.dispose());
+    const c = client(server, { connectTimeoutMs: 1000 });
+    const changes = [];
+    c.on('state', (s) => changes.push(s));
+    await c.connect();
+    const session = c.session;
+    const room = c.room('quiet');
+    const seen = record(room);
+    await room.join();
+    // A message in history keeps the room (and its epoch) while its members are away.
+    const other = client(server);
+    await other.connect();
+    const others = await other.join('quiet');
+    await others.publish('before');
+    await until('the message before', () => seen.messages.length === 1);
+    server.child.kill('SIGSTOP');
+    try {
+      await until('the dead connection is noticed', () => changes.some((s) => s.state === 'disconnected'), 6000);
+      const dropped = changes.find((s) => s.state === 'disconnected');
+      assert.equal(dropped.reason, 'nothing heard for two heartbeats');
+    } finally {
+      server.child.kill('SIGCONT');
+    }
+    await until('connected again', () => c.state === 'connected', 15000);
+    assert.equal(c.session, session, 'the session resumed');
+    await until('the other client back too', () => other.state === 'connected', 15000);
+    await others.publish('awake');
+    await until('the message after', () => seen.messages.length === 2);
+    assert.deepEqual(seen.messages.map((m) => [m.offset, m.data]), [[1, 'before'], [2, 'awake']]);
+    assert.deepEqual(seen.gaps, []);
+  });
+
+  it('history no longer reaching back after a reconnect: the room reports an incomplete gap, then goes on', async () => {
+    const key = 'js-client-test-api-key-0123456789';
+    const server = await new Server({ HOLDFAST__API__KEY: key, HOLDFAST__ROOMS__HISTORY_SIZE: '3' }).start();
+    after(() => server.dispose());
+    const c = client(server, { minReconnectDelayMs: 1500, maxReconnectDelayMs: 1500 });
+    await c.connect();
+    const room = c.room('busy');
+    const seen = record(room);
+    await room.join();
+    const publish = (data) =>
+      fetch(`http://${server.addr}/api/v1/publish`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ room: 'busy', data }),
+      }).then((r) => r.json());
+    await publish('seen');
+    await until('the first message', () => seen.messages.length === 1);
+    const res = await fetch(`http://${server.addr}/api/v1/users/${c.user}/disconnect`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ code: 4000, reason: 'come back' }),
+    });
+    assert.equal(res.status, 200);
+    await until('disconnected', () => c.state === 'disconnected');
+    for (let i = 2; i <= 8; i++) await publish(`missed ${i}`);
+    await until('connected again', () => c.state === 'connected', 10000);
+    await until('the gap is reported', () => seen.gaps.length === 1);
+    assert.deepEqual(seen.gaps[0], { room: 'busy', reason: 'incomplete', epoch: room.epoch, from: 2, to: 5 });
+    await until('what history still held', () => seen.messages.length === 4);
+    assert.deepEqual(seen.messages.map((m) => [m.offset, m.data]), [[1, 'seen'], [6, 'missed 6'], [7, 'missed 7'], [8, 'missed 8']]);
+  });
+
   it('rpc answers and errors, history on join and on request', async () => {
     const server = await new Server().start();
     after(() => server.dispose());
