@@ -97,6 +97,16 @@ async fn live_ready_health_and_metrics_answer() {
     for path in ["/health/live", "/livez", "/health/ready", "/readyz"] {
         assert_eq!(get(&server, path).await.0, 200, "{path}");
     }
+    let metrics = reqwest::get(format!("http://{}/metrics", server.addr()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.lines().any(|l| l == "holdfast_ready 1"),
+        "holdfast_ready once ready"
+    );
     let (status, _, body) = get(&server, "/health").await;
     assert_eq!(status, 200);
     assert_eq!(body["status"], "healthy");
@@ -384,6 +394,17 @@ async fn readiness_is_503_for_the_whole_shutdown() {
     assert_eq!(res.status(), 503);
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["reason"], "draining");
+    // The gauge that alerting reads says the same.
+    let metrics = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.lines().any(|l| l == "holdfast_ready 0"),
+        "holdfast_ready while draining"
+    );
     let report = running.await.unwrap();
     let stages: Vec<Stage> = report.stages.iter().map(|s| s.stage).collect();
     assert_eq!(stages, Stage::ORDER.to_vec());

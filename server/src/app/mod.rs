@@ -256,7 +256,7 @@ impl Builder {
             verifier: (!settings.auth.jwt_secret.is_empty())
                 .then(|| crate::auth::Verifier::new(settings.auth.jwt_secret.expose())),
         });
-        let state = web::Data::new(AppState::new(tree, registry, arbiters));
+        let state = web::Data::new(AppState::new(tree, registry, arbiters)?);
         let watch_state = state.clone();
         let watch = TaskSpec::every(
             "health-watch",
@@ -264,7 +264,7 @@ impl Builder {
             move || {
                 let state = watch_state.clone();
                 async move {
-                    state.tree.health().await;
+                    state.not_ready(&state.tree.health().await);
                     Ok(())
                 }
             },

@@ -103,26 +103,15 @@ pub async fn stalled_loops(state: &AppState) -> Vec<String> {
 /// `GET /health/ready`: 200 once start-up is done and no critical actor is
 /// unhealthy; 503 while starting, draining, or with a critical actor down.
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
-    let not_ready = |reason: String| {
-        HttpResponse::ServiceUnavailable().json(json!({"status": "not_ready", "reason": reason}))
+    let reason = match state.not_ready_now() {
+        Some(reason) => Some(reason),
+        None => state.not_ready(&state.tree.health().await),
     };
-    if state.tree.kernel().shutdown.is_draining() {
-        return not_ready("draining".into());
+    match reason {
+        Some(reason) => HttpResponse::ServiceUnavailable()
+            .json(json!({"status": "not_ready", "reason": reason})),
+        None => HttpResponse::Ok().json(json!({"status": "ready"})),
     }
-    if !state.is_ready() {
-        return not_ready("starting".into());
-    }
-    let tree = state.tree.health().await;
-    if !tree.ready {
-        let down: Vec<&str> = tree
-            .checks
-            .iter()
-            .filter(|c| c.critical && c.status == Status::Unhealthy)
-            .map(|c| c.name.as_str())
-            .collect();
-        return not_ready(format!("critical actor unhealthy: {}", down.join(", ")));
-    }
-    HttpResponse::Ok().json(json!({"status": "ready"}))
 }
 
 /// Process memory and CPU, as the seed servers showed operators.

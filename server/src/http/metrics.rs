@@ -7,7 +7,8 @@ use super::AppState;
 
 /// Refreshes the health gauges with a sweep, then encodes every metric.
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    state.tree.health().await; // records holdfast_actor_health
+    // Records holdfast_actor_health, and holdfast_ready from it.
+    state.not_ready(&state.tree.health().await);
     let families = state.registry.gather();
     let mut body = Vec::with_capacity(16 * 1024);
     let encoder = TextEncoder::new();

@@ -24,9 +24,9 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::middleware::{from_fn, ErrorHandlers};
 use actix_web::{web, App, HttpRequest, HttpResponse};
-use prometheus::Registry;
+use prometheus::{IntGauge, Registry};
 
-use holdfast_actors::Tree;
+use holdfast_actors::{Tree, TreeHealth};
 
 use crate::config::ServerSettings;
 use error::ApiError;
@@ -44,18 +44,70 @@ pub struct AppState {
     ready: AtomicBool,
     /// The event loops liveness pings, by name.
     pub arbiters: Vec<(String, ArbiterHandle)>,
+    /// `holdfast_ready`: 1 while `/health/ready` would answer 200.
+    ready_gauge: IntGauge,
 }
 
 impl AppState {
     /// State for a tree that is still starting.
-    pub fn new(tree: Tree, registry: Registry, arbiters: Vec<(String, ArbiterHandle)>) -> Self {
-        Self {
+    ///
+    /// # Errors
+    /// `holdfast_ready` is registered already.
+    pub fn new(
+        tree: Tree,
+        registry: Registry,
+        arbiters: Vec<(String, ArbiterHandle)>,
+    ) -> Result<Self, prometheus::Error> {
+        let ready_gauge = IntGauge::new(
+            "holdfast_ready",
+            "1 while the node takes traffic (GET /health/ready answers 200), else 0.",
+        )?;
+        registry.register(Box::new(ready_gauge.clone()))?;
+        Ok(Self {
             tree,
             registry,
             started_at: Instant::now(),
             ready: AtomicBool::new(false),
             arbiters,
+            ready_gauge,
+        })
+    }
+
+    /// Why the node takes no traffic before any actor is asked: it drains,
+    /// or start-up is not done. Sets `holdfast_ready` to 0 when so.
+    pub fn not_ready_now(&self) -> Option<String> {
+        let reason = if self.tree.kernel().shutdown.is_draining() {
+            Some("draining".to_owned())
+        } else if !self.is_ready() {
+            Some("starting".to_owned())
+        } else {
+            None
+        };
+        if reason.is_some() {
+            self.ready_gauge.set(0);
         }
+        reason
+    }
+
+    /// Why the node takes no traffic, `tree` being its health now: as
+    /// [`AppState::not_ready_now`], or the critical actors that are
+    /// unhealthy; `None` when it is ready. Sets `holdfast_ready` to match.
+    pub fn not_ready(&self, tree: &TreeHealth) -> Option<String> {
+        let reason = self.not_ready_now().or_else(|| {
+            (!tree.ready).then(|| {
+                let down: Vec<&str> = tree
+                    .checks
+                    .iter()
+                    .filter(|c| {
+                        c.critical && c.status == holdfast_actors::health::Status::Unhealthy
+                    })
+                    .map(|c| c.name.as_str())
+                    .collect();
+                format!("critical actor unhealthy: {}", down.join(", "))
+            })
+        });
+        self.ready_gauge.set(i64::from(reason.is_none()));
+        reason
     }
 
     /// Whether start-up is done.
