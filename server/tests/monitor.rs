@@ -245,11 +245,13 @@ async fn a_child_ignoring_sigterm_is_killed_after_the_grace_period() {
 
 /// Restarts are at least `monitor.cooldown_ms` apart and at most
 /// `monitor.max_restarts` in the window; then the monitor stops restarting
-/// and raises one critical alert, which the webhook gets.
+/// and raises one critical alert, which the webhook gets, and its textfile
+/// metrics say so.
 #[tokio::test]
 async fn the_cooldown_and_the_max_restarts_limit_hold() {
     let dir = tempfile::tempdir().unwrap();
     let pids = dir.path().join("pids");
+    let textfile = dir.path().join("holdfast_monitor.prom");
     let live = Liveness::start(None).await;
     let hook = Webhook::start("/hooks/alerts").await;
     live.set(500);
@@ -262,12 +264,24 @@ async fn the_cooldown_and_the_max_restarts_limit_hold() {
             ("HOLDFAST__MONITOR__MAX_RESTARTS", "2"),
             ("HOLDFAST__MONITOR__WINDOW_MS", "60000"),
             ("HOLDFAST__MONITOR__WEBHOOK_URL", &hook.url),
+            ("HOLDFAST__MONITOR__TEXTFILE", textfile.to_str().unwrap()),
         ],
     );
     wait_until("the critical alert", Duration::from_secs(15), || {
         !hook.of_kind("gave_up").is_empty()
     })
     .await;
+    let metric = |name: &str| -> Option<u64> {
+        let text = std::fs::read_to_string(&textfile).ok()?;
+        let line = text.lines().find(|l| l.starts_with(&format!("{name} ")))?;
+        line.rsplit(' ').next()?.parse().ok()
+    };
+    wait_until("the textfile says gave_up", Duration::from_secs(5), || {
+        metric("holdfast_monitor_gave_up") == Some(1)
+    })
+    .await;
+    assert_eq!(metric("holdfast_monitor_restarts_total"), Some(2));
+    assert_eq!(metric("holdfast_monitor_up"), Some(0));
     let seen = live.count();
     wait_until("20 more failed polls", Duration::from_secs(10), || {
         live.count() >= seen + 20

@@ -88,6 +88,10 @@ pub struct MonitorSettings {
     pub alert_limit: u32,
     /// The alert rate window.
     pub alert_window_ms: u64,
+    /// Where the monitor writes its own metrics after every poll
+    /// (Prometheus text, for node_exporter's textfile collector); empty:
+    /// nowhere.
+    pub textfile: String,
     /// Alerts are POSTed here as JSON; empty: no webhook. A secret: webhook
     /// URLs usually embed their credentials.
     pub webhook_url: Secret,

@@ -280,6 +280,12 @@ struct Monitor {
     restarts_total: u64,
     /// Whether the current cooldown was already logged.
     cooldown_logged: bool,
+    /// Where its metrics go after every poll (`monitor.textfile`).
+    textfile: Option<PathBuf>,
+    /// Whether the last poll succeeded.
+    up: bool,
+    /// Whether the last write of the textfile failed (logged once).
+    textfile_failing: bool,
 }
 
 impl Monitor {
@@ -299,6 +305,42 @@ impl Monitor {
             child: None,
             restarts_total: 0,
             cooldown_logged: false,
+            textfile: (!m.textfile.is_empty()).then(|| PathBuf::from(&m.textfile)),
+            up: false,
+            textfile_failing: false,
+        }
+    }
+
+    /// Rewrites `monitor.textfile` (a temporary file renamed over it, so
+    /// that a scrape never reads half of it). A failure is logged when it
+    /// begins and otherwise ignored: the metrics are not worth a restart.
+    fn write_textfile(&mut self) {
+        let Some(path) = &self.textfile else {
+            return;
+        };
+        let body = format!(
+            "# HELP holdfast_monitor_up 1 when the monitor's last liveness poll of the server succeeded.\n\
+             # TYPE holdfast_monitor_up gauge\n\
+             holdfast_monitor_up {}\n\
+             # HELP holdfast_monitor_restarts_total Restarts of the server by the monitor.\n\
+             # TYPE holdfast_monitor_restarts_total counter\n\
+             holdfast_monitor_restarts_total {}\n\
+             # HELP holdfast_monitor_gave_up 1 once the monitor reached its restart limit and only watches.\n\
+             # TYPE holdfast_monitor_gave_up gauge\n\
+             holdfast_monitor_gave_up {}\n",
+            u8::from(self.up),
+            self.restarts_total,
+            u8::from(self.watchdog.gave_up()),
+        );
+        let tmp = path.with_extension("prom.tmp");
+        let written = std::fs::write(&tmp, body).and_then(|()| std::fs::rename(&tmp, path));
+        match written {
+            Err(e) if !self.textfile_failing => {
+                warn!(path = %path.display(), error = %e, "monitor.textfile not written; retried after every poll");
+                self.textfile_failing = true;
+            }
+            Err(_) => {}
+            Ok(()) => self.textfile_failing = false,
         }
     }
 
@@ -341,12 +383,19 @@ impl Monitor {
 
     /// One poll, or, with the child down, another try at restarting it.
     async fn on_tick(&mut self, url: &str) {
+        self.tick(url).await;
+        self.write_textfile();
+    }
+
+    async fn tick(&mut self, url: &str) {
         let child_mode = matches!(self.target, Target::Child { .. });
         if child_mode && self.child.is_none() {
+            self.up = false;
             self.try_restart().await;
             return;
         }
         let ok = self.poll(url).await;
+        self.up = ok;
         match self.watchdog.on_poll(ok, Instant::now()) {
             PollVerdict::Healthy => {}
             PollVerdict::Recovered => {
