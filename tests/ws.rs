@@ -935,3 +935,55 @@ async fn tokens_and_handshakes_are_checked_the_way_clients_expect() {
         assert!(body["message"].is_string(), "a JSON body: {body}");
     }
 }
+
+/// With `auth.public_key_file` (an issuer's RSA key), an RS256 token signed
+/// by the issuer connects, with the audience and issuer configured; an
+/// HS256 token, one for another audience, and one from another issuer get
+/// 401.
+#[actix_rt::test]
+async fn an_issuers_rs256_tokens_are_verified_with_its_public_key() {
+    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+    const KEYS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jwt");
+    let mut s = settings();
+    s.auth.public_key_file = format!("{KEYS}/rsa_public.pem");
+    s.auth.audience = "holdfast".into();
+    s.auth.issuer = "https://idp.example".into();
+    let server = start(s).await;
+    let addr = server.addr();
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let private = std::fs::read(format!("{KEYS}/rsa_private.pem")).unwrap();
+    let rs256 = |claims: Value| {
+        let key = EncodingKey::from_rsa_pem(&private).unwrap();
+        encode(&Header::new(Algorithm::RS256), &claims, &key).unwrap()
+    };
+    let good = rs256(
+        json!({"sub": "ann", "exp": exp, "aud": "holdfast", "iss": "https://idp.example", "team": "blue"}),
+    );
+    let c = try_connect(addr, &format!("?token={good}"), &[])
+        .await
+        .expect("the issuer's token connects");
+    assert_eq!(c.user(), "ann");
+    for (what, t) in [
+        (
+            "another audience",
+            rs256(json!({"sub": "a", "exp": exp, "aud": "other", "iss": "https://idp.example"})),
+        ),
+        (
+            "another issuer",
+            rs256(
+                json!({"sub": "a", "exp": exp, "aud": "holdfast", "iss": "https://evil.example"}),
+            ),
+        ),
+        ("HS256", token("anything", "a", 600, None)),
+    ] {
+        assert_eq!(
+            try_connect(addr, &format!("?token={t}"), &[]).await.err(),
+            Some(401),
+            "{what}"
+        );
+    }
+}

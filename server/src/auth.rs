@@ -1,13 +1,19 @@
-//! Client authentication: HS256 JWTs with `sub`, `exp`, an optional `nbf`
-//! (checked: a token is refused before it), the optional
-//! `rooms` and `rpc` claims and any claims of the application's own, from `Authorization: Bearer <token>` or the `token` query
-//! parameter (browsers cannot set headers on a WebSocket). Without a
-//! configured secret every client is anonymous and gets a generated user id.
+//! Client authentication: JWTs verified with one key, an HS256 secret or an
+//! issuer's RS256 or ES256 public key (PEM), from `Authorization: Bearer
+//! <token>` or the `token` query parameter (browsers cannot set headers on
+//! a WebSocket). A token needs `sub` and `exp`; `nbf` and `iat` are checked
+//! when present (not before, not issued in the future), `aud` and `iss` when
+//! configured, all within `auth.leeway_ms`; `rooms`, `rpc` and the
+//! application's own claims are read. Only the key's algorithm is accepted,
+//! so a token can never pick how it is checked. Without a key every client
+//! is anonymous and gets a generated user id.
 
 use std::sync::Arc;
 
 use actix_web::HttpRequest;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+
+use crate::config::{AuthSettings, ConfigError};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -57,22 +63,104 @@ pub enum AuthError {
     NotYetValid,
 }
 
-/// Verifies tokens with one HS256 key.
+/// Verifies tokens with one key.
 pub struct Verifier {
     key: DecodingKey,
+    algorithm: Algorithm,
     validation: Validation,
+    /// Clock skew allowed, seconds.
+    leeway: u64,
 }
 
 impl Verifier {
-    /// A verifier for `secret`.
+    /// A verifier for the HS256 `secret`, with no audience, issuer or leeway.
     pub fn new(secret: &str) -> Self {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = 0;
+        Self::with(
+            DecodingKey::from_secret(secret.as_bytes()),
+            Algorithm::HS256,
+            &AuthSettings {
+                jwt_secret: crate::config::Secret::new(secret),
+                public_key_file: String::new(),
+                audience: String::new(),
+                issuer: String::new(),
+                leeway_ms: 0,
+            },
+        )
+    }
+
+    /// The verifier `[auth]` configures; `None` when it sets no key
+    /// (anonymous clients).
+    ///
+    /// # Errors
+    /// A config error naming the key: both a secret and a key file, a key
+    /// file that cannot be read or is not an RSA or EC P-256 public key, a
+    /// leeway that is not whole seconds.
+    pub fn from_settings(auth: &AuthSettings) -> Result<Option<Self>, ConfigError> {
+        let bad = |key: &str, message: String| ConfigError::Key {
+            key: key.into(),
+            message,
+        };
+        if auth.leeway_ms % 1000 != 0 {
+            return Err(bad(
+                "auth.leeway_ms",
+                "must be whole seconds (a multiple of 1000): JWT times are seconds".into(),
+            ));
+        }
+        match (auth.jwt_secret.is_empty(), auth.public_key_file.is_empty()) {
+            (true, true) => Ok(None),
+            (false, false) => Err(bad(
+                "auth.public_key_file",
+                "set either auth.jwt_secret or auth.public_key_file, not both".into(),
+            )),
+            (false, true) => Ok(Some(Self::with(
+                DecodingKey::from_secret(auth.jwt_secret.expose().as_bytes()),
+                Algorithm::HS256,
+                auth,
+            ))),
+            (true, false) => {
+                let path = &auth.public_key_file;
+                let pem = std::fs::read(path)
+                    .map_err(|e| bad("auth.public_key_file", format!("{path}: {e}")))?;
+                let (key, algorithm) = match DecodingKey::from_rsa_pem(&pem) {
+                    Ok(key) => (key, Algorithm::RS256),
+                    Err(_) => match DecodingKey::from_ec_pem(&pem) {
+                        Ok(key) => (key, Algorithm::ES256),
+                        Err(_) => {
+                            return Err(bad(
+                                "auth.public_key_file",
+                                format!("{path}: not a PEM RSA or EC P-256 public key"),
+                            ))
+                        }
+                    },
+                };
+                Ok(Some(Self::with(key, algorithm, auth)))
+            }
+        }
+    }
+
+    fn with(key: DecodingKey, algorithm: Algorithm, auth: &AuthSettings) -> Self {
+        let leeway = auth.leeway_ms / 1000;
+        let mut validation = Validation::new(algorithm);
+        validation.leeway = leeway;
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        let mut required = vec!["exp", "sub"];
+        if auth.audience.is_empty() {
+            // A token may carry an audience Holdfast was not told to check.
+            validation.validate_aud = false;
+        } else {
+            validation.set_audience(&[&auth.audience]);
+            required.push("aud");
+        }
+        if !auth.issuer.is_empty() {
+            validation.set_issuer(&[&auth.issuer]);
+            required.push("iss");
+        }
+        validation.set_required_spec_claims(&required);
         Self {
-            key: DecodingKey::from_secret(secret.as_bytes()),
+            key,
+            algorithm,
             validation,
+            leeway,
         }
     }
 
@@ -86,20 +174,34 @@ impl Verifier {
                 use jsonwebtoken::errors::ErrorKind;
                 // In Holdfast's words: the library's would tell an attacker
                 // what it parsed.
+                let alg = self.algorithm;
                 let why = match e.kind() {
                     ErrorKind::ExpiredSignature => return AuthError::Expired,
                     ErrorKind::ImmatureSignature => return AuthError::NotYetValid,
-                    ErrorKind::InvalidSignature => "bad signature",
+                    ErrorKind::InvalidSignature => "bad signature".into(),
                     ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
-                        "the algorithm must be HS256"
+                        format!("the algorithm must be {alg:?}")
                     }
-                    ErrorKind::MissingRequiredClaim(claim) if claim == "sub" => "no sub claim",
-                    ErrorKind::MissingRequiredClaim(_) => "no exp claim",
-                    _ => "not a JWT signed with HS256",
+                    ErrorKind::InvalidAudience => "not for this audience (aud)".into(),
+                    ErrorKind::InvalidIssuer => "not from this issuer (iss)".into(),
+                    ErrorKind::MissingRequiredClaim(claim) => format!("no {claim} claim"),
+                    _ => format!("not a JWT signed with {alg:?}"),
                 };
-                AuthError::Invalid(why.into())
+                AuthError::Invalid(why)
             })?
             .claims;
+        match all.get("iat") {
+            None => {}
+            Some(Value::Number(n)) => {
+                let now = jsonwebtoken::get_current_timestamp();
+                if n.as_f64()
+                    .is_some_and(|iat| iat > (now + self.leeway) as f64)
+                {
+                    return Err(AuthError::Invalid("issued in the future (iat)".into()));
+                }
+            }
+            Some(_) => return Err(AuthError::Invalid("iat is not a number".into())),
+        }
         let claims = Claims::deserialize(&Value::Object(all.clone())).map_err(|_| {
             AuthError::Invalid("a claim has the wrong type (sub a string, exp a number, rooms and rpc arrays of strings)".into())
         })?;
@@ -108,7 +210,8 @@ impl Verifier {
         }
         Ok(Identity {
             user: claims.sub,
-            expires_at: Some(claims.exp),
+            // The session ends when the token would stop being accepted.
+            expires_at: Some(claims.exp.saturating_add(self.leeway)),
             rooms: claims.rooms,
             rpc: claims.rpc,
             claims: Arc::new(all),
@@ -180,6 +283,168 @@ mod tests {
         assert!(!allowed(Some(&p), "other"));
         assert!(allowed(Some(&["*".to_owned()]), "anything"));
         assert!(allowed(None, "anything"));
+    }
+
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    use serde_json::json;
+
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/jwt");
+
+    fn settings(f: impl FnOnce(&mut AuthSettings)) -> AuthSettings {
+        let mut auth = AuthSettings {
+            jwt_secret: crate::config::Secret::new("auth-test-secret-0123456789"),
+            public_key_file: String::new(),
+            audience: String::new(),
+            issuer: String::new(),
+            leeway_ms: 0,
+        };
+        f(&mut auth);
+        auth
+    }
+
+    fn verifier(auth: &AuthSettings) -> Verifier {
+        Verifier::from_settings(auth).unwrap().unwrap()
+    }
+
+    fn now() -> i64 {
+        jsonwebtoken::get_current_timestamp() as i64
+    }
+
+    fn hs256(claims: Value) -> String {
+        let key = EncodingKey::from_secret(b"auth-test-secret-0123456789");
+        encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap()
+    }
+
+    fn pem(name: &str) -> Vec<u8> {
+        std::fs::read(format!("{FIXTURES}/{name}")).unwrap()
+    }
+
+    #[test]
+    fn a_token_with_an_audience_is_accepted_when_none_is_configured() {
+        let v = verifier(&settings(|_| {}));
+        let t = hs256(json!({"sub": "ann", "exp": now() + 60, "aud": "some-api", "iss": "idp"}));
+        assert_eq!(v.verify(&t).unwrap().user, "ann");
+    }
+
+    #[test]
+    fn audience_and_issuer_are_required_when_configured() {
+        let v = verifier(&settings(|a| {
+            a.audience = "holdfast".into();
+            a.issuer = "https://idp.example".into();
+        }));
+        let exp = now() + 60;
+        let ok = hs256(
+            json!({"sub": "ann", "exp": exp, "aud": ["other", "holdfast"], "iss": "https://idp.example"}),
+        );
+        assert_eq!(v.verify(&ok).unwrap().user, "ann");
+        for (claims, why) in [
+            (
+                json!({"sub": "a", "exp": exp, "aud": "other", "iss": "https://idp.example"}),
+                "not for this audience (aud)",
+            ),
+            (
+                json!({"sub": "a", "exp": exp, "iss": "https://idp.example"}),
+                "no aud claim",
+            ),
+            (
+                json!({"sub": "a", "exp": exp, "aud": "holdfast", "iss": "https://evil.example"}),
+                "not from this issuer (iss)",
+            ),
+            (
+                json!({"sub": "a", "exp": exp, "aud": "holdfast"}),
+                "no iss claim",
+            ),
+        ] {
+            match v.verify(&hs256(claims.clone())) {
+                Err(AuthError::Invalid(m)) => assert_eq!(m, why, "{claims}"),
+                other => panic!("{claims}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_leeway_covers_exp_nbf_and_iat_and_the_session_ends_with_it() {
+        let strict = verifier(&settings(|_| {}));
+        let lenient = verifier(&settings(|a| a.leeway_ms = 5000));
+        let expired = hs256(json!({"sub": "ann", "exp": now() - 2}));
+        assert!(matches!(strict.verify(&expired), Err(AuthError::Expired)));
+        let id = lenient.verify(&expired).unwrap();
+        assert_eq!(id.expires_at, Some((now() - 2 + 5) as u64));
+        let early = hs256(json!({"sub": "ann", "exp": now() + 60, "nbf": now() + 2}));
+        assert!(matches!(strict.verify(&early), Err(AuthError::NotYetValid)));
+        assert!(lenient.verify(&early).is_ok());
+        let future = hs256(json!({"sub": "ann", "exp": now() + 60, "iat": now() + 30}));
+        match strict.verify(&future) {
+            Err(AuthError::Invalid(m)) => assert_eq!(m, "issued in the future (iat)"),
+            other => panic!("{other:?}"),
+        }
+        let fine = hs256(json!({"sub": "ann", "exp": now() + 60, "iat": now() + 2}));
+        assert!(lenient.verify(&fine).is_ok());
+        assert!(strict
+            .verify(&hs256(
+                json!({"sub": "ann", "exp": now() + 60, "iat": "soon"})
+            ))
+            .is_err());
+    }
+
+    #[test]
+    fn rs256_and_es256_public_keys_verify_their_own_algorithm_only() {
+        let rsa = verifier(&settings(|a| {
+            a.jwt_secret = crate::config::Secret::new("");
+            a.public_key_file = format!("{FIXTURES}/rsa_public.pem");
+        }));
+        let claims = json!({"sub": "ann", "exp": now() + 60});
+        let key = EncodingKey::from_rsa_pem(&pem("rsa_private.pem")).unwrap();
+        let t = encode(&Header::new(Algorithm::RS256), &claims, &key).unwrap();
+        assert_eq!(rsa.verify(&t).unwrap().user, "ann");
+        // Algorithm confusion: HS256 keyed with the public key's bytes.
+        let forged = encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(&pem("rsa_public.pem")),
+        )
+        .unwrap();
+        match rsa.verify(&forged) {
+            Err(AuthError::Invalid(m)) => assert_eq!(m, "the algorithm must be RS256"),
+            other => panic!("{other:?}"),
+        }
+
+        let ec = verifier(&settings(|a| {
+            a.jwt_secret = crate::config::Secret::new("");
+            a.public_key_file = format!("{FIXTURES}/ec_public.pem");
+        }));
+        let key = EncodingKey::from_ec_pem(&pem("ec_private.pem")).unwrap();
+        let t = encode(&Header::new(Algorithm::ES256), &claims, &key).unwrap();
+        assert_eq!(ec.verify(&t).unwrap().user, "ann");
+        assert!(ec.verify(&hs256(claims)).is_err());
+    }
+
+    #[test]
+    fn auth_settings_errors_name_their_key() {
+        let key_of = |auth: AuthSettings| match Verifier::from_settings(&auth) {
+            Err(ConfigError::Key { key, message }) => (key, message),
+            other => panic!("{:?}", other.map(|v| v.is_some())),
+        };
+        let (key, _) = key_of(settings(|a| {
+            a.public_key_file = format!("{FIXTURES}/rsa_public.pem")
+        }));
+        assert_eq!(key, "auth.public_key_file", "both a secret and a key file");
+        let (key, _) = key_of(settings(|a| a.leeway_ms = 1500));
+        assert_eq!(key, "auth.leeway_ms");
+        let (key, message) = key_of(settings(|a| {
+            a.jwt_secret = crate::config::Secret::new("");
+            a.public_key_file = format!("{FIXTURES}/README.md");
+        }));
+        assert_eq!(key, "auth.public_key_file");
+        assert!(
+            message.contains("not a PEM RSA or EC P-256 public key"),
+            "{message}"
+        );
+        assert!(Verifier::from_settings(&settings(
+            |a| a.jwt_secret = crate::config::Secret::new("")
+        ))
+        .unwrap()
+        .is_none());
     }
 
     #[test]

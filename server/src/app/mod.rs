@@ -253,8 +253,7 @@ impl Builder {
             metrics: crate::ws::WsMetrics::new(&registry)?,
             shutdown: shutdown.clone(),
             application,
-            verifier: (!settings.auth.jwt_secret.is_empty())
-                .then(|| crate::auth::Verifier::new(settings.auth.jwt_secret.expose())),
+            verifier: crate::auth::Verifier::from_settings(&settings.auth)?,
         });
         let state = web::Data::new(AppState::new(tree, registry, arbiters)?);
         let watch_state = state.clone();

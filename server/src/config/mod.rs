@@ -226,6 +226,7 @@ impl Settings {
         self.supervision.validate()?;
         self.events.validate()?;
         self.ws.validate()?;
+        self.auth.validate()?;
         self.rooms.validate()?;
         self.handlers.validate()?;
         self.session.validate()?;

@@ -47,8 +47,30 @@ pub struct WsSettings {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthSettings {
-    /// HS256 secret; empty accepts anonymous clients.
+    /// HS256 secret; with `public_key_file` empty too, anonymous clients
+    /// are accepted.
     pub jwt_secret: Secret,
+    /// A PEM file with an RSA (RS256) or EC P-256 (ES256) public key.
+    #[serde(default)]
+    pub public_key_file: String,
+    /// When set, `aud` must contain it.
+    #[serde(default)]
+    pub audience: String,
+    /// When set, `iss` must be it.
+    #[serde(default)]
+    pub issuer: String,
+    /// Clock skew allowed on `exp`, `nbf` and `iat`; whole seconds.
+    #[serde(default)]
+    pub leeway_ms: u64,
+}
+
+impl AuthSettings {
+    /// # Errors
+    /// Both a secret and a key file, a key file that is not an RSA or EC
+    /// public key, or a leeway that is not whole seconds.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        crate::auth::Verifier::from_settings(self).map(|_| ())
+    }
 }
 
 /// `[rooms]`
