@@ -159,6 +159,8 @@ export class Client extends Emitter {
     this._retryTimer = null;
     /** @private @type {ReturnType<typeof setTimeout> | null} */
     this._connectTimer = null;
+    /** @private the latest connection attempt */
+    this._attempt = 0;
     /** @private @type {ReturnType<typeof setInterval> | null} */
     this._heartbeat = null;
     /** @private */
@@ -211,6 +213,9 @@ export class Client extends Emitter {
         relay: (_room, event, value) => this._emit(event, value),
         forget: (r) => {
           if (this._rooms.get(r.name) === r) this._rooms.delete(r.name);
+        },
+        adopt: (r) => {
+          this._rooms.set(r.name, r);
         },
       });
       this._rooms.set(name, room);
@@ -330,17 +335,21 @@ export class Client extends Emitter {
 
   /** @private */
   async _open() {
+    const attempt = ++this._attempt;
     this._setState('connecting');
     if (this._needToken && this._opts.getToken) {
       try {
         this._token = await this._opts.getToken();
         this._needToken = false;
       } catch (e) {
-        this._retry(1006, `getToken failed: ${e instanceof Error ? e.message : String(e)}`);
+        if (attempt === this._attempt) {
+          this._retry(1006, `getToken failed: ${e instanceof Error ? e.message : String(e)}`);
+        }
         return;
       }
     }
-    if (this.state !== 'connecting') return; // closed meanwhile
+    // Closed, or closed and connected again, while the token came.
+    if (this.state !== 'connecting' || attempt !== this._attempt) return;
     const url = this._token ? `${this._url}${this._url.includes('?') ? '&' : '?'}token=${encodeURIComponent(this._token)}` : this._url;
     let ws;
     try {
@@ -482,6 +491,9 @@ export class Client extends Emitter {
         this._ready(answer.session === previous);
       },
       reject: (e) => {
+        // The connection dropped or the client closed meanwhile: what
+        // closed it decides what happens next (the next resume).
+        if (e.local) return;
         for (const r of joined) r._disconnected();
         if (e.code === 'unavailable') {
           this._dropSocket(4000, 'resume unavailable; retrying');

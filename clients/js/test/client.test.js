@@ -246,6 +246,26 @@ describe('holdfast-client against the release server', { skip }, () => {
     assert.deepEqual(seen.messages.map((m) => [m.offset, m.data]), [[1, 'seen'], [6, 'missed 6'], [7, 'missed 7'], [8, 'missed 8']]);
   });
 
+  it('leave and join again with the same room object: its messages flow again, from the new join', async () => {
+    const server = await new Server().start();
+    after(() => server.dispose());
+    const [c, pub] = [client(server), client(server)];
+    await Promise.all([c.connect(), pub.connect()]);
+    const room = c.room('again');
+    const seen = record(room);
+    await room.join();
+    const publisher = await pub.join('again');
+    await publisher.publish('one');
+    await until('the first', () => seen.messages.length === 1);
+    await room.leave();
+    await publisher.publish('while away');
+    await room.join();
+    await publisher.publish('back');
+    await until('the one after the new join', () => seen.messages.length === 2);
+    assert.deepEqual(seen.messages.map((m) => [m.offset, m.data]), [[1, 'one'], [3, 'back']]);
+    assert.deepEqual(seen.gaps, [], 'a deliberate leave is no gap');
+  });
+
   it('rpc answers and errors, history on join and on request', async () => {
     const server = await new Server().start();
     after(() => server.dispose());

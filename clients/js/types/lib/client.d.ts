@@ -43,6 +43,8 @@ export class Client extends Emitter<ClientEvents> {
     private _retryTimer;
     /** @private @type {ReturnType<typeof setTimeout> | null} */
     private _connectTimer;
+    /** @private the latest connection attempt */
+    private _attempt;
     /** @private @type {ReturnType<typeof setInterval> | null} */
     private _heartbeat;
     /** @private */
