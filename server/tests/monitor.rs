@@ -256,7 +256,7 @@ async fn the_cooldown_and_the_max_restarts_limit_hold() {
     let hook = Webhook::start("/hooks/alerts").await;
     live.set(500);
     let script = child_script(&pids, false);
-    let _monitor = Monitor::start(
+    let monitor = Monitor::start(
         &["--url", &live.url, "--exec", "sh", "-c", &script],
         &[
             ("HOLDFAST__MONITOR__FAILURES", "1"),
@@ -308,6 +308,11 @@ async fn the_cooldown_and_the_max_restarts_limit_hold() {
     assert_eq!(hook.of_kind("restarted").len(), 2);
     assert!(started.iter().take(2).all(|(pid, _)| !alive(*pid)));
     assert!(alive(started[2].0), "the last child is left running");
+    drop(monitor); // SIGTERM: it stops, and its metrics go with it
+    assert!(
+        !textfile.exists(),
+        "the textfile is removed when the monitor stops"
+    );
 }
 
 /// In watch mode a target that stays down is announced to the webhook once

@@ -97,6 +97,8 @@ struct Inner {
     /// refreshes at its next tick, which makes up attaches; a detach that
     /// was lost ends by its lease, a lease and a grace later.
     behind: AtomicBool,
+    /// A refresh is queued or running: ticks add no other.
+    refreshing: AtomicBool,
 }
 
 /// The handle to the online users; cheap to clone.
@@ -130,6 +132,7 @@ impl Online {
                 attached: Mutex::new(HashMap::new()),
                 order: tokio::sync::Mutex::new(()),
                 behind: AtomicBool::new(false),
+                refreshing: AtomicBool::new(false),
             }),
         }
     }
@@ -237,9 +240,13 @@ impl OnlineActor {
     /// turn comes (so that a detach made before it is not undone), and
     /// announces the users it found online.
     fn refresh(&mut self, ctx: &mut Context<Self>) {
+        if self.inner.refreshing.swap(true, Ordering::SeqCst) {
+            return; // one at a time, however slow the tracker is
+        }
         let inner = self.inner.clone();
         ctx.spawn(
             async move {
+                let _done = Refreshing(&inner.refreshing);
                 let _turn = inner.order.lock().await;
                 inner.behind.store(false, Ordering::SeqCst);
                 let attached: Vec<(Arc<str>, Arc<str>)> = inner
@@ -261,6 +268,16 @@ impl OnlineActor {
             }
             .into_actor(self),
         );
+    }
+}
+
+/// Clears the refresh flag when the refresh ends, however it ends (a
+/// restarted actor drops its futures).
+struct Refreshing<'a>(&'a AtomicBool);
+
+impl Drop for Refreshing<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
     }
 }
 

@@ -21,6 +21,9 @@ use crate::redis::Redis;
 const LEASE: Duration = Duration::from_secs(30);
 /// Most users one sweep ends.
 const SWEEP_BATCH: usize = 500;
+/// Most sessions one refresh script renews (a node's sessions go in several
+/// scripts, so that none holds Redis for long).
+const REFRESH_BATCH: usize = 1000;
 
 /// Attaches sessions: `KEYS[1]` the users; `ARGV`: attached-until, now,
 /// the users' key prefix, then user and session pairs. Answers a code per
@@ -209,7 +212,20 @@ impl Tracker for RedisTracker {
         &self,
         attached: Vec<(Arc<str>, Arc<str>)>,
     ) -> Option<BoxFuture<'static, Result<Vec<UserChange>, String>>> {
-        (!attached.is_empty()).then(|| self.attach_all(attached))
+        if attached.is_empty() {
+            return None;
+        }
+        let steps: Vec<_> = attached
+            .chunks(REFRESH_BATCH)
+            .map(|batch| self.attach_all(batch.to_vec()))
+            .collect();
+        Some(Box::pin(async move {
+            let mut changes = Vec::new();
+            for step in steps {
+                changes.extend(step.await?);
+            }
+            Ok(changes)
+        }))
     }
 
     fn refresh_every(&self) -> Option<Duration> {

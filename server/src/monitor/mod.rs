@@ -377,6 +377,10 @@ impl Monitor {
             let stopped = child.stop(self.grace).await;
             info!(pid = child.pid, outcome = %stopped, "child stopped");
         }
+        if let Some(path) = &self.textfile {
+            // A stopped monitor reports nothing, rather than its last poll.
+            let _ = std::fs::remove_file(path);
+        }
         self.alerter.flush().await;
         0
     }
