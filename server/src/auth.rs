@@ -100,7 +100,7 @@ impl Verifier {
             key: key.into(),
             message,
         };
-        if auth.leeway_ms % 1000 != 0 {
+        if !auth.leeway_ms.is_multiple_of(1000) {
             return Err(bad(
                 "auth.leeway_ms",
                 "must be whole seconds (a multiple of 1000): JWT times are seconds".into(),
