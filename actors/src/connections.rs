@@ -4,14 +4,18 @@
 //! Owns: nothing but the drain; the registry itself ([`Connections`]) lives
 //! outside the actor, shared with the transport, so it survives a restart.
 //! Answers: health (how many connections are open).
-//! On shutdown (stage `connections`): sends every connection a [`Drain`]
-//! with a random `reconnect_after_ms` in `0..spread` (so that a fleet of
-//! clients does not come back at the same instant), then stops once the
-//! registry is empty; its shutdown timeout bounds the stage.
+//! On shutdown (stage `connections`): connections stop taking publishes
+//! ([`Connections::is_draining`]); once what was accepted before has
+//! reached every member's outlet (the `before_drain` barrier, at most
+//! [`BARRIER_BOUND`]), it sends every connection a [`Drain`] with a random
+//! `reconnect_after_ms` in `0..spread` (so that a fleet of clients does not
+//! come back at the same instant), then stops once the registry is empty;
+//! its shutdown timeout bounds the stage. So no member's socket closes
+//! before a message that was acknowledged to someone reached it.
 //! Restart policy: permanent, critical. Lost on a crash: nothing.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +28,13 @@ use crate::supervision::{Child, ChildSpec};
 
 /// How often a draining `connections` actor checks that every client left.
 const DRAIN_POLL: Duration = Duration::from_millis(5);
+/// Longest wait for the `before_drain` barrier.
+pub const BARRIER_BOUND: Duration = Duration::from_secs(1);
+
+/// What the drain waits for before it closes any connection: everything
+/// accepted before [`Connections::is_draining`] turned true has been handed
+/// to the members' outlets (the rooms' `flushed`).
+pub type Barrier = Arc<dyn Fn() -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
 
 /// Tells a connection to say `draining` and close with 1001.
 #[derive(Message, Clone, Copy, Debug)]
@@ -73,6 +84,11 @@ pub struct Connections {
     next: Arc<AtomicU64>,
     /// Places taken under the connection limit ([`Slot`]s alive).
     taken: Arc<AtomicUsize>,
+    /// Set when the drain begins, before any connection is told: from then
+    /// on connections take no publish, so that none is accepted after some
+    /// members' sockets closed (their resume after a restart could not
+    /// replay it: history is in memory).
+    draining: Arc<AtomicBool>,
 }
 
 /// One connection's place under the connection limit, taken before its
@@ -153,13 +169,24 @@ impl Connections {
         self.live.lock().len()
     }
 
-    /// The `connections` actor's spec: stage `connections`, bounded by `timeout`.
-    pub fn spec(&self, spread: Duration, timeout: Duration) -> ChildSpec<ConnectionsActor> {
+    /// Whether the drain began (see the field).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// The `connections` actor's spec: stage `connections`, bounded by
+    /// `timeout`; the drain waits for `before_drain` (see the module docs).
+    pub fn spec(
+        &self,
+        spread: Duration,
+        timeout: Duration,
+        before_drain: Option<Barrier>,
+    ) -> ChildSpec<ConnectionsActor> {
         let registry = self.clone();
         ChildSpec::new("connections", move |_| ConnectionsActor {
             registry: registry.clone(),
             spread,
-            draining: false,
+            before_drain: before_drain.clone(),
         })
         .stage(Stage::Connections)
         .shutdown_timeout(timeout)
@@ -171,24 +198,13 @@ pub struct ConnectionsActor {
     registry: Connections,
     /// `reconnect_after_ms` is drawn from `0..spread`.
     spread: Duration,
-    /// Set once the drain began.
-    draining: bool,
+    /// Awaited between refusing publishes and closing connections.
+    before_drain: Option<Barrier>,
 }
 
-impl Actor for ConnectionsActor {
-    type Context = Context<Self>;
-}
-
-impl Child for ConnectionsActor {
-    fn health(&mut self, _ctx: &mut Context<Self>) -> HealthReply<Self> {
-        Health::healthy()
-            .with("connections", self.registry.count())
-            .with("draining", self.draining)
-            .into()
-    }
-
-    fn shutdown(&mut self, ctx: &mut Context<Self>) {
-        self.draining = true;
+impl ConnectionsActor {
+    /// Tells every connection to drain, then stops once all have left.
+    fn drain(&mut self, ctx: &mut Context<Self>) {
         let spread = u64::try_from(self.spread.as_millis())
             .unwrap_or(u64::MAX)
             .max(1);
@@ -211,5 +227,35 @@ impl Child for ConnectionsActor {
                 ctx.stop();
             }
         });
+    }
+}
+
+impl Actor for ConnectionsActor {
+    type Context = Context<Self>;
+}
+
+impl Child for ConnectionsActor {
+    fn health(&mut self, _ctx: &mut Context<Self>) -> HealthReply<Self> {
+        Health::healthy()
+            .with("connections", self.registry.count())
+            .with("draining", self.registry.is_draining())
+            .into()
+    }
+
+    fn shutdown(&mut self, ctx: &mut Context<Self>) {
+        self.registry.draining.store(true, Ordering::SeqCst);
+        let Some(barrier) = self.before_drain.clone() else {
+            self.drain(ctx);
+            return;
+        };
+        let flushed = async move {
+            if tokio::time::timeout(BARRIER_BOUND, barrier())
+                .await
+                .is_err()
+            {
+                tracing::warn!("the rooms did not flush within 1 s; draining anyway");
+            }
+        };
+        ctx.wait(flushed.into_actor(self).map(|(), act, ctx| act.drain(ctx)));
     }
 }

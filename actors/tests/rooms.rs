@@ -240,3 +240,34 @@ async fn a_resume_through_an_outlet_replays_to_that_member_alone_then_broadcasts
         ]
     );
 }
+
+/// A room restored from a shutdown checkpoint has neither members nor
+/// history, yet it must keep its epoch while sessions may still resume into
+/// it: a hub that prunes (here: restarted, as every hub prunes when it
+/// starts) keeps it, and its next message continues the offsets.
+#[actix_rt::test]
+async fn a_restored_room_survives_pruning_while_sessions_may_resume() {
+    let (_tree, rooms) = start_rooms().await;
+    assert_eq!(
+        rooms.restore(
+            [("orders".to_owned(), "e-restored".to_owned(), 41)],
+            Duration::from_secs(60)
+        ),
+        1
+    );
+    rooms.crash(0);
+    rooms.crash(1);
+    let r = rooms.clone();
+    wait_until_async(DEADLINE, "the hubs answer again", || {
+        let r = r.clone();
+        async move { r.presence("lobby").await.is_ok() }
+    })
+    .await;
+    let data = RawValue::from_string("1".into()).unwrap();
+    let position = rooms.publish("orders", "u".into(), data).await.unwrap();
+    assert_eq!(
+        (&*position.epoch, position.offset),
+        ("e-restored", 42),
+        "the restored epoch continues"
+    );
+}

@@ -293,6 +293,25 @@ impl Rooms {
         )
     }
 
+    /// Resolves once every hub has handled what was sent to it before, so
+    /// that every publish accepted until now has been handed to its
+    /// members' outlets (a hub that is down answers at once). With a
+    /// broker that answers later, its publishes may still be on their way;
+    /// they are in its history.
+    pub fn flushed(&self) -> impl std::future::Future<Output = ()> + use<> {
+        let sends: Vec<_> = self
+            .shards
+            .iter()
+            .filter_map(|s| s.hub.addr())
+            .map(|hub| hub.send(super::hub::Flush))
+            .collect();
+        async move {
+            for sent in sends {
+                let _ = sent.await;
+            }
+        }
+    }
+
     /// Every room's name, epoch and latest offset (for the shutdown checkpoint).
     pub fn checkpoint(&self) -> Vec<(String, String, u64)> {
         let mut out = Vec::new();
@@ -367,8 +386,16 @@ impl Rooms {
     }
 
     /// Restores rooms from a checkpoint taken at a graceful shutdown: their
-    /// offsets continue in the same epoch. Call before the hubs take traffic.
-    pub fn restore(&self, rooms: impl IntoIterator<Item = (String, String, u64)>) -> usize {
+    /// offsets continue in the same epoch. Each is kept for `keep` (the
+    /// session TTL: as long as a session may come back to resume into it)
+    /// even with neither members nor history, which would otherwise let the
+    /// next prune forget it and its epoch. Call before the hubs take traffic.
+    pub fn restore(
+        &self,
+        rooms: impl IntoIterator<Item = (String, String, u64)>,
+        keep: std::time::Duration,
+    ) -> usize {
+        let until = std::time::Instant::now() + keep;
         let mut n = 0;
         for (name, epoch, offset) in rooms {
             let shard = self.shard(&name);
@@ -376,6 +403,7 @@ impl Rooms {
             let room = state.room(&name.as_str().into());
             room.epoch = epoch.into();
             room.offset = offset;
+            room.kept_until = Some(until);
             n += 1;
         }
         n

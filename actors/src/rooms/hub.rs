@@ -439,7 +439,7 @@ impl Hub {
                 }
                 room.prune(now);
             }
-            state.rooms.retain(|_, r| !r.is_idle());
+            state.rooms.retain(|_, r| !r.is_idle(now));
         }
         for (room, session) in gone {
             self.tell_members(ctx, &room, Membership::Left { session });
@@ -533,6 +533,18 @@ impl Handler<PresenceChanged> for Hub {
     }
 }
 
+/// Answered once the hub has handled everything sent to it before (see
+/// `Rooms::flushed`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct Flush;
+
+impl Handler<Flush> for Hub {
+    type Result = ();
+
+    fn handle(&mut self, _: Flush, _: &mut Context<Self>) {}
+}
+
 impl Handler<Leave> for Hub {
     type Result = ();
 
@@ -544,7 +556,11 @@ impl Handler<Leave> for Hub {
                 .rooms
                 .get_mut(&msg.room)
                 .is_some_and(|r| r.remove_member(&msg.member));
-            if state.rooms.get(&msg.room).is_some_and(|r| r.is_idle()) {
+            if state
+                .rooms
+                .get(&msg.room)
+                .is_some_and(|r| r.is_idle(Instant::now()))
+            {
                 state.rooms.remove(&msg.room);
             }
             left

@@ -94,6 +94,9 @@ pub(super) struct Room {
     /// for a node-local epoch (the broker down): if the broker still has
     /// that epoch when it is back, members continue from there.
     previous: Option<Position>,
+    /// Restored from a checkpoint: kept, idle or not, until then, so that
+    /// the sessions that may still resume into it find its epoch.
+    pub(super) kept_until: Option<Instant>,
 }
 
 impl Room {
@@ -111,6 +114,7 @@ impl Room {
                 .then(PresenceTrack::default),
             limits: config.options.history(name),
             previous: None,
+            kept_until: None,
         }
     }
 
@@ -122,9 +126,12 @@ impl Room {
         }
     }
 
-    /// Whether the room has neither members nor history: it can go.
-    pub(super) fn is_idle(&self) -> bool {
-        self.members.is_empty() && self.history.is_empty()
+    /// Whether the room has neither members nor history, and is not kept
+    /// for resumes after a restart (see `kept_until`): it can go.
+    pub(super) fn is_idle(&self, now: Instant) -> bool {
+        self.members.is_empty()
+            && self.history.is_empty()
+            && self.kept_until.is_none_or(|until| now >= until)
     }
 
     /// Adds (or replaces) a member.

@@ -74,18 +74,8 @@ import { HoldfastError } from './errors.js';
  * @property {(room: Room) => void} adopt
  */
 
-/** Most messages held past a gap while history fills it (or during a join or resume). */
+/** Most messages held past a gap while history fills it. */
 const MAX_HELD = 10_000;
-
-/**
- * The lowest offset held.
- * @param {Map<number, unknown>} held
- */
-function lowest(held) {
-  let min = Infinity;
-  for (const o of held.keys()) if (o < min) min = o;
-  return min;
-}
 /** Most messages one history request asks for (the protocol's limit). */
 const HISTORY_LIMIT = 1000;
 
@@ -122,16 +112,9 @@ export class Room extends Emitter {
     this.offset = 0;
     /** @private @type {Map<number, Message>} messages past a gap */
     this._held = new Map();
-    /**
-     * The running fill's generation (0: none). Anything that makes a fill
-     * pointless (a resume, an epoch change, a skip) moves `_generation` on,
-     * and the fill stops at its next step.
-     * @private
-     */
-    this._filling = 0;
     /** @private */
-    this._generation = 0;
-    /** @private paused during a resume or a join: messages wait for its answer */
+    this._filling = false;
+    /** @private paused during a resume: messages wait for its answer */
     this._paused = false;
     /** @private @type {Message[]} */
     this._waiting = [];
@@ -144,47 +127,30 @@ export class Room extends Emitter {
    * @returns {Promise<{ offset: number, epoch: string, data?: unknown }>}
    */
   async join(opts = {}) {
+    // A room left before is the client's again.
     this._link.adopt(this);
-    // Messages may arrive before this continuation runs (a WebSocket that
-    // hands over several frames at once): they wait for the answer.
-    const wasPaused = this._paused;
-    this._paused = true;
-    let reply;
-    try {
-      reply = await this._link.request(
-        { type: 'join', room: this.name },
-        { timeoutMs: opts.timeoutMs, idempotent: true },
-      );
-    } catch (e) {
-      if (!wasPaused) {
-        this._paused = false;
-        this._waiting = [];
-      }
-      throw e;
+    const reply = await this._link.request(
+      { type: 'join', room: this.name },
+      { timeoutMs: opts.timeoutMs, idempotent: true },
+    );
+    // Joined again after the session could not be resumed (the room kept
+    // its epoch and offset): what was published meanwhile comes from
+    // history, or is reported missing, never skipped in silence.
+    const rejoined = !this.joined && this.epoch !== '' && reply.epoch === this.epoch && this.offset !== null;
+    const fresh = !rejoined && (!this.joined || reply.epoch !== this.epoch);
+    this.joined = true;
+    if (rejoined && this.offset !== null && this.offset < reply.offset && !this._filling) {
+      void this._fill(reply.offset, true);
     }
-    const waiting = this._waiting;
-    this._paused = wasPaused;
-    this._waiting = wasPaused ? waiting : [];
-    const back = Math.max(0, Math.min(opts.history ?? 0, HISTORY_LIMIT));
-    if (this.joined && reply.epoch === this.epoch) {
-      // Joined already: nothing changes.
-    } else if (this.epoch && reply.epoch === this.epoch && this.offset !== null) {
-      // Joined again after the session could not be resumed: what was
-      // published meanwhile comes from history, or is reported missing.
-      this.joined = true;
-      this._cancelFill();
-      if (this.offset < reply.offset) void this._fill(reply.offset, true);
-    } else if (this.epoch && reply.epoch !== this.epoch) {
-      this.joined = true;
-      this._newEpoch(reply.epoch, reply.offset);
-    } else {
-      this.joined = true;
+    if (fresh) {
       this.epoch = reply.epoch;
-      this._cancelFill();
+      this._held.clear();
+      const back = Math.max(0, Math.min(opts.history ?? 0, HISTORY_LIMIT));
       this.offset = Math.max(0, reply.offset - back);
-      if (this.offset < reply.offset) void this._fill(reply.offset, false);
+      if (this.offset < reply.offset) {
+        void this._fill(reply.offset, false);
+      }
     }
-    if (!wasPaused) for (const m of waiting) this._take(m);
     /** @type {{ offset: number, epoch: string, data?: unknown }} */
     const out = { offset: reply.offset, epoch: reply.epoch };
     if ('data' in reply) out.data = reply.data;
@@ -196,7 +162,7 @@ export class Room extends Emitter {
     this.joined = false;
     this.epoch = '';
     this.offset = 0;
-    this._cancelFill();
+    this._held.clear();
     this._waiting = [];
     try {
       await this._link.request({ type: 'leave', room: this.name }, { idempotent: true });
@@ -258,11 +224,12 @@ export class Room extends Emitter {
    * @param {Message} m
    */
   _message(m) {
+    if (!this.joined) return;
     if (this._paused) {
-      if (this._waiting.length < MAX_HELD) this._waiting.push(m);
+      this._waiting.push(m);
       return;
     }
-    if (this.joined) this._take(m);
+    this._take(m);
   }
 
   /**
@@ -291,7 +258,7 @@ export class Room extends Emitter {
   _pause() {
     this._paused = true;
     this._waiting = [];
-    this._cancelFill(); // the resume replays from `offset`
+    this._held.clear(); // the resume replays from `offset`
   }
 
   /**
@@ -326,7 +293,7 @@ export class Room extends Emitter {
   _disconnected() {
     this._paused = false;
     this._waiting = [];
-    this._cancelFill();
+    this._held.clear();
   }
 
   // ---- ordering ----
@@ -339,17 +306,10 @@ export class Room extends Emitter {
   _newEpoch(epoch, offset) {
     this.epoch = epoch;
     this.offset = offset;
-    this._cancelFill();
+    this._held.clear();
     /** @type {Gap} */
     const gap = { room: this.name, reason: 'epoch', epoch };
     this._emitBoth('gap', gap);
-  }
-
-  /** Stops a running fill and drops what it held. @private */
-  _cancelFill() {
-    this._generation += 1;
-    this._filling = 0;
-    this._held.clear();
   }
 
   /** @param {Message} m @private */
@@ -363,57 +323,58 @@ export class Room extends Emitter {
     }
     this._held.set(m.offset, m);
     if (this._held.size > MAX_HELD) {
-      // History cannot keep up: give up on what it has not filled yet.
-      const held = this._held;
-      this._cancelFill();
-      this._held = held;
-      this._skipTo(lowest(held) - 1);
+      this._skipTo(Math.min(...this._held.keys()) - 1);
       return;
     }
-    if (!this._filling) void this._fill(lowest(this._held) - 1, true);
+    if (!this._filling) {
+      void this._fill(Math.min(...this._held.keys()) - 1, true);
+    }
   }
 
   /**
    * Reads history up to offset `to` and hands it over in order, then what
    * was held. `lost`: the messages went missing (a gap is reported if
-   * history no longer has them), rather than being asked for. A fill whose
-   * generation has passed stops; a read that fails (a timeout, a lost
-   * connection) is given up without moving `offset`, so that the resume or
-   * the next fill reads it again.
+   * history no longer has them), rather than being asked for.
    *
    * @param {number} to
    * @param {boolean} lost
    * @private
    */
   async _fill(to, lost) {
-    const generation = ++this._generation;
-    this._filling = generation;
-    const current = () => this._generation === generation && this.joined;
+    this._filling = true;
+    const epoch = this.epoch;
     try {
-      while (current() && this.offset !== null && this.offset < to) {
+      while (this.joined && this.offset !== null && this.offset < to && this.epoch === epoch) {
         const since = this.offset;
         const page = await this.history({ since, limit: Math.min(to - since, HISTORY_LIMIT) });
-        if (!current() || page.epoch !== this.epoch || this.offset !== since) return;
+        if (page.epoch !== this.epoch || this.offset !== since) break; // overtaken
         const got = page.messages.filter((m) => m.offset > since && m.offset <= to);
         if (got.length === 0 || got[0].offset !== since + 1) {
-          const next = got[0]?.offset ?? to + 1;
           if (lost) {
-            this._emitBoth('gap', { room: this.name, reason: 'skipped', epoch: this.epoch, from: since + 1, to: next - 1 });
+            /** @type {Gap} */
+            const gap = { room: this.name, reason: 'skipped', epoch, from: since + 1 };
+            gap.to = (got[0]?.offset ?? to + 1) - 1;
+            this._emitBoth('gap', gap);
           }
-          this.offset = next - 1;
+          this.offset = (got[0]?.offset ?? to + 1) - 1;
         }
         for (const m of got) {
           if (m.offset === (this.offset ?? 0) + 1) this._deliver(m);
         }
         if (got.length === 0) break;
       }
-    } catch {
-      // Read again by the resume, or by the next fill.
-      if (this._generation === generation) this._filling = 0;
-      return;
+    } catch (e) {
+      // Disconnected: the resume replays from `offset`. Otherwise go on
+      // without what could not be read.
+      if (!(e instanceof HoldfastError && e.code === 'disconnected') && this.epoch === epoch) {
+        if (lost && this.offset !== null && this.offset < to) {
+          this._emitBoth('gap', { room: this.name, reason: 'skipped', epoch, from: this.offset + 1, to });
+        }
+        if (this.offset !== null && this.offset < to) this.offset = to;
+      }
+    } finally {
+      this._filling = false;
     }
-    if (this._generation !== generation) return;
-    this._filling = 0;
     this._release();
   }
 
@@ -429,7 +390,7 @@ export class Room extends Emitter {
       for (const o of [...this._held.keys()]) {
         if (this.offset !== null && o <= this.offset) this._held.delete(o);
       }
-      if (this._held.size > 0) void this._fill(lowest(this._held) - 1, true);
+      if (this._held.size > 0) void this._fill(Math.min(...this._held.keys()) - 1, true);
     }
   }
 
@@ -440,10 +401,8 @@ export class Room extends Emitter {
    */
   _skipTo(offset) {
     const from = (this.offset ?? 0) + 1;
-    if (from <= offset) {
-      this._emitBoth('gap', { room: this.name, reason: 'skipped', epoch: this.epoch, from, to: offset });
-      this.offset = offset;
-    }
+    this._emitBoth('gap', { room: this.name, reason: 'skipped', epoch: this.epoch, from, to: offset });
+    this.offset = offset;
     this._release();
   }
 

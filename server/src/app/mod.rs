@@ -342,6 +342,7 @@ async fn warm_up(cx: &AppContext) {
             let n = cx.rooms.restore(
                 rows.into_iter()
                     .map(|r| (r.name, r.epoch, u64::try_from(r.last_offset).unwrap_or(0))),
+                Duration::from_millis(cx.settings.session.ttl_ms),
             );
             info!(
                 rooms = n,

@@ -1,6 +1,7 @@
 //! The supervision tree of a starting server, built from its handles: one
 //! function per subtree, in the order of the tree in the [module docs](super).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use holdfast_actors::scheduler::TaskSpec;
@@ -102,9 +103,11 @@ fn core(cx: &AppContext, policy: &Policy) -> SupervisorSpec {
 /// `realtime`: the live connections and the room hubs, one per shard.
 fn realtime(cx: &AppContext, policy: &Policy) -> SupervisorSpec {
     let ws = &cx.settings.ws;
+    let rooms = cx.rooms.clone();
     let connections = cx.connections.spec(
         Duration::from_millis(ws.drain_spread_ms),
         Duration::from_millis(ws.drain_timeout_ms),
+        Some(Arc::new(move || Box::pin(rooms.flushed()))),
     );
     let rooms = cx.rooms.spec(
         &cx.room_loops,

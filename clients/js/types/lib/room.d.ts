@@ -30,16 +30,9 @@ export class Room extends Emitter<RoomEvents> {
     offset: number | null;
     /** @private @type {Map<number, Message>} messages past a gap */
     private _held;
-    /**
-     * The running fill's generation (0: none). Anything that makes a fill
-     * pointless (a resume, an epoch change, a skip) moves `_generation` on,
-     * and the fill stops at its next step.
-     * @private
-     */
-    private _filling;
     /** @private */
-    private _generation;
-    /** @private paused during a resume or a join: messages wait for its answer */
+    private _filling;
+    /** @private paused during a resume: messages wait for its answer */
     private _paused;
     /** @private @type {Message[]} */
     private _waiting;
@@ -129,17 +122,12 @@ export class Room extends Emitter<RoomEvents> {
      * @private
      */
     private _newEpoch;
-    /** Stops a running fill and drops what it held. @private */
-    private _cancelFill;
     /** @param {Message} m @private */
     private _take;
     /**
      * Reads history up to offset `to` and hands it over in order, then what
      * was held. `lost`: the messages went missing (a gap is reported if
-     * history no longer has them), rather than being asked for. A fill whose
-     * generation has passed stops; a read that fails (a timeout, a lost
-     * connection) is given up without moving `offset`, so that the resume or
-     * the next fill reads it again.
+     * history no longer has them), rather than being asked for.
      *
      * @param {number} to
      * @param {boolean} lost

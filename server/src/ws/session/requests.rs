@@ -121,6 +121,13 @@ impl WsSession {
         data: Box<RawValue>,
         id: Option<Id>,
     ) -> Answer {
+        if self.shared.connections.is_draining() {
+            return self.refuse(
+                id,
+                code::UNAVAILABLE,
+                "the server is shutting down; the message was not published: publish it again once reconnected",
+            );
+        }
         let fut = self.shared.rooms.publish(&room, self.user.clone(), data);
         let unpublished = "the room service is restarting; the message was not published; retry";
         self.on_room(ctx, fut, id, unpublished, move |act, position, id| {
