@@ -118,6 +118,13 @@ export class Room extends Emitter {
     this._paused = false;
     /** @private @type {Message[]} */
     this._waiting = [];
+    /**
+     * Messages that came while a join's answer was on its way (a
+     * WebSocket may hand over several frames before the answer's
+     * continuation runs); `null` when no join is.
+     * @private @type {Message[] | null}
+     */
+    this._joinBuffer = null;
   }
 
   /**
@@ -129,10 +136,18 @@ export class Room extends Emitter {
   async join(opts = {}) {
     // A room left before is the client's again.
     this._link.adopt(this);
-    const reply = await this._link.request(
-      { type: 'join', room: this.name },
-      { timeoutMs: opts.timeoutMs, idempotent: true },
-    );
+    const joining = !this.joined;
+    if (joining) this._joinBuffer = [];
+    let reply;
+    try {
+      reply = await this._link.request(
+        { type: 'join', room: this.name },
+        { timeoutMs: opts.timeoutMs, idempotent: true },
+      );
+    } catch (e) {
+      if (joining) this._joinBuffer = null;
+      throw e;
+    }
     // Joined again after the session could not be resumed (the room kept
     // its epoch and offset): what was published meanwhile comes from
     // history, or is reported missing, never skipped in silence.
@@ -150,6 +165,11 @@ export class Room extends Emitter {
       if (this.offset < reply.offset) {
         void this._fill(reply.offset, false);
       }
+    }
+    if (joining) {
+      const early = this._joinBuffer ?? [];
+      this._joinBuffer = null;
+      for (const m of early) this._message(m);
     }
     /** @type {{ offset: number, epoch: string, data?: unknown }} */
     const out = { offset: reply.offset, epoch: reply.epoch };
@@ -224,6 +244,10 @@ export class Room extends Emitter {
    * @param {Message} m
    */
   _message(m) {
+    if (this._joinBuffer) {
+      if (this._joinBuffer.length < MAX_HELD) this._joinBuffer.push(m);
+      return;
+    }
     if (!this.joined) return;
     if (this._paused) {
       this._waiting.push(m);

@@ -37,6 +37,13 @@ export class Room extends Emitter<RoomEvents> {
     /** @private @type {Message[]} */
     private _waiting;
     /**
+     * Messages that came while a join's answer was on its way (a
+     * WebSocket may hand over several frames before the answer's
+     * continuation runs); `null` when no join is.
+     * @private @type {Message[] | null}
+     */
+    private _joinBuffer;
+    /**
      * Joins the room. With `history`, the earlier messages come first.
      *
      * @param {JoinOptions} [opts]
