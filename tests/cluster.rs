@@ -26,6 +26,22 @@ async fn start(s: Settings) -> Server {
     Builder::new(s).start().await.expect("node starts")
 }
 
+/// The server API's key on the nodes of `two_nodes_with_the_api`.
+const KEY: &str = "cluster-api-key-0123456789";
+
+/// Two nodes on the shared Redis, under a prefix of their own, with the
+/// server API on (key [`KEY`]).
+async fn two_nodes_with_the_api() -> (Server, Server) {
+    let prefix = redis_prefix();
+    let url = format!("redis://{REDIS_ADDR}");
+    let node_with_api = || {
+        let mut s = node(&url, &prefix);
+        s.api.key = holdfast::server::config::Secret::new(KEY);
+        s
+    };
+    (start(node_with_api()).await, start(node_with_api()).await)
+}
+
 /// The frames of `n` messages of `room`, in arrival order.
 async fn messages(c: &mut Client, room: &str, n: usize) -> Vec<serde_json::Value> {
     let mut out = Vec::new();
@@ -484,15 +500,7 @@ async fn server_api_disconnect_closes_the_user_on_every_node() {
     {
         return;
     }
-    const KEY: &str = "cluster-api-key-0123456789";
-    let prefix = redis_prefix();
-    let url = format!("redis://{REDIS_ADDR}");
-    let node_with_api = || {
-        let mut s = node(&url, &prefix);
-        s.api.key = holdfast::server::config::Secret::new(KEY);
-        s
-    };
-    let (a, b) = (start(node_with_api()).await, start(node_with_api()).await);
+    let (a, b) = two_nodes_with_the_api().await;
     wait_until("both nodes subscribed", Duration::from_secs(10), || async {
         get(&a, "/health/redis").await.0 == 200 && get(&b, "/health/redis").await.0 == 200
     })
@@ -526,15 +534,7 @@ async fn server_api_lists_the_rooms_of_every_node() {
     {
         return;
     }
-    const KEY: &str = "cluster-api-key-0123456789";
-    let prefix = redis_prefix();
-    let url = format!("redis://{REDIS_ADDR}");
-    let node_with_api = || {
-        let mut s = node(&url, &prefix);
-        s.api.key = holdfast::server::config::Secret::new(KEY);
-        s
-    };
-    let (a, b) = (start(node_with_api()).await, start(node_with_api()).await);
+    let (a, b) = two_nodes_with_the_api().await;
     let list = |prefix: &'static str| {
         let addr = a.addr();
         async move {

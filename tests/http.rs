@@ -14,7 +14,7 @@ use holdfast::actors::shutdown::{Outcome, ShutdownReason, Stage};
 use holdfast::actors::supervision::{Backoff, Child, ChildSpec};
 use holdfast::server::Builder;
 
-use common::{get, settings, start_server, wait_until};
+use common::{get, metrics_at, metrics_text, settings, start_server, wait_until};
 
 /// A service whose health the test sets, and which panics on `Boom`.
 struct Moody {
@@ -97,12 +97,7 @@ async fn live_ready_health_and_metrics_answer() {
     for path in ["/health/live", "/livez", "/health/ready", "/readyz"] {
         assert_eq!(get(&server, path).await.0, 200, "{path}");
     }
-    let metrics = reqwest::get(format!("http://{}/metrics", server.addr()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&server).await;
     assert!(
         metrics.lines().any(|l| l == "holdfast_ready 1"),
         "holdfast_ready once ready"
@@ -395,12 +390,7 @@ async fn readiness_is_503_for_the_whole_shutdown() {
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["reason"], "draining");
     // The gauge that alerting reads says the same.
-    let metrics = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_at(addr).await;
     assert!(
         metrics.lines().any(|l| l == "holdfast_ready 0"),
         "holdfast_ready while draining"

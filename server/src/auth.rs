@@ -73,21 +73,6 @@ pub struct Verifier {
 }
 
 impl Verifier {
-    /// A verifier for the HS256 `secret`, with no audience, issuer or leeway.
-    pub fn new(secret: &str) -> Self {
-        Self::with(
-            DecodingKey::from_secret(secret.as_bytes()),
-            Algorithm::HS256,
-            &AuthSettings {
-                jwt_secret: crate::config::Secret::new(secret),
-                public_key_file: String::new(),
-                audience: String::new(),
-                issuer: String::new(),
-                leeway_ms: 0,
-            },
-        )
-    }
-
     /// The verifier `[auth]` configures; `None` when it sets no key
     /// (anonymous clients).
     ///

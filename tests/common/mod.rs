@@ -85,7 +85,13 @@ where
 
 /// The server's `/metrics` text.
 pub async fn metrics_text(server: &Server) -> String {
-    reqwest::get(format!("http://{}/metrics", server.addr()))
+    metrics_at(server.addr()).await
+}
+
+/// `/metrics` of the server at `addr` (one whose `Server` is busy
+/// shutting down, say).
+pub async fn metrics_at(addr: std::net::SocketAddr) -> String {
+    reqwest::get(format!("http://{addr}/metrics"))
         .await
         .unwrap()
         .text()

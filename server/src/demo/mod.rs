@@ -9,13 +9,10 @@
 
 mod moderator;
 
-use actix_web::{web, HttpRequest, HttpResponse};
-
 use crate::app::{Mount, StartError};
 use crate::config::{NamespaceSettings, RoomSettings, Settings};
 use crate::handlers::RoomHandler;
-use crate::http::assets::{self, Asset, HTML, JS};
-use crate::http::error::ApiError;
+use crate::http::assets::{self, asset, Bundle, CSS, HTML, JS};
 pub use moderator::Moderator;
 
 /// The demo's rooms.
@@ -26,23 +23,14 @@ pub const MODERATED: &str = "demo:moderated";
 const HANDLER: &str = "demo.moderator";
 
 /// The page and its files, as `clients/demo/` holds them.
-const FILES: &[Asset] = &[
-    Asset {
-        path: "index.html",
-        content_type: HTML,
-        body: include_str!("../../../clients/demo/index.html"),
-    },
-    Asset {
-        path: "demo.js",
-        content_type: JS,
-        body: include_str!("../../../clients/demo/demo.js"),
-    },
-    Asset {
-        path: "demo.css",
-        content_type: "text/css; charset=utf-8",
-        body: include_str!("../../../clients/demo/demo.css"),
-    },
-];
+const FILES: Bundle = Bundle {
+    mount: "/demo/",
+    files: &[
+        asset!("index.html", HTML, "../../../clients/demo/index.html"),
+        asset!("demo.js", JS, "../../../clients/demo/demo.js"),
+        asset!("demo.css", CSS, "../../../clients/demo/demo.css"),
+    ],
+};
 
 /// Adds the demo's namespaces to `settings`, unless it is off or the
 /// configuration has namespaces of those prefixes already.
@@ -84,19 +72,6 @@ pub fn mount(mount: &mut Mount<'_>) -> Result<(), StartError> {
     let spec = Moderator::spec();
     mount.room_handler(HANDLER, RoomHandler::of(spec.child_ref()))?;
     mount.service(spec);
-    mount.routes(|cfg| {
-        cfg.service(web::resource("/").route(web::get().to(page)))
-            .service(web::resource("/demo/{path}").route(web::get().to(file)));
-    });
+    mount.routes(|cfg| assets::mount(cfg, &FILES, &["/"]));
     Ok(())
-}
-
-/// `GET /`.
-async fn page(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    assets::serve(&req, FILES, "index.html", "/demo/")
-}
-
-/// `GET /demo/{path}`.
-async fn file(req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    assets::serve(&req, FILES, &path, "/demo/")
 }

@@ -24,108 +24,93 @@ pub struct Asset {
     pub body: &'static str,
 }
 
+/// Files served under one mount point, e.g. `/client/`.
+pub struct Bundle {
+    /// The path prefix, with its slashes.
+    pub mount: &'static str,
+    /// Its files.
+    pub files: &'static [Asset],
+}
+
+/// An [`Asset`] from a file of the repository (a path relative to this
+/// file's directory, as `include_str!` takes it).
+macro_rules! asset {
+    ($path:literal, $type:expr, $file:literal) => {
+        $crate::http::assets::Asset {
+            path: $path,
+            content_type: $type,
+            body: include_str!($file),
+        }
+    };
+}
+pub(crate) use asset;
+
 /// JavaScript modules.
 pub const JS: &str = "text/javascript; charset=utf-8";
 /// HTML pages.
 pub const HTML: &str = "text/html; charset=utf-8";
+/// Style sheets.
+pub const CSS: &str = "text/css; charset=utf-8";
 
 /// The client library, as `clients/js/` holds it.
-const CLIENT: &[Asset] = &[
-    Asset {
-        path: "holdfast.js",
-        content_type: JS,
-        body: include_str!("../../../clients/js/holdfast.js"),
-    },
-    Asset {
-        path: "lib/backoff.js",
-        content_type: JS,
-        body: include_str!("../../../clients/js/lib/backoff.js"),
-    },
-    Asset {
-        path: "lib/client.js",
-        content_type: JS,
-        body: include_str!("../../../clients/js/lib/client.js"),
-    },
-    Asset {
-        path: "lib/emitter.js",
-        content_type: JS,
-        body: include_str!("../../../clients/js/lib/emitter.js"),
-    },
-    Asset {
-        path: "lib/errors.js",
-        content_type: JS,
-        body: include_str!("../../../clients/js/lib/errors.js"),
-    },
-    Asset {
-        path: "lib/room.js",
-        content_type: JS,
-        body: include_str!("../../../clients/js/lib/room.js"),
-    },
-];
+const CLIENT: Bundle = Bundle {
+    mount: "/client/",
+    files: &[
+        asset!("holdfast.js", JS, "../../../clients/js/holdfast.js"),
+        asset!("lib/backoff.js", JS, "../../../clients/js/lib/backoff.js"),
+        asset!("lib/client.js", JS, "../../../clients/js/lib/client.js"),
+        asset!("lib/emitter.js", JS, "../../../clients/js/lib/emitter.js"),
+        asset!("lib/errors.js", JS, "../../../clients/js/lib/errors.js"),
+        asset!("lib/room.js", JS, "../../../clients/js/lib/room.js"),
+    ],
+};
 
 /// The operator console, as `clients/console/` holds it. Its page is
 /// public and static; every call it makes carries the admin token the
 /// operator types in.
-const CONSOLE: &[Asset] = &[
-    Asset {
-        path: "index.html",
-        content_type: HTML,
-        body: include_str!("../../../clients/console/index.html"),
-    },
-    Asset {
-        path: "console.js",
-        content_type: JS,
-        body: include_str!("../../../clients/console/console.js"),
-    },
-    Asset {
-        path: "console.css",
-        content_type: "text/css; charset=utf-8",
-        body: include_str!("../../../clients/console/console.css"),
-    },
-];
+const CONSOLE: Bundle = Bundle {
+    mount: "/console/",
+    files: &[
+        asset!("index.html", HTML, "../../../clients/console/index.html"),
+        asset!("console.js", JS, "../../../clients/console/console.js"),
+        asset!("console.css", CSS, "../../../clients/console/console.css"),
+    ],
+};
 
 /// Mounts the client library at `/client/`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/client/{path:.*}").route(web::get().to(client)));
+    mount(cfg, &CLIENT, &[]);
 }
 
 /// Mounts the console's page at `/admin/` (and `/admin`) and its files at
 /// `/console/`.
 pub fn console_routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource(["/admin", "/admin/"]).route(web::get().to(console_page)))
-        .service(web::resource("/console/{path}").route(web::get().to(console_file)));
+    mount(cfg, &CONSOLE, &["/admin", "/admin/"]);
 }
 
-/// `GET /client/{path}`.
-async fn client(req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    serve(&req, CLIENT, &path, "/client/")
+/// Serves `bundle`'s files under its mount point, and its `index.html` at
+/// each of `index_at`.
+pub fn mount(cfg: &mut web::ServiceConfig, bundle: &'static Bundle, index_at: &[&str]) {
+    if !index_at.is_empty() {
+        let page = move |req: HttpRequest| async move { serve(&req, bundle, "index.html") };
+        cfg.service(web::resource(index_at.to_vec()).route(web::get().to(page)));
+    }
+    let file =
+        move |req: HttpRequest, path: web::Path<String>| async move { serve(&req, bundle, &path) };
+    cfg.service(web::resource(format!("{}{{path:.*}}", bundle.mount)).route(web::get().to(file)));
 }
 
-/// `GET /admin/`.
-async fn console_page(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    serve(&req, CONSOLE, "index.html", "/console/")
-}
-
-/// `GET /console/{path}`.
-async fn console_file(req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    serve(&req, CONSOLE, &path, "/console/")
-}
-
-/// Answers `path` from `assets` (mounted at `mount`, for the 404's words),
-/// or `304 Not Modified` when the request's `If-None-Match` has its tag.
+/// Answers `path` from `bundle`, or `304 Not Modified` when the request's
+/// `If-None-Match` has its tag.
 ///
 /// # Errors
-/// 404 when no asset has that path.
-pub fn serve(
-    req: &HttpRequest,
-    assets: &[Asset],
-    path: &str,
-    mount: &str,
-) -> Result<HttpResponse, ApiError> {
-    let asset = assets
+/// 404 when no file has that path.
+fn serve(req: &HttpRequest, bundle: &Bundle, path: &str) -> Result<HttpResponse, ApiError> {
+    let asset = bundle
+        .files
         .iter()
         .find(|a| a.path == path)
-        .ok_or_else(|| ApiError::NotFound(format!("no file {mount}{path}")))?;
+        .ok_or_else(|| ApiError::NotFound(format!("no file {}{path}", bundle.mount)))?;
     let tag = EntityTag::new_strong(format!("{:016x}", fnv1a(asset.body.as_bytes())));
     let fresh = req
         .headers()
