@@ -388,6 +388,10 @@ impl SessionStore for PersistentSessions {
             if let Some(record) = self.get(&id) {
                 return Some(record);
             }
+            if matches!(self.pending.lock().get(&id), Some(Write::Delete)) {
+                // Ended here, its row not deleted yet: not to be adopted.
+                return None;
+            }
             if !self.db.is_up() {
                 return None; // fail open: as if unknown, never a wait on a dead database
             }
