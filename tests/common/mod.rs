@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod chaos;
 pub mod fake_http;
 pub mod services;
 pub mod tls;

@@ -454,6 +454,11 @@ impl Actor for Hub {
     /// broker, reconciles every `RECONCILE_INTERVAL`. Cannot fail.
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(HUB_MAILBOX);
+        // The gap reads of an earlier incarnation died with its context: a
+        // room still marked as filling would hold its publications for ever.
+        for room in self.state.lock().rooms.values_mut() {
+            room.sequence.reading_ended();
+        }
         self.prune(ctx);
         ctx.run_interval(PRUNE_INTERVAL, |hub, ctx| hub.prune(ctx));
         if self.broker.shared() {

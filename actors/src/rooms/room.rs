@@ -255,6 +255,9 @@ impl Room {
     pub(super) fn sync(&mut self, room: &Arc<str>, head: Position) {
         if !self.sequence.synced || self.epoch != head.epoch {
             let changed = self.epoch != head.epoch;
+            if changed {
+                self.release_held(room);
+            }
             let seen = self
                 .previous
                 .take()
@@ -279,6 +282,7 @@ impl Room {
     /// Leaves the shared broker's sequence: offsets continue on a new,
     /// node-local epoch (the broker is down); members are told.
     pub(super) fn unsync(&mut self, room: &Arc<str>) {
+        self.release_held(room);
         if self.sequence.synced {
             self.previous = Some(self.position());
         }
@@ -286,6 +290,16 @@ impl Room {
         self.epoch = new_epoch().into();
         self.history.clear();
         self.tell_epoch(room);
+    }
+
+    /// Delivers what the sequence held behind a gap that can no longer be
+    /// filled (the epoch is being left): the offsets before them are gone,
+    /// but these were acknowledged to their publishers, so they are not
+    /// dropped; members see the gap, then the epoch frame.
+    fn release_held(&mut self, room: &Arc<str>) {
+        for (offset, frame, at) in self.sequence.take_held() {
+            self.deliver(room, offset, frame, at);
+        }
     }
 
     /// Tells every member the room's epoch changed, and the offset the next

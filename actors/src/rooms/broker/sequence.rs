@@ -65,6 +65,20 @@ impl Sequence {
         }
     }
 
+    /// No history read is in flight any more (the hub that spawned it
+    /// died): the next arrival or reconcile reads the gap again.
+    pub(crate) fn reading_ended(&mut self) {
+        self.filling = false;
+    }
+
+    /// Everything held, in offset order, leaving nothing.
+    pub(crate) fn take_held(&mut self) -> Vec<Ready> {
+        std::mem::take(&mut self.held)
+            .into_iter()
+            .map(|(offset, (frame, at))| (offset, frame, at))
+            .collect()
+    }
+
     /// Whether nothing is held.
     pub(crate) fn is_empty(&self) -> bool {
         self.held.is_empty()
@@ -208,5 +222,25 @@ mod tests {
         let f = s.filled(2, 1);
         assert_eq!((f.skipped, f.latest, f.gap), (None, 2, Some((3, 3))));
         assert!(f.ready.is_empty() && s.filling);
+    }
+
+    /// A hub that died with a read in flight: the next incarnation ends
+    /// it, so that the gap is read again rather than held for ever; and
+    /// what is held when the epoch is left comes out in order.
+    #[test]
+    fn a_read_that_died_with_its_hub_is_read_again_and_the_held_can_be_taken() {
+        let mut s = Sequence::synced();
+        assert!(matches!(
+            s.arrive(0, 3, frame(3), None),
+            Arrival::Gap(Some((1, 2)))
+        ));
+        assert!(matches!(s.arrive(0, 5, frame(5), None), Arrival::Gap(None)));
+        s.reading_ended();
+        assert!(matches!(
+            s.arrive(0, 6, frame(6), None),
+            Arrival::Gap(Some((1, 5)))
+        ));
+        assert_eq!(offsets(&s.take_held()), [3, 5, 6]);
+        assert!(s.is_empty());
     }
 }
