@@ -11,6 +11,7 @@
 //! - [`ws`]: the WebSocket transport (`/ws`), the only user of actix-web-actors.
 //! - [`auth`]: HS256 JWT verification and room patterns.
 //! - [`monitor`]: `holdfast monitor`, the external watchdog with webhook and email alerts.
+//! - [`fuzz`]: the entry points of the fuzz targets (`fuzz/`) and the corpus replay test.
 //! - [`systemd`]: `Type=notify` readiness, watchdog, status and stopping notifications.
 #![warn(missing_docs)]
 
@@ -19,6 +20,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod fuzz;
 pub mod handlers;
 pub mod http;
 pub mod logging;

@@ -253,7 +253,7 @@ impl Builder {
             metrics: crate::ws::WsMetrics::new(&registry)?,
             shutdown: shutdown.clone(),
             application,
-            verifier: crate::auth::Verifier::from_settings(&settings.auth)?,
+            verifier: crate::auth::Verifier::from_settings(&settings.auth, &settings.tls)?,
         });
         let state = web::Data::new(AppState::new(tree, registry, arbiters)?);
         let watch_state = state.clone();

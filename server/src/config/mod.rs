@@ -188,6 +188,20 @@ impl Settings {
         Self::from_config(config)
     }
 
+    /// The embedded defaults overlaid with one TOML text, validated: what
+    /// [`Settings::load`] makes of a file, without the environment.
+    ///
+    /// # Errors
+    /// TOML that does not parse, an unknown key, a bad value.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config = Config::builder()
+            .add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml))
+            .add_source(File::from_str(text, FileFormat::Toml))
+            .build()
+            .map_err(|e| ConfigError::Source(e.to_string()))?;
+        Self::from_config(config)
+    }
+
     /// The defaults alone, as embedded (tests start from these).
     pub fn defaults() -> Self {
         let config = Config::builder()
@@ -226,7 +240,7 @@ impl Settings {
         self.supervision.validate()?;
         self.events.validate()?;
         self.ws.validate()?;
-        self.auth.validate()?;
+        self.auth.validate(&self.tls)?;
         self.rooms.validate()?;
         self.handlers.validate()?;
         self.session.validate()?;

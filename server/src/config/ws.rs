@@ -62,14 +62,25 @@ pub struct AuthSettings {
     /// Clock skew allowed on `exp`, `nbf` and `iat`; whole seconds.
     #[serde(default)]
     pub leeway_ms: u64,
+    /// An identity provider's JWK Set URL: its signing keys, picked by `kid`.
+    #[serde(default)]
+    pub jwks_url: String,
+    /// How long fetched keys are used before they are fetched again.
+    #[serde(default = "default_jwks_refresh_ms")]
+    pub jwks_refresh_ms: u64,
+}
+
+fn default_jwks_refresh_ms() -> u64 {
+    300_000
 }
 
 impl AuthSettings {
     /// # Errors
-    /// Both a secret and a key file, a key file that is not an RSA or EC
-    /// public key, or a leeway that is not whole seconds.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        crate::auth::Verifier::from_settings(self).map(|_| ())
+    /// More than one of a secret, a key file and a key set URL; a key file
+    /// that is not an RSA or EC public key; a key set URL that is not
+    /// http(s); a leeway that is not whole seconds.
+    pub fn validate(&self, tls: &super::TlsSettings) -> Result<(), ConfigError> {
+        crate::auth::Verifier::from_settings(self, tls).map(|_| ())
     }
 }
 

@@ -34,7 +34,7 @@ mod admission;
 mod fanout;
 mod metrics;
 pub mod protocol;
-mod session;
+pub(crate) mod session;
 
 use std::sync::Arc;
 
@@ -161,10 +161,15 @@ pub async fn upgrade(
         reject("origin");
         return Err(ApiError::Forbidden(refused));
     }
-    let identity = auth::authenticate(&req, shared.verifier.as_ref()).map_err(|e| {
-        reject("auth");
-        ApiError::Unauthorized(e.to_string())
-    })?;
+    let identity = auth::authenticate(&req, shared.verifier.as_ref())
+        .await
+        .map_err(|e| {
+            reject("auth");
+            match e {
+                auth::AuthError::KeysUnavailable => ApiError::Unavailable(e.to_string()),
+                e => ApiError::Unauthorized(e.to_string()),
+            }
+        })?;
     let Some(slot) = shared.connections.admit(shared.settings.max_connections) else {
         reject("full");
         return Err(ApiError::Unavailable(

@@ -1,6 +1,8 @@
 //! Helpers shared by the tests that run the real `holdfast` binary.
 #![allow(dead_code)]
 
+pub mod netfuzz;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};

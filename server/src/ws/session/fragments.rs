@@ -10,7 +10,7 @@ use bytestring::ByteString;
 
 /// The message being received in fragments, if any.
 #[derive(Default)]
-pub(super) enum Fragments {
+pub(crate) enum Fragments {
     #[default]
     None,
     /// Text so far.
@@ -21,7 +21,7 @@ pub(super) enum Fragments {
 
 /// What a fragment completed.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Assembled {
+pub(crate) enum Assembled {
     /// More fragments to come.
     Pending,
     /// A whole text message.
@@ -36,7 +36,7 @@ pub(super) enum Assembled {
 
 impl Fragments {
     /// Takes the next fragment; `max` bounds the whole message.
-    pub(super) fn push(&mut self, item: Item, max: usize) -> Assembled {
+    pub(crate) fn push(&mut self, item: Item, max: usize) -> Assembled {
         let (data, last) = match item {
             Item::FirstText(data) => {
                 *self = Fragments::Text(BytesMut::new());
@@ -81,7 +81,7 @@ impl Fragments {
 /// Whether the codec refused a text frame for not being UTF-8 (it reports
 /// that as an I/O error carrying the UTF-8 error's text, so the text is
 /// what can be told apart).
-pub(super) fn not_utf8(e: &actix_http::ws::ProtocolError) -> bool {
+pub(crate) fn not_utf8(e: &actix_http::ws::ProtocolError) -> bool {
     matches!(e, actix_http::ws::ProtocolError::Io(io) if io.to_string().contains("utf-8"))
 }
 

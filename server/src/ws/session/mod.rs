@@ -5,7 +5,7 @@
 //! `resume`, and `application` (room and RPC handlers).
 
 mod application;
-mod fragments;
+pub(crate) mod fragments;
 mod requests;
 mod resume;
 

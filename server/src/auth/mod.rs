@@ -1,19 +1,24 @@
-//! Client authentication: JWTs verified with one key, an HS256 secret or an
-//! issuer's RS256 or ES256 public key (PEM), from `Authorization: Bearer
-//! <token>` or the `token` query parameter (browsers cannot set headers on
-//! a WebSocket). A token needs `sub` and `exp`; `nbf` and `iat` are checked
+//! Client authentication: JWTs verified with an HS256 secret, an issuer's
+//! RS256 or ES256 public key (PEM), or the signing keys an identity
+//! provider publishes at a JWK Set URL (`jwks`: cached, refreshed, picked by
+//! `kid`), from `Authorization: Bearer <token>` or the `token` query
+//! parameter (browsers cannot set headers on a WebSocket). A token needs `sub` and `exp`; `nbf` and `iat` are checked
 //! when present (not before, not issued in the future), `aud` and `iss` when
 //! configured, all within `auth.leeway_ms`; `rooms`, `rpc` and the
 //! application's own claims are read. Only the key's algorithm is accepted,
 //! so a token can never pick how it is checked. Without a key every client
 //! is anonymous and gets a generated user id.
 
+mod jwks;
+
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::HttpRequest;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
-use crate::config::{AuthSettings, ConfigError};
+use crate::config::{AuthSettings, ConfigError, TlsSettings};
+use jwks::{Jwks, SigningKey};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -61,12 +66,23 @@ pub enum AuthError {
     /// The token's `nbf` has not come yet.
     #[error("the token is not valid yet (nbf)")]
     NotYetValid,
+    /// The issuer's key set could not be fetched yet (HTTP 503: retry).
+    #[error("the issuer's signing keys could not be fetched; retry shortly")]
+    KeysUnavailable,
 }
 
-/// Verifies tokens with one key.
+/// Where a verifier's keys come from.
+enum Keys {
+    /// `auth.jwt_secret` or `auth.public_key_file`.
+    One(SigningKey),
+    /// `auth.jwks_url`.
+    Set(Arc<Jwks>),
+}
+
+/// Verifies tokens with a key or a provider's key set.
 pub struct Verifier {
-    key: DecodingKey,
-    algorithm: Algorithm,
+    keys: Keys,
+    /// The checks of every token, but for the algorithm (the key's).
     validation: Validation,
     /// Clock skew allowed, seconds.
     leeway: u64,
@@ -80,7 +96,10 @@ impl Verifier {
     /// A config error naming the key: both a secret and a key file, a key
     /// file that cannot be read or is not an RSA or EC P-256 public key, a
     /// leeway that is not whole seconds.
-    pub fn from_settings(auth: &AuthSettings) -> Result<Option<Self>, ConfigError> {
+    pub fn from_settings(
+        auth: &AuthSettings,
+        tls: &TlsSettings,
+    ) -> Result<Option<Self>, ConfigError> {
         let bad = |key: &str, message: String| ConfigError::Key {
             key: key.into(),
             message,
@@ -91,41 +110,78 @@ impl Verifier {
                 "must be whole seconds (a multiple of 1000): JWT times are seconds".into(),
             ));
         }
-        match (auth.jwt_secret.is_empty(), auth.public_key_file.is_empty()) {
-            (true, true) => Ok(None),
-            (false, false) => Err(bad(
-                "auth.public_key_file",
-                "set either auth.jwt_secret or auth.public_key_file, not both".into(),
-            )),
-            (false, true) => Ok(Some(Self::with(
-                DecodingKey::from_secret(auth.jwt_secret.expose().as_bytes()),
-                Algorithm::HS256,
-                auth,
-            ))),
-            (true, false) => {
-                let path = &auth.public_key_file;
-                let pem = std::fs::read(path)
-                    .map_err(|e| bad("auth.public_key_file", format!("{path}: {e}")))?;
-                let (key, algorithm) = match DecodingKey::from_rsa_pem(&pem) {
-                    Ok(key) => (key, Algorithm::RS256),
-                    Err(_) => match DecodingKey::from_ec_pem(&pem) {
-                        Ok(key) => (key, Algorithm::ES256),
-                        Err(_) => {
-                            return Err(bad(
-                                "auth.public_key_file",
-                                format!("{path}: not a PEM RSA or EC P-256 public key"),
-                            ))
-                        }
-                    },
-                };
-                Ok(Some(Self::with(key, algorithm, auth)))
+        let set: Vec<&str> = [
+            ("auth.jwt_secret", auth.jwt_secret.is_empty()),
+            ("auth.public_key_file", auth.public_key_file.is_empty()),
+            ("auth.jwks_url", auth.jwks_url.is_empty()),
+        ]
+        .into_iter()
+        .filter(|(_, empty)| !empty)
+        .map(|(key, _)| key)
+        .collect();
+        if let [first, .., last] = set.as_slice() {
+            return Err(bad(
+                last,
+                format!("set one of auth.jwt_secret, auth.public_key_file and auth.jwks_url; {first} is set too"),
+            ));
+        }
+        let keys = match set.first().copied() {
+            None => return Ok(None),
+            Some("auth.jwt_secret") => Keys::One(SigningKey {
+                key: DecodingKey::from_secret(auth.jwt_secret.expose().as_bytes()),
+                algorithm: Algorithm::HS256,
+            }),
+            Some("auth.public_key_file") => Keys::One(Self::key_file(&auth.public_key_file)?),
+            Some(_) => {
+                if !crate::config::is_http_url(&auth.jwks_url) {
+                    return Err(bad(
+                        "auth.jwks_url",
+                        "must be an http:// or https:// URL".into(),
+                    ));
+                }
+                if auth.jwks_refresh_ms < 1000 {
+                    return Err(bad("auth.jwks_refresh_ms", "must be at least 1000".into()));
+                }
+                let client = tls
+                    .client()?
+                    .http_client()
+                    .build()
+                    .map_err(|e| bad("auth.jwks_url", e.without_url().to_string()))?;
+                Keys::Set(Arc::new(Jwks::new(
+                    &auth.jwks_url,
+                    Duration::from_millis(auth.jwks_refresh_ms),
+                    client,
+                )))
             }
+        };
+        Ok(Some(Self::with(keys, auth)))
+    }
+
+    /// The RSA or EC P-256 public key of a PEM file.
+    fn key_file(path: &str) -> Result<SigningKey, ConfigError> {
+        let bad = |message: String| ConfigError::Key {
+            key: "auth.public_key_file".into(),
+            message,
+        };
+        let pem = std::fs::read(path).map_err(|e| bad(format!("{path}: {e}")))?;
+        if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
+            return Ok(SigningKey {
+                key,
+                algorithm: Algorithm::RS256,
+            });
+        }
+        match DecodingKey::from_ec_pem(&pem) {
+            Ok(key) => Ok(SigningKey {
+                key,
+                algorithm: Algorithm::ES256,
+            }),
+            Err(_) => Err(bad(format!("{path}: not a PEM RSA or EC P-256 public key"))),
         }
     }
 
-    fn with(key: DecodingKey, algorithm: Algorithm, auth: &AuthSettings) -> Self {
+    fn with(keys: Keys, auth: &AuthSettings) -> Self {
         let leeway = auth.leeway_ms / 1000;
-        let mut validation = Validation::new(algorithm);
+        let mut validation = Validation::new(Algorithm::HS256); // the key's, at each check
         validation.leeway = leeway;
         validation.validate_nbf = true;
         let mut required = vec!["exp", "sub"];
@@ -142,8 +198,7 @@ impl Verifier {
         }
         validation.set_required_spec_claims(&required);
         Self {
-            key,
-            algorithm,
+            keys,
             validation,
             leeway,
         }
@@ -153,13 +208,23 @@ impl Verifier {
     ///
     /// # Errors
     /// See [`AuthError`]; the message never contains the token.
-    pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
-        let all = jsonwebtoken::decode::<Map<String, Value>>(token, &self.key, &self.validation)
+    pub async fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        let signing = match &self.keys {
+            Keys::One(key) => key.clone(),
+            Keys::Set(jwks) => {
+                let header = jsonwebtoken::decode_header(token)
+                    .map_err(|_| AuthError::Invalid("not a JWT".into()))?;
+                jwks.key(header.kid.as_deref()).await?
+            }
+        };
+        let mut validation = self.validation.clone();
+        validation.algorithms = vec![signing.algorithm];
+        let all = jsonwebtoken::decode::<Map<String, Value>>(token, &signing.key, &validation)
             .map_err(|e| {
                 use jsonwebtoken::errors::ErrorKind;
                 // In Holdfast's words: the library's would tell an attacker
                 // what it parsed.
-                let alg = self.algorithm;
+                let alg = signing.algorithm;
                 let why = match e.kind() {
                     ErrorKind::ExpiredSignature => return AuthError::Expired,
                     ErrorKind::ImmatureSignature => return AuthError::NotYetValid,
@@ -228,9 +293,12 @@ fn web_query_token(query: &str) -> Option<String> {
 ///
 /// # Errors
 /// See [`AuthError`].
-pub fn authenticate(req: &HttpRequest, verifier: Option<&Verifier>) -> Result<Identity, AuthError> {
+pub async fn authenticate(
+    req: &HttpRequest,
+    verifier: Option<&Verifier>,
+) -> Result<Identity, AuthError> {
     match verifier {
-        Some(v) => v.verify(&token_of(req).ok_or(AuthError::Missing)?),
+        Some(v) => v.verify(&token_of(req).ok_or(AuthError::Missing)?).await,
         None => Ok(Identity {
             user: format!("anon-{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff),
             expires_at: None,
@@ -282,13 +350,24 @@ mod tests {
             audience: String::new(),
             issuer: String::new(),
             leeway_ms: 0,
+            jwks_url: String::new(),
+            jwks_refresh_ms: 300_000,
         };
         f(&mut auth);
         auth
     }
 
+    fn tls() -> TlsSettings {
+        crate::config::Settings::defaults().tls
+    }
+
+    /// A verifier with one key needs no runtime.
+    fn check(v: &Verifier, token: &str) -> Result<Identity, AuthError> {
+        futures::executor::block_on(v.verify(token))
+    }
+
     fn verifier(auth: &AuthSettings) -> Verifier {
-        Verifier::from_settings(auth).unwrap().unwrap()
+        Verifier::from_settings(auth, &tls()).unwrap().unwrap()
     }
 
     fn now() -> i64 {
@@ -308,7 +387,7 @@ mod tests {
     fn a_token_with_an_audience_is_accepted_when_none_is_configured() {
         let v = verifier(&settings(|_| {}));
         let t = hs256(json!({"sub": "ann", "exp": now() + 60, "aud": "some-api", "iss": "idp"}));
-        assert_eq!(v.verify(&t).unwrap().user, "ann");
+        assert_eq!(check(&v, &t).unwrap().user, "ann");
     }
 
     #[test]
@@ -321,7 +400,7 @@ mod tests {
         let ok = hs256(
             json!({"sub": "ann", "exp": exp, "aud": ["other", "holdfast"], "iss": "https://idp.example"}),
         );
-        assert_eq!(v.verify(&ok).unwrap().user, "ann");
+        assert_eq!(check(&v, &ok).unwrap().user, "ann");
         for (claims, why) in [
             (
                 json!({"sub": "a", "exp": exp, "aud": "other", "iss": "https://idp.example"}),
@@ -340,7 +419,7 @@ mod tests {
                 "no iss claim",
             ),
         ] {
-            match v.verify(&hs256(claims.clone())) {
+            match check(&v, &hs256(claims.clone())) {
                 Err(AuthError::Invalid(m)) => assert_eq!(m, why, "{claims}"),
                 other => panic!("{claims}: {other:?}"),
             }
@@ -352,24 +431,27 @@ mod tests {
         let strict = verifier(&settings(|_| {}));
         let lenient = verifier(&settings(|a| a.leeway_ms = 5000));
         let expired = hs256(json!({"sub": "ann", "exp": now() - 2}));
-        assert!(matches!(strict.verify(&expired), Err(AuthError::Expired)));
-        let id = lenient.verify(&expired).unwrap();
+        assert!(matches!(check(&strict, &expired), Err(AuthError::Expired)));
+        let id = check(&lenient, &expired).unwrap();
         assert_eq!(id.expires_at, Some((now() - 2 + 5) as u64));
         let early = hs256(json!({"sub": "ann", "exp": now() + 60, "nbf": now() + 2}));
-        assert!(matches!(strict.verify(&early), Err(AuthError::NotYetValid)));
-        assert!(lenient.verify(&early).is_ok());
+        assert!(matches!(
+            check(&strict, &early),
+            Err(AuthError::NotYetValid)
+        ));
+        assert!(check(&lenient, &early).is_ok());
         let future = hs256(json!({"sub": "ann", "exp": now() + 60, "iat": now() + 30}));
-        match strict.verify(&future) {
+        match check(&strict, &future) {
             Err(AuthError::Invalid(m)) => assert_eq!(m, "issued in the future (iat)"),
             other => panic!("{other:?}"),
         }
         let fine = hs256(json!({"sub": "ann", "exp": now() + 60, "iat": now() + 2}));
-        assert!(lenient.verify(&fine).is_ok());
-        assert!(strict
-            .verify(&hs256(
-                json!({"sub": "ann", "exp": now() + 60, "iat": "soon"})
-            ))
-            .is_err());
+        assert!(check(&lenient, &fine).is_ok());
+        assert!(check(
+            &strict,
+            &hs256(json!({"sub": "ann", "exp": now() + 60, "iat": "soon"}))
+        )
+        .is_err());
     }
 
     #[test]
@@ -381,7 +463,7 @@ mod tests {
         let claims = json!({"sub": "ann", "exp": now() + 60});
         let key = EncodingKey::from_rsa_pem(&pem("rsa_private.pem")).unwrap();
         let t = encode(&Header::new(Algorithm::RS256), &claims, &key).unwrap();
-        assert_eq!(rsa.verify(&t).unwrap().user, "ann");
+        assert_eq!(check(&rsa, &t).unwrap().user, "ann");
         // Algorithm confusion: HS256 keyed with the public key's bytes.
         let forged = encode(
             &Header::new(Algorithm::HS256),
@@ -389,7 +471,7 @@ mod tests {
             &EncodingKey::from_secret(&pem("rsa_public.pem")),
         )
         .unwrap();
-        match rsa.verify(&forged) {
+        match check(&rsa, &forged) {
             Err(AuthError::Invalid(m)) => assert_eq!(m, "the algorithm must be RS256"),
             other => panic!("{other:?}"),
         }
@@ -400,13 +482,13 @@ mod tests {
         }));
         let key = EncodingKey::from_ec_pem(&pem("ec_private.pem")).unwrap();
         let t = encode(&Header::new(Algorithm::ES256), &claims, &key).unwrap();
-        assert_eq!(ec.verify(&t).unwrap().user, "ann");
-        assert!(ec.verify(&hs256(claims)).is_err());
+        assert_eq!(check(&ec, &t).unwrap().user, "ann");
+        assert!(check(&ec, &hs256(claims)).is_err());
     }
 
     #[test]
     fn auth_settings_errors_name_their_key() {
-        let key_of = |auth: AuthSettings| match Verifier::from_settings(&auth) {
+        let key_of = |auth: AuthSettings| match Verifier::from_settings(&auth, &tls()) {
             Err(ConfigError::Key { key, message }) => (key, message),
             other => panic!("{:?}", other.map(|v| v.is_some())),
         };
@@ -425,9 +507,23 @@ mod tests {
             message.contains("not a PEM RSA or EC P-256 public key"),
             "{message}"
         );
-        assert!(Verifier::from_settings(&settings(
-            |a| a.jwt_secret = crate::config::Secret::new("")
-        ))
+        let (key, _) = key_of(settings(|a| a.jwks_url = "https://idp.example/jwks".into()));
+        assert_eq!(key, "auth.jwks_url", "both a secret and a key set");
+        let (key, _) = key_of(settings(|a| {
+            a.jwt_secret = crate::config::Secret::new("");
+            a.jwks_url = "ftp://idp.example/jwks".into();
+        }));
+        assert_eq!(key, "auth.jwks_url");
+        let (key, _) = key_of(settings(|a| {
+            a.jwt_secret = crate::config::Secret::new("");
+            a.jwks_url = "https://idp.example/jwks".into();
+            a.jwks_refresh_ms = 10;
+        }));
+        assert_eq!(key, "auth.jwks_refresh_ms");
+        assert!(Verifier::from_settings(
+            &settings(|a| a.jwt_secret = crate::config::Secret::new("")),
+            &tls()
+        )
         .unwrap()
         .is_none());
     }

@@ -1,0 +1,4 @@
+//! `cargo +nightly fuzz run ws_stream`: see `holdfast_server::fuzz::ws_stream`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| holdfast_server::fuzz::ws_stream(data));
