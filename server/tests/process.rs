@@ -406,11 +406,45 @@ fn flushed(server: &Server) {
 /// never repeats within an epoch.
 #[test]
 fn sessions_and_offsets_survive_restarts() {
-    use serde_json::json;
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}/holdfast.db", dir.path().display());
+    restart_chain(&format!("sqlite://{}/holdfast.db", dir.path().display()));
+}
+
+/// The same chain on PostgreSQL (a fresh database on 127.0.0.1:5432,
+/// dropped after; skipped without it, a failure under `CI=true`).
+#[test]
+fn sessions_and_offsets_survive_restarts_on_postgres() {
+    let name = format!("holdfast_chain_{}_{}", std::process::id(), next_id());
+    let psql = |sql: &str| {
+        Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-qc",
+                sql,
+            ])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !psql(&format!("CREATE DATABASE {name}")) {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("PostgreSQL is not reachable at 127.0.0.1:5432 (psql), and CI=true requires it");
+        }
+        eprintln!("SKIPPED sessions_and_offsets_survive_restarts_on_postgres: PostgreSQL is not reachable at 127.0.0.1:5432 (psql)");
+        return;
+    }
+    restart_chain(&format!("postgres://postgres@127.0.0.1:5432/{name}"));
+    psql(&format!("DROP DATABASE {name} WITH (FORCE)"));
+}
+
+fn restart_chain(url: &str) {
+    use serde_json::json;
     let env = [
-        ("HOLDFAST__DATABASE__URL", url.as_str()),
+        ("HOLDFAST__DATABASE__URL", url),
         ("HOLDFAST__SESSION__FLUSH_INTERVAL_MS", "50"),
     ];
 

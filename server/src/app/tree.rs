@@ -69,10 +69,14 @@ fn storage(cx: &AppContext, policy: &Policy) -> SupervisorSpec {
 }
 
 /// `core`: the event bus, the scheduler and the session registry (whose
-/// expired rows a scheduled task deletes).
+/// expired sessions a scheduled task deletes: every quarter of the session
+/// TTL, between 1 s and 60 s, so that what the store holds is bounded by
+/// the TTL, not by a fixed sweep).
 fn core(cx: &AppContext, policy: &Policy) -> SupervisorSpec {
     let store = cx.sessions.clone();
-    let expiry = TaskSpec::every("session-expiry", Duration::from_secs(60), move || {
+    let sweep = Duration::from_millis(cx.settings.session.ttl_ms / 4)
+        .clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let expiry = TaskSpec::every("session-expiry", sweep, move || {
         let store = store.clone();
         async move {
             match store.expire().await {
