@@ -42,8 +42,14 @@ async fn run(label: &str, url: &str, count: usize) {
     let kernel = Kernel::new(registry.clone(), shutdown, &KernelSettings::default()).unwrap();
     let db = Db::new(settings(url), &registry, kernel.events).unwrap();
     db.migrate().await.expect("migrations");
-    let store =
-        PersistentSessions::new(Duration::from_secs(300), count * 2, db, &registry).unwrap();
+    let store = PersistentSessions::new(
+        Duration::from_secs(300),
+        count * 2,
+        count * 2,
+        db,
+        &registry,
+    )
+    .unwrap();
     let created = Instant::now();
     for i in 0..count {
         store.create(&format!("{i:032x}"), &format!("user-{}", i % 1000));

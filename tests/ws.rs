@@ -1016,3 +1016,64 @@ async fn closed_sessions_leave_the_store_within_a_quarter_ttl_after_it() {
     )
     .await;
 }
+
+/// `session.max_detached` bounds what a flood of connections can make the
+/// store hold for the TTL: past it, the detached session that would expire
+/// first is forgotten (counted), the newer ones still resume, and an
+/// attached session is never forgotten.
+#[actix_rt::test]
+async fn past_max_detached_the_oldest_detached_session_is_forgotten() {
+    let mut s = settings();
+    s.session.max_detached = 3;
+    let server = start(s).await;
+    let addr = server.addr();
+    let held = connect(addr).await; // attached throughout
+    let mut closed = Vec::new();
+    for _ in 0..5 {
+        let mut c = connect(addr).await;
+        closed.push(c.session());
+        c.ws.close(None).await.unwrap();
+        c.close_code().await;
+        // Detached in this order (the socket's end is handled before the next).
+        let n = closed.len();
+        wait_until("the close handled", Duration::from_secs(5), || async {
+            let d = common::get(&server, "/health/sessions").await.2["details"].clone();
+            d["detached"].as_u64().unwrap() + d["evicted"].as_u64().unwrap() == n as u64
+        })
+        .await;
+    }
+    let details = common::get(&server, "/health/sessions").await.2["details"].clone();
+    assert_eq!(
+        (details["detached"].as_u64(), details["evicted"].as_u64()),
+        (Some(3), Some(2)),
+        "{details}"
+    );
+    assert_eq!(
+        common::metric(&server, "holdfast_sessions_evicted_total").await,
+        2.0
+    );
+    let mut open = Vec::new(); // kept open: attached, so they evict nothing
+    for (i, session) in closed.iter().enumerate() {
+        let mut c = connect(addr).await;
+        let resumed = c
+            .request(
+                json!({"type": "resume", "session": session, "rooms": {}, "epochs": {}, "id": i}),
+            )
+            .await;
+        if i < 2 {
+            assert_ne!(resumed["session"], session.as_str(), "forgotten: {resumed}");
+        } else {
+            assert_eq!(
+                resumed["session"],
+                session.as_str(),
+                "still held: {resumed}"
+            );
+        }
+        open.push(c);
+    }
+    let mut again = connect(addr).await;
+    let resumed = again
+        .request(json!({"type": "resume", "session": held.session(), "rooms": {}, "epochs": {}, "id": "held"}))
+        .await;
+    assert_eq!(resumed["session"], held.session().as_str(), "{resumed}");
+}

@@ -127,12 +127,15 @@ $('compose').addEventListener('submit', async (ev) => {
   const input = /** @type {HTMLInputElement} */ ($('input'));
   const text = input.value.trim();
   if (!text) return;
+  // Cleared now, not once the publish is acknowledged: what is typed
+  // meanwhile is the next message, never wiped.
+  input.value = '';
   showError('');
   try {
     await join(current);
     await client.room(current).publish({ text, name: nameInput.value });
-    input.value = '';
   } catch (e) {
+    if (!input.value) input.value = text; // refused: back for editing
     showError(`${e.code ?? 'error'}: ${e.message}`);
   }
 });

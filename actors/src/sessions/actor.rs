@@ -84,6 +84,8 @@ impl crate::supervision::Child for SessionsActor {
             h = h.with("last_error", e.clone());
         }
         h.with("sessions", self.store.len())
+            .with("detached", self.store.detached())
+            .with("evicted", self.store.metrics.evicted.get())
             .with("pending_writes", pending)
             .with("dropped_writes", self.store.metrics.dropped.get())
             .into()

@@ -30,6 +30,7 @@ use futures::future::BoxFuture;
 use parking_lot::Mutex;
 
 mod actor;
+mod cache;
 mod checkpoint;
 mod persistent;
 

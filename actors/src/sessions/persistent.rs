@@ -1,6 +1,7 @@
 //! The session store behind `resume` across restarts and nodes: memory in
 //! front, the database behind it, written in batches (write-behind).
 
+use super::cache::Cache;
 use super::*;
 
 /// A `sessions` row.
@@ -50,8 +51,8 @@ pub(super) enum Write {
 
 /// A cached session and when it expires (Unix ms; `None` while attached).
 pub(super) struct Cached {
-    record: SessionRecord,
-    expires_at: Option<i64>,
+    pub(super) record: SessionRecord,
+    pub(super) expires_at: Option<i64>,
 }
 
 impl Cached {
@@ -69,7 +70,7 @@ impl Cached {
 pub struct PersistentSessions {
     pub(super) ttl: Duration,
     pub(super) db: crate::db::Db,
-    pub(super) cache: Mutex<HashMap<String, Cached>>,
+    pub(super) cache: Mutex<Cache>,
     /// The latest change per session, oldest first by insertion.
     pub(super) pending: Mutex<indexmap::IndexMap<String, Write>>,
     /// Bound on `pending`.
@@ -85,6 +86,7 @@ pub(super) struct SessionMetrics {
     pub(super) pending: prometheus::IntGauge,
     pub(super) written: prometheus::IntCounter,
     pub(super) dropped: prometheus::IntCounter,
+    pub(super) evicted: prometheus::IntCounter,
 }
 
 /// Most changes written in one transaction.
@@ -98,6 +100,7 @@ impl PersistentSessions {
     pub fn new(
         ttl: Duration,
         max_pending: usize,
+        max_detached: usize,
         db: crate::db::Db,
         registry: &prometheus::Registry,
     ) -> prometheus::Result<Arc<Self>> {
@@ -113,13 +116,18 @@ impl PersistentSessions {
             "holdfast_sessions_dropped_writes_total",
             "Session changes dropped because the pending queue was full while the database was down.",
         )?;
+        let evicted = prometheus::IntCounter::new(
+            "holdfast_sessions_evicted_total",
+            "Detached sessions forgotten before their TTL because session.max_detached were held.",
+        )?;
+        registry.register(Box::new(evicted.clone()))?;
         registry.register(Box::new(pending.clone()))?;
         registry.register(Box::new(written.clone()))?;
         registry.register(Box::new(dropped.clone()))?;
         Ok(Arc::new(Self {
             ttl,
             db,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(Cache::new(max_detached)),
             pending: Mutex::new(indexmap::IndexMap::new()),
             max_pending: max_pending.max(1),
             warmed: std::sync::atomic::AtomicBool::new(false),
@@ -128,6 +136,7 @@ impl PersistentSessions {
                 pending,
                 written,
                 dropped,
+                evicted,
             },
         }))
     }
@@ -141,6 +150,20 @@ impl PersistentSessions {
         }
         pending.insert(id.to_owned(), write);
         self.metrics.pending.set(pending.len() as i64);
+    }
+
+    /// Sessions the cache forgot to stay within `max_detached`: their rows
+    /// are deleted too.
+    fn forget(&self, ids: Vec<String>) {
+        for id in ids {
+            self.metrics.evicted.inc();
+            self.queue(&id, Write::Delete);
+        }
+    }
+
+    /// Detached sessions held.
+    pub fn detached(&self) -> usize {
+        self.cache.lock().detached()
     }
 
     fn upsert(&self, cached: &Cached) {
@@ -235,15 +258,20 @@ impl PersistentSessions {
                 .await?
         });
         let ttl = self.ttl_ms();
-        let mut cache = self.cache.lock();
         let mut loaded = 0;
-        for row in rows {
-            if cache.contains_key(&row.id) {
-                continue;
+        let mut forgotten = Vec::new();
+        {
+            let mut cache = self.cache.lock();
+            for row in rows {
+                if cache.contains(&row.id) {
+                    continue;
+                }
+                forgotten.extend(cache.insert(Cached::from_row(&row, now, ttl)));
+                loaded += 1;
             }
-            cache.insert(row.id.clone(), Cached::from_row(&row, now, ttl));
-            loaded += 1;
         }
+        loaded -= forgotten.len();
+        self.forget(forgotten);
         self.warmed.store(true, std::sync::atomic::Ordering::SeqCst);
         Ok(loaded)
     }
@@ -268,11 +296,17 @@ impl PersistentSessions {
             return Ok(None);
         };
         let ttl = self.ttl_ms();
-        let mut cache = self.cache.lock();
-        let cached = cache
-            .entry(row.id.clone())
-            .or_insert_with(|| Cached::from_row(&row, now, ttl));
-        Ok(Some(cached.record.clone()))
+        let (record, forgotten) = {
+            let mut cache = self.cache.lock();
+            let forgotten = if cache.contains(&row.id) {
+                Vec::new()
+            } else {
+                cache.insert(Cached::from_row(&row, now, ttl))
+            };
+            (cache.get(&row.id).map(|c| c.record.clone()), forgotten)
+        };
+        self.forget(forgotten);
+        Ok(record)
     }
 
     /// `session.ttl` in milliseconds.
@@ -380,7 +414,8 @@ impl SessionStore for PersistentSessions {
             expires_at: None,
         };
         self.upsert(&cached);
-        self.cache.lock().insert(id.to_owned(), cached);
+        let forgotten = self.cache.lock().insert(cached);
+        self.forget(forgotten);
     }
 
     fn fetch(self: Arc<Self>, id: String) -> BoxFuture<'static, Option<SessionRecord>> {
@@ -411,22 +446,23 @@ impl SessionStore for PersistentSessions {
     }
 
     fn attach(&self, id: &str) {
-        let mut cache = self.cache.lock();
-        if let Some(c) = cache.get_mut(id) {
+        self.cache.lock().update(id, |c| {
             c.expires_at = None;
             c.record.last_seen = SystemTime::now();
             self.upsert(c);
-        }
+        });
     }
 
     fn detach(&self, id: &str, rooms: BTreeMap<String, u64>) {
-        let ttl = self.ttl_ms();
-        let mut cache = self.cache.lock();
-        if let Some(c) = cache.get_mut(id) {
-            c.expires_at = Some(now_unix_ms().saturating_add(ttl));
+        let expires_at = now_unix_ms().saturating_add(self.ttl_ms());
+        let changed = self.cache.lock().update(id, |c| {
+            c.expires_at = Some(expires_at);
             c.record.last_seen = SystemTime::now();
             c.record.rooms = rooms;
             self.upsert(c);
+        });
+        if let Some(((), forgotten)) = changed {
+            self.forget(forgotten);
         }
     }
 
@@ -437,11 +473,7 @@ impl SessionStore for PersistentSessions {
     }
 
     fn purge_expired(&self) -> usize {
-        let now = now_unix_ms();
-        let mut cache = self.cache.lock();
-        let before = cache.len();
-        cache.retain(|_, c| c.expires_at.is_none_or(|at| at > now));
-        before - cache.len()
+        self.cache.lock().purge(now_unix_ms())
     }
 
     fn len(&self) -> usize {

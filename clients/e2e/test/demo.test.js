@@ -56,7 +56,7 @@ describe('the demo in Chromium', { skip }, () => {
     await say(ann, 'hello from ann');
     await shows(bob, 'hello from ann');
     await say(bob, 'hi ann');
-    await shows(ann, 'hi ann');
+    for (const page of [ann, bob]) await shows(page, 'hi ann'); // each page in its own time
     assert.deepEqual(await messages(bob), [
       [1, 'ann', 'hello from ann'],
       [2, 'bob', 'hi ann'],
@@ -89,7 +89,7 @@ describe('the demo in Chromium', { skip }, () => {
     await server.start();
     for (const page of [ann, bob]) await page.waitForSelector('#state[data-state=connected]', { timeout: 20000 });
     for (const text of ['four', 'five', 'six']) await say(bob, text);
-    await shows(ann, 'six');
+    for (const page of [ann, bob]) await shows(page, 'six'); // each page in its own time
     const expected = [
       [1, 'ann', 'one'],
       [2, 'ann', 'two'],

@@ -110,6 +110,7 @@ impl AppContext {
         let sessions = PersistentSessions::new(
             Duration::from_millis(settings.session.ttl_ms),
             settings.session.max_pending,
+            settings.session.max_detached,
             db.clone(),
             &registry,
         )?;

@@ -242,6 +242,9 @@ pub struct SessionSettings {
     pub flush_interval_ms: u64,
     /// Changes kept while the database is down.
     pub max_pending: usize,
+    /// Detached sessions held at most; past it the one that would expire
+    /// first is forgotten.
+    pub max_detached: usize,
 }
 
 impl WsSettings {
@@ -310,8 +313,9 @@ impl RoomSettings {
 
 impl SessionSettings {
     /// # Errors
-    /// `session.ttl_ms` is 0.
+    /// `session.ttl_ms` or `session.max_detached` is 0.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        Ok(positive("session.ttl_ms", self.ttl_ms as f64)?)
+        positive("session.ttl_ms", self.ttl_ms as f64)?;
+        Ok(positive("session.max_detached", self.max_detached as f64)?)
     }
 }
