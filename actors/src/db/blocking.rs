@@ -9,7 +9,11 @@
 //! every actix arbiter is one. This one waits on a condition variable the
 //! task signals once it is done: the task runs on a blocking-pool thread,
 //! so the wait needs nothing from the thread that waits, and it lasts no
-//! longer than the call (bounded by SQLite's `busy_timeout`).
+//! longer than the call (bounded by SQLite's `busy_timeout`, 5 s: a thread
+//! that drops a call stuck on the write lock stalls that long, which is
+//! the price of never reusing a connection under a running call). The
+//! signal comes from a guard the task owns, so a task that panics, or that
+//! the pool drops unrun at shutdown, still releases the waiter.
 
 use std::error::Error;
 use std::future::Future;
@@ -35,11 +39,12 @@ impl SpawnBlocking for Blocking {
         R: Send + 'static,
     {
         let done = Arc::new(Done::default());
-        let signal = done.clone();
+        // Signals when dropped: after the task ran (and dropped what it
+        // held), when it panicked, or when the pool dropped it unrun.
+        let signal = SetOnDrop(done.clone());
         let handle = self.0.spawn_blocking(move || {
-            let result = task(); // the task and what it holds are dropped here
-            signal.set();
-            result
+            let _signal = signal;
+            task()
         });
         Finishing { handle, done }
             .map(|r| r.map_err(|e| Box::new(e) as Box<dyn Error + Send + Sync>))
@@ -87,6 +92,15 @@ impl Done {
     }
 }
 
+/// Sets its [`Done`] when dropped, however the task ended.
+struct SetOnDrop(Arc<Done>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.set();
+    }
+}
+
 /// A call in flight; dropped early, it waits for the task to finish.
 struct Finishing<R> {
     handle: JoinHandle<R>,
@@ -106,5 +120,33 @@ impl<R> Drop for Finishing<R> {
         if !self.handle.is_finished() {
             self.done.wait();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A call dropped mid-flight whose task then panics: the waiter is
+    /// released (the guard signals while the task unwinds), not parked for
+    /// ever.
+    #[tokio::test]
+    async fn a_dropped_call_whose_task_panics_releases_the_waiter() {
+        let mut blocking = Blocking(Handle::current());
+        let call = blocking.spawn_blocking(|| -> () {
+            std::thread::sleep(Duration::from_millis(50));
+            panic!("the task failed");
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(call);
+            let _ = tx.send(());
+        });
+        assert!(
+            rx.recv_timeout(Duration::from_secs(5)).is_ok(),
+            "the waiter was never released"
+        );
     }
 }

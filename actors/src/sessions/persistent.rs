@@ -161,6 +161,11 @@ impl PersistentSessions {
         }
     }
 
+    /// Whether the session's row waits to be deleted (it ended here).
+    fn deleting(&self, id: &str) -> bool {
+        matches!(self.pending.lock().get(id), Some(Write::Delete))
+    }
+
     /// Detached sessions held.
     pub fn detached(&self) -> usize {
         self.cache.lock().detached()
@@ -259,19 +264,19 @@ impl PersistentSessions {
         });
         let ttl = self.ttl_ms();
         let mut loaded = 0;
-        let mut forgotten = Vec::new();
-        {
-            let mut cache = self.cache.lock();
-            for row in rows {
-                if cache.contains(&row.id) {
-                    continue;
-                }
-                forgotten.extend(cache.insert(Cached::from_row(&row, now, ttl)));
-                loaded += 1;
+        let mut cache = self.cache.lock();
+        for row in rows {
+            // Held already, or ended here (removed, forgotten) while its row
+            // waits to be deleted: not to be loaded again.
+            if cache.contains(&row.id) || self.deleting(&row.id) {
+                continue;
             }
+            let forgotten = cache.insert(Cached::from_row(&row, now, ttl));
+            loaded += 1;
+            loaded -= forgotten.len();
+            self.forget(forgotten);
         }
-        loaded -= forgotten.len();
-        self.forget(forgotten);
+        drop(cache);
         self.warmed.store(true, std::sync::atomic::Ordering::SeqCst);
         Ok(loaded)
     }
@@ -296,17 +301,18 @@ impl PersistentSessions {
             return Ok(None);
         };
         let ttl = self.ttl_ms();
-        let (record, forgotten) = {
-            let mut cache = self.cache.lock();
-            let forgotten = if cache.contains(&row.id) {
-                Vec::new()
-            } else {
-                cache.insert(Cached::from_row(&row, now, ttl))
-            };
-            (cache.get(&row.id).map(|c| c.record.clone()), forgotten)
-        };
-        self.forget(forgotten);
-        Ok(record)
+        let mut cache = self.cache.lock();
+        if self.deleting(&row.id) {
+            return Ok(None); // ended here while it was read
+        }
+        if !cache.contains(&row.id) {
+            let forgotten = cache.insert(Cached::from_row(&row, now, ttl));
+            self.forget(forgotten);
+        }
+        Ok(cache
+            .get(&row.id)
+            .filter(|c| c.expires_at.is_none_or(|at| at > now_unix_ms()))
+            .map(|c| c.record.clone()))
     }
 
     /// `session.ttl` in milliseconds.
@@ -414,8 +420,9 @@ impl SessionStore for PersistentSessions {
             expires_at: None,
         };
         self.upsert(&cached);
-        let forgotten = self.cache.lock().insert(cached);
-        self.forget(forgotten);
+        let mut cache = self.cache.lock();
+        let forgotten = cache.insert(cached);
+        self.forget(forgotten); // under the lock: no fetch adopts them meanwhile
     }
 
     fn fetch(self: Arc<Self>, id: String) -> BoxFuture<'static, Option<SessionRecord>> {
@@ -423,7 +430,7 @@ impl SessionStore for PersistentSessions {
             if let Some(record) = self.get(&id) {
                 return Some(record);
             }
-            if matches!(self.pending.lock().get(&id), Some(Write::Delete)) {
+            if self.deleting(&id) {
                 // Ended here, its row not deleted yet: not to be adopted.
                 return None;
             }
@@ -455,14 +462,15 @@ impl SessionStore for PersistentSessions {
 
     fn detach(&self, id: &str, rooms: BTreeMap<String, u64>) {
         let expires_at = now_unix_ms().saturating_add(self.ttl_ms());
-        let changed = self.cache.lock().update(id, |c| {
+        let mut cache = self.cache.lock();
+        let changed = cache.update(id, |c| {
             c.expires_at = Some(expires_at);
             c.record.last_seen = SystemTime::now();
             c.record.rooms = rooms;
             self.upsert(c);
         });
         if let Some(((), forgotten)) = changed {
-            self.forget(forgotten);
+            self.forget(forgotten); // under the lock: no fetch adopts them meanwhile
         }
     }
 

@@ -99,7 +99,10 @@ impl Jwks {
             return Ok(key);
         }
         if may_fetch {
-            self.fetch_once().await;
+            // On a task of its own: a request dropped meanwhile (its client
+            // gone) never cancels a fetch half done.
+            let jwks = self.clone();
+            let _ = tokio::spawn(async move { jwks.fetch_once().await }).await;
         } else {
             drop(self.fetching.lock().await); // the fetch in flight, if any
         }
@@ -148,9 +151,16 @@ impl Jwks {
         if !res.status().is_success() {
             return Err(format!("HTTP {}", res.status().as_u16()));
         }
-        let body = res.bytes().await.map_err(|e| e.without_url().to_string())?;
-        if body.len() > MAX_BODY {
-            return Err(format!("a key set of {} bytes", body.len()));
+        if res.content_length().is_some_and(|n| n > MAX_BODY as u64) {
+            return Err("a key set over 1 MiB".into());
+        }
+        let mut body = Vec::new();
+        let mut res = res;
+        while let Some(chunk) = res.chunk().await.map_err(|e| e.without_url().to_string())? {
+            body.extend_from_slice(&chunk);
+            if body.len() > MAX_BODY {
+                return Err("a key set over 1 MiB".into());
+            }
         }
         parse(&body)
     }

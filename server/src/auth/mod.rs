@@ -133,10 +133,10 @@ impl Verifier {
             }),
             Some("auth.public_key_file") => Keys::One(Self::key_file(&auth.public_key_file)?),
             Some(_) => {
-                if !crate::config::is_http_url(&auth.jwks_url) {
+                if !jwks_url_allowed(&auth.jwks_url) {
                     return Err(bad(
                         "auth.jwks_url",
-                        "must be an http:// or https:// URL".into(),
+                        "must be an https:// URL (http:// only on loopback): keys fetched in clear could be anyone's".into(),
                     ));
                 }
                 if auth.jwks_refresh_ms < 1000 {
@@ -145,6 +145,8 @@ impl Verifier {
                 let client = tls
                     .client()?
                     .http_client()
+                    // A redirect could lead to keys in clear, or elsewhere.
+                    .redirect(reqwest::redirect::Policy::none())
                     .build()
                     .map_err(|e| bad("auth.jwks_url", e.without_url().to_string()))?;
                 Keys::Set(Arc::new(Jwks::new(
@@ -268,6 +270,27 @@ impl Verifier {
             authenticated: true,
         })
     }
+}
+
+/// Whether keys may be fetched from `url`: over TLS, or in clear only from
+/// this machine (a provider on loopback, a test's).
+fn jwks_url_allowed(url: &str) -> bool {
+    if let Some(rest) = url.strip_prefix("https://") {
+        return !rest.is_empty();
+    }
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.split(':').next().unwrap_or_default(),
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The token a request carries, if any.
@@ -526,6 +549,28 @@ mod tests {
         )
         .unwrap()
         .is_none());
+    }
+
+    #[test]
+    fn key_sets_come_over_tls_or_from_loopback_only() {
+        for ok in [
+            "https://idp.example/.well-known/jwks.json",
+            "http://127.0.0.1:8080/jwks",
+            "http://localhost/jwks",
+            "http://[::1]:9000/jwks",
+        ] {
+            assert!(jwks_url_allowed(ok), "{ok}");
+        }
+        for refused in [
+            "http://idp.example/jwks",
+            "http://127.0.0.1.evil.example/jwks",
+            "http://localhost.evil.example/jwks",
+            "http://localhost@evil.example/jwks",
+            "ftp://idp.example/jwks",
+            "https://",
+        ] {
+            assert!(!jwks_url_allowed(refused), "{refused}");
+        }
     }
 
     #[test]
