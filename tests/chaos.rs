@@ -53,6 +53,18 @@ fn plan(seconds: u64) -> Plan {
     }
 }
 
+/// Messages a node's hubs published, from `/health`.
+async fn published(server: &Server) -> u64 {
+    let (_, _, health) = get(server, "/health").await;
+    health["checks"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(name, _)| name.starts_with("rooms-"))
+        .filter_map(|(_, check)| check["details"]["published"].as_u64())
+        .sum()
+}
+
 fn assert_held(f: &Figures) {
     let failures = f.failures();
     assert!(failures.is_empty(), "{failures:?}\n{f:#?}");
@@ -70,7 +82,8 @@ async fn every_actor_crashed_under_load_loses_nothing_acknowledged() {
 }
 
 /// Two nodes on a Redis of the test's own, every actor of both crashed in
-/// turn, and Redis killed for 3 s and restarted empty in the middle:
+/// turn, and Redis killed and restarted empty once load is under way
+/// (restarted as soon as both nodes noticed):
 /// messages acknowledged outside the outage reach both nodes; those
 /// acknowledged during it reach the publisher's node; each epoch's offsets
 /// are gapless on both.
@@ -89,10 +102,20 @@ async fn two_nodes_with_redis_restarted_empty_lose_nothing_acknowledged() {
     let (a, node_a) = start(node(&redis.url())).await;
     let (b, node_b) = start(node(&redis.url())).await;
     let f = chaos::run(&[node_a, node_b], &plan(20), || async {
-        tokio::time::sleep(Duration::from_secs(5)).await;
+        wait_until("load on both nodes", Duration::from_secs(30), || async {
+            published(&a).await >= 100 && published(&b).await >= 100
+        })
+        .await;
         let from = Instant::now();
         redis.down();
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        wait_until(
+            "both nodes notice Redis is gone",
+            Duration::from_secs(10),
+            || async {
+                get(&a, "/health/redis").await.0 == 503 && get(&b, "/health/redis").await.0 == 503
+            },
+        )
+        .await;
         redis.up().await.unwrap();
         wait_until(
             "both nodes back on Redis",

@@ -12,8 +12,9 @@ use crate::config::Settings;
 use crate::ws::protocol::{nesting_within, ClientFrame, MAX_DATA_DEPTH};
 use crate::ws::session::fragments::{Assembled, Fragments};
 
-/// `max_frame_bytes` of the default configuration.
-const MAX_FRAME_BYTES: usize = 65536;
+/// `ws.max_frame_bytes` of the embedded defaults, read once.
+static MAX_FRAME_BYTES: std::sync::LazyLock<usize> =
+    std::sync::LazyLock::new(|| Settings::defaults().ws.max_frame_bytes);
 
 /// One text frame from a client, as a session parses it: a frame either
 /// parses or is refused with an error code and a message.
@@ -37,7 +38,7 @@ pub fn ws_stream(data: &[u8]) {
         return;
     };
     let read = usize::from(first) + 1;
-    let mut codec = Codec::new().max_size(MAX_FRAME_BYTES);
+    let mut codec = Codec::new().max_size(*MAX_FRAME_BYTES);
     let mut buf = BytesMut::new();
     let mut fragments = Fragments::default();
     for chunk in rest.chunks(read) {
@@ -63,7 +64,7 @@ fn on_frame(frame: Frame, fragments: &mut Fragments) -> bool {
             Ok(text) => client_frame(text.as_bytes()),
             Err(_) => return false,
         },
-        Frame::Continuation(item) => match fragments.push(item, MAX_FRAME_BYTES) {
+        Frame::Continuation(item) => match fragments.push(item, *MAX_FRAME_BYTES) {
             Assembled::Text(text) => client_frame(text.as_bytes()),
             Assembled::Pending | Assembled::Binary => {}
             Assembled::TooBig | Assembled::NotUtf8 => return false,

@@ -5,9 +5,13 @@
 //! nothing panics. The coverage-guided campaigns run with `cargo +nightly
 //! fuzz run <target>` (README, "Fuzzing").
 
+mod common;
+
 use std::path::PathBuf;
 
 use holdfast_server::fuzz;
+
+use common::netfuzz::Rng;
 
 fn corpus(target: &str) -> Vec<Vec<u8>> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -20,22 +24,6 @@ fn corpus(target: &str) -> Vec<Vec<u8>> {
     inputs.sort();
     assert!(inputs.len() >= 5, "{} holds too few inputs", dir.display());
     inputs
-}
-
-/// xorshift64*: the same mutations on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
 }
 
 /// One mutation of `input`, now and then spliced with `other`.
@@ -79,7 +67,7 @@ fn replay_and_mutate(target: &str, run: fn(&[u8]), mutations: usize) {
     for input in &inputs {
         run(input);
     }
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ target.len() as u64);
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15 ^ target.len() as u64);
     for _ in 0..mutations {
         let input = &inputs[rng.below(inputs.len())];
         let other = &inputs[rng.below(inputs.len())];

@@ -161,21 +161,6 @@ struct Member {
     closed: Arc<AtomicBool>,
 }
 
-impl Member {
-    /// The keys of the messages it received.
-    fn received(&self) -> HashSet<String> {
-        self.seen
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|s| match s {
-                Seen::Message { key, .. } => Some(key.clone()),
-                Seen::Run(_) => None,
-            })
-            .collect()
-    }
-}
-
 /// The shared record of a run.
 #[derive(Default)]
 struct Ledger {
@@ -184,8 +169,7 @@ struct Ledger {
     publishes: AtomicU64,
     refused: Mutex<HashMap<String, u64>>,
     unanswered: AtomicU64,
-    crashes: AtomicU64,
-    /// (when, node, actor) of each crash, for the report.
+    /// (when, node, actor) of each crash.
     crash_log: Mutex<Vec<(Instant, usize, String)>>,
 }
 
@@ -257,23 +241,25 @@ where
         tokio::spawn(async move { crash_in_turn(&nodes, &only, pause, &ledger, &stop).await })
     };
     let during = during();
+    // The load runs for the plan's duration: the drill's length, not a wait.
     let (outage, ()) = futures::join!(during, tokio::time::sleep(plan.duration));
     stop.store(true, Ordering::SeqCst);
     crasher.await.unwrap();
 
     // Publishers stop; members read what is still owed them (bounded).
     let owed = |m: &Member| owed(m, &ledger, outage);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline && members.iter().any(|m| !owed(m).lost.is_empty()) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (everyone, owed_to) = (&members, &owed);
+    super::eventually(Duration::from_secs(15), move || async move {
+        everyone.iter().all(|m| owed_to(m).lost.is_empty())
+    })
+    .await; // what is still owed then is counted lost below
     let elapsed = started.elapsed();
     for h in handles {
         h.abort();
     }
 
     let mut f = Figures {
-        crashes: ledger.crashes.load(Ordering::SeqCst),
+        crashes: ledger.crash_log.lock().unwrap().len() as u64,
         publishes: ledger.publishes.load(Ordering::SeqCst),
         acked: ledger.acked.lock().unwrap().len() as u64,
         refused_codes: ledger.refused.lock().unwrap().clone(),
@@ -583,23 +569,23 @@ async fn crash_in_turn(
         if status != 202 {
             continue; // between incarnations (its supervisor restarting): next one
         }
-        ledger.crashes.fetch_add(1, Ordering::SeqCst);
         ledger
             .crash_log
             .lock()
             .unwrap()
             .push((Instant::now(), *i, name.clone()));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
+        let actors = &actors;
+        // Restarted and the tree healthy again (or 20 s: the next crash then
+        // lands on a tree still recovering, which the run must survive too).
+        super::eventually(Duration::from_secs(20), move || async move {
             let now = actors(node).await.unwrap_or_default();
-            let healthy = now
-                .iter()
-                .all(|a| a["status"] == "healthy" || a["status"] == "degraded");
-            if restarts(&now, name) > before && healthy {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            restarts(&now, name) > before
+                && now
+                    .iter()
+                    .all(|a| a["status"] == "healthy" || a["status"] == "degraded")
+        })
+        .await;
+        // The pacing of the drill, not a wait for anything.
         tokio::time::sleep(pause).await;
     }
 }

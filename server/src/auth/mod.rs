@@ -82,7 +82,8 @@ enum Keys {
 /// Verifies tokens with a key or a provider's key set.
 pub struct Verifier {
     keys: Keys,
-    /// The checks of every token, but for the algorithm (the key's).
+    /// The checks of every token (with a key set, all but the algorithm,
+    /// which is the key's).
     validation: Validation,
     /// Clock skew allowed, seconds.
     leeway: u64,
@@ -183,7 +184,12 @@ impl Verifier {
 
     fn with(keys: Keys, auth: &AuthSettings) -> Self {
         let leeway = auth.leeway_ms / 1000;
-        let mut validation = Validation::new(Algorithm::HS256); // the key's, at each check
+        // The algorithm is the one key's; a key set's is set at each check.
+        let algorithm = match &keys {
+            Keys::One(key) => key.algorithm,
+            Keys::Set(_) => Algorithm::RS256,
+        };
+        let mut validation = Validation::new(algorithm);
         validation.leeway = leeway;
         validation.validate_nbf = true;
         let mut required = vec!["exp", "sub"];
@@ -211,16 +217,19 @@ impl Verifier {
     /// # Errors
     /// See [`AuthError`]; the message never contains the token.
     pub async fn verify(&self, token: &str) -> Result<Identity, AuthError> {
-        let signing = match &self.keys {
-            Keys::One(key) => key.clone(),
+        let fetched;
+        let (signing, validation) = match &self.keys {
+            // One key: its checks built once, nothing copied per token.
+            Keys::One(key) => (key, std::borrow::Cow::Borrowed(&self.validation)),
             Keys::Set(jwks) => {
                 let header = jsonwebtoken::decode_header(token)
                     .map_err(|_| AuthError::Invalid("not a JWT".into()))?;
-                jwks.key(header.kid.as_deref()).await?
+                fetched = jwks.key(header.kid.as_deref()).await?;
+                let mut validation = self.validation.clone();
+                validation.algorithms = vec![fetched.algorithm];
+                (&fetched, std::borrow::Cow::Owned(validation))
             }
         };
-        let mut validation = self.validation.clone();
-        validation.algorithms = vec![signing.algorithm];
         let all = jsonwebtoken::decode::<Map<String, Value>>(token, &signing.key, &validation)
             .map_err(|e| {
                 use jsonwebtoken::errors::ErrorKind;

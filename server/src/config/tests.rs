@@ -4,15 +4,6 @@
 
 use super::*;
 
-fn from_toml(extra: &str) -> Result<Settings, ConfigError> {
-    let config = Config::builder()
-        .add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml))
-        .add_source(File::from_str(extra, FileFormat::Toml))
-        .build()
-        .map_err(|e| ConfigError::Source(e.to_string()))?;
-    Settings::from_config(config)
-}
-
 #[test]
 fn embedded_defaults_are_valid() {
     let s = Settings::defaults();
@@ -25,32 +16,36 @@ fn embedded_defaults_are_valid() {
 
 #[test]
 fn an_unknown_key_is_named() {
-    let err = from_toml("[server]\nprot = 1\n").unwrap_err().to_string();
+    let err = Settings::from_toml("[server]\nprot = 1\n")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("server"), "{err}");
     assert!(err.contains("prot"), "{err}");
 }
 
 #[test]
 fn an_unknown_section_is_named() {
-    let err = from_toml("[sever]\nport = 1\n").unwrap_err().to_string();
+    let err = Settings::from_toml("[sever]\nport = 1\n")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("sever"), "{err}");
 }
 
 #[test]
 fn a_bad_value_names_its_key() {
-    let err = from_toml("[server]\nport = \"eighty\"\n")
+    let err = Settings::from_toml("[server]\nport = \"eighty\"\n")
         .unwrap_err()
         .to_string();
     assert!(err.contains("server.port"), "{err}");
-    let err = from_toml("[server]\nport = 70000\n")
+    let err = Settings::from_toml("[server]\nport = 70000\n")
         .unwrap_err()
         .to_string();
     assert!(err.contains("server.port"), "{err}");
-    let err = from_toml("[supervision]\nbackoff_jitter = 2.0\n")
+    let err = Settings::from_toml("[supervision]\nbackoff_jitter = 2.0\n")
         .unwrap_err()
         .to_string();
     assert!(err.contains("supervision.backoff_jitter"), "{err}");
-    let err = from_toml("[log]\nformat = \"xml\"\n")
+    let err = Settings::from_toml("[log]\nformat = \"xml\"\n")
         .unwrap_err()
         .to_string();
     assert!(err.contains("log.format"), "{err}");
@@ -76,14 +71,14 @@ fn every_bad_timeout_names_its_own_key() {
         ("[redis]\npresence_ttl_ms = 0\n", "redis.presence_ttl_ms"),
         ("[redis]\nlease_ttl_ms = 0\n", "redis.lease_ttl_ms"),
     ] {
-        let err = from_toml(toml).unwrap_err().to_string();
+        let err = Settings::from_toml(toml).unwrap_err().to_string();
         assert!(err.contains(key), "{toml:?}: {err}");
     }
 }
 
 #[test]
 fn secrets_are_redacted_when_printed() {
-    let s = from_toml("[auth]\njwt_secret = \"hunter2-very-secret\"\n").unwrap();
+    let s = Settings::from_toml("[auth]\njwt_secret = \"hunter2-very-secret\"\n").unwrap();
     assert_eq!(s.auth.jwt_secret.expose(), "hunter2-very-secret");
     let shown = format!("{}{:?}", s.to_toml(), s);
     assert!(!shown.contains("hunter2"), "{shown}");
@@ -92,7 +87,7 @@ fn secrets_are_redacted_when_printed() {
 
 #[test]
 fn admin_and_monitor_secrets_are_redacted_and_a_short_token_is_refused_unseen() {
-    let s = from_toml(
+    let s = Settings::from_toml(
         "[admin]\ntoken = \"admin-token-0123456789\"\n\
          [monitor]\nwebhook_url = \"http://hooks.local/T0/s3cr3t\"\n\
          smtp_host = \"localhost\"\nsmtp_from = \"m@example.test\"\n\
@@ -103,30 +98,30 @@ fn admin_and_monitor_secrets_are_redacted_and_a_short_token_is_refused_unseen() 
     for secret in ["admin-token-0123456789", "s3cr3t", "pa55word"] {
         assert!(!shown.contains(secret), "{secret} in {shown}");
     }
-    let err = from_toml("[admin]\ntoken = \"short-t0ken\"\n")
+    let err = Settings::from_toml("[admin]\ntoken = \"short-t0ken\"\n")
         .unwrap_err()
         .to_string();
     assert!(
         err.contains("admin.token") && !err.contains("short-t0ken"),
         "{err}"
     );
-    let s = from_toml("[monitor]\nwebhook_url = \"https://hooks.local/s3cr3t\"\n")
+    let s = Settings::from_toml("[monitor]\nwebhook_url = \"https://hooks.local/s3cr3t\"\n")
         .unwrap_or_else(|e| panic!("an https:// webhook is accepted: {e}"));
     assert_eq!(s.monitor.webhook_url.expose(), "https://hooks.local/s3cr3t");
-    let err = from_toml("[monitor]\nwebhook_url = \"ftp://hooks.local/s3cr3t\"\n")
+    let err = Settings::from_toml("[monitor]\nwebhook_url = \"ftp://hooks.local/s3cr3t\"\n")
         .unwrap_err()
         .to_string();
     assert!(
         err.contains("monitor.webhook_url") && !err.contains("s3cr3t"),
         "{err}"
     );
-    from_toml("[monitor]\nurl = \"https://web-1.local/health/live\"\n")
+    Settings::from_toml("[monitor]\nurl = \"https://web-1.local/health/live\"\n")
         .unwrap_or_else(|e| panic!("an https:// liveness URL is accepted: {e}"));
-    let err = from_toml("[monitor]\nfailures = 0\n")
+    let err = Settings::from_toml("[monitor]\nfailures = 0\n")
         .unwrap_err()
         .to_string();
     assert!(err.contains("monitor.failures"), "{err}");
-    let err = from_toml("[monitor]\nsmtp_host = \"localhost\"\n")
+    let err = Settings::from_toml("[monitor]\nsmtp_host = \"localhost\"\n")
         .unwrap_err()
         .to_string();
     assert!(err.contains("monitor.smtp_from"), "{err}");
@@ -135,13 +130,13 @@ fn admin_and_monitor_secrets_are_redacted_and_a_short_token_is_refused_unseen() 
 #[test]
 fn the_effective_config_renders_as_toml_that_loads_again() {
     let rendered = Settings::defaults().to_toml();
-    let again = from_toml(&rendered).unwrap();
+    let again = Settings::from_toml(&rendered).unwrap();
     assert_eq!(again.server.port, 8080);
 }
 
 #[test]
 fn service_sections_load_validate_and_hide_their_secrets() {
-    let s = from_toml(
+    let s = Settings::from_toml(
         "[[printers.devices]]\nname = \"mk4\"\nurl = \"http://10.0.0.21\"\napi_key = \"0ct0-k3y\"\n\
          [[trending.feeds]]\nname = \"news\"\nurl = \"http://u:fe3d-pw@feeds.local/t.json\"\n\
          [files]\ndirectories = [\"prints\"]\n",
@@ -156,9 +151,9 @@ fn service_sections_load_validate_and_hide_their_secrets() {
     for secret in ["0ct0-k3y", "fe3d-pw"] {
         assert!(!shown.contains(secret), "{secret} in {shown}");
     }
-    let again = from_toml(&s.to_toml()).unwrap_or_else(|e| panic!("{e}"));
+    let again = Settings::from_toml(&s.to_toml()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(again.printers.devices[0].name, "mk4");
-    let s = from_toml(
+    let s = Settings::from_toml(
         "[[trending.feeds]]\nname = \"x\"\nurl = \"https://u:s3cr3t@a/t.json\"\n\
          [[printers.devices]]\nname = \"p\"\nurl = \"https://octo.local\"\napi_key = \"k\"\n",
     )
@@ -168,21 +163,22 @@ fn service_sections_load_validate_and_hide_their_secrets() {
         "https://u:s3cr3t@a/t.json"
     );
     assert_eq!(s.printers.devices[0].url.expose(), "https://octo.local");
-    let err = from_toml("[[trending.feeds]]\nname = \"x\"\nurl = \"ftp://u:s3cr3t@a/\"\n")
-        .unwrap_err()
-        .to_string();
+    let err =
+        Settings::from_toml("[[trending.feeds]]\nname = \"x\"\nurl = \"ftp://u:s3cr3t@a/\"\n")
+            .unwrap_err()
+            .to_string();
     assert!(
         err.contains("trending.feeds[0].url") && !err.contains("s3cr3t"),
         "{err}"
     );
-    let err = from_toml(
+    let err = Settings::from_toml(
         "[[printers.devices]]\nname = \"a\"\nurl = \"http://a\"\napi_key = \"k\"\n\
          [[printers.devices]]\nname = \"a\"\nurl = \"http://b\"\napi_key = \"k\"\n",
     )
     .unwrap_err()
     .to_string();
     assert!(err.contains("printers.devices[1].name"), "{err}");
-    let err = from_toml("[files]\nextensions = []\n")
+    let err = Settings::from_toml("[files]\nextensions = []\n")
         .unwrap_err()
         .to_string();
     assert!(err.contains("files.extensions"), "{err}");
@@ -190,7 +186,7 @@ fn service_sections_load_validate_and_hide_their_secrets() {
 
 #[test]
 fn a_bad_ca_file_is_refused_naming_its_key() {
-    let err = from_toml("[tls]\nca_file = \"/no/such/ca.pem\"\n")
+    let err = Settings::from_toml("[tls]\nca_file = \"/no/such/ca.pem\"\n")
         .unwrap_err()
         .to_string();
     assert!(
@@ -201,7 +197,7 @@ fn a_bad_ca_file_is_refused_naming_its_key() {
     std::fs::create_dir_all(&dir).unwrap();
     let not_pem = dir.join("not-a-bundle.pem");
     std::fs::write(&not_pem, "no certificate here\n").unwrap();
-    let err = from_toml(&format!("[tls]\nca_file = \"{}\"\n", not_pem.display()))
+    let err = Settings::from_toml(&format!("[tls]\nca_file = \"{}\"\n", not_pem.display()))
         .unwrap_err()
         .to_string();
     assert!(
@@ -223,10 +219,10 @@ fn smtp_security_is_none_starttls_or_tls() {
         ("starttls", SmtpSecurity::Starttls),
         ("tls", SmtpSecurity::Tls),
     ] {
-        let s = from_toml(&format!("[monitor]\nsmtp_security = \"{value}\"\n")).unwrap();
+        let s = Settings::from_toml(&format!("[monitor]\nsmtp_security = \"{value}\"\n")).unwrap();
         assert_eq!(s.monitor.smtp_security, expected);
     }
-    let err = from_toml("[monitor]\nsmtp_security = \"ssl\"\n")
+    let err = Settings::from_toml("[monitor]\nsmtp_security = \"ssl\"\n")
         .unwrap_err()
         .to_string();
     assert!(
