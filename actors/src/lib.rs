@@ -63,6 +63,7 @@ pub mod settings;
 pub mod shutdown;
 pub mod supervision;
 pub mod tls;
+pub mod trace;
 pub mod window;
 
 pub use kernel::{Kernel, KernelSettings, Tree, TreeHealth};

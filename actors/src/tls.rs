@@ -136,6 +136,13 @@ impl ClientTls {
             .tls_backend_preconfigured(rustls::ClientConfig::clone(&self.config))
     }
 
+    /// The same for a blocking client (the trace exporter's, which runs on
+    /// a thread of its own). Build it outside any async runtime.
+    pub fn blocking_http_client(&self) -> reqwest::blocking::ClientBuilder {
+        reqwest::blocking::Client::builder()
+            .tls_backend_preconfigured(rustls::ClientConfig::clone(&self.config))
+    }
+
     /// The certificates of `tls.ca_file` (DER), trusted beside the system's.
     pub fn extra_roots(&self) -> &[CertificateDer<'static>] {
         &self.extra_roots

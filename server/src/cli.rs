@@ -141,7 +141,14 @@ fn migrate(settings: &Settings) -> i32 {
 /// signal handling and systemd notifications of `holdfast serve`; returns
 /// the exit code.
 pub fn serve(builder: Builder) -> i32 {
-    let guard = match crate::logging::init(&builder.settings().log) {
+    let traces = match crate::telemetry::Traces::start(builder.settings()) {
+        Ok(traces) => traces,
+        Err(e) => {
+            eprintln!("holdfast: config error: key `telemetry.otlp_endpoint`: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    let guard = match crate::logging::init(&builder.settings().log, traces) {
         Ok(g) => g,
         Err(e) => {
             eprintln!("holdfast: config error: key `log.file`: {e}");

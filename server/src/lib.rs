@@ -26,6 +26,7 @@ pub mod http;
 pub mod logging;
 pub mod monitor;
 pub mod systemd;
+pub mod telemetry;
 pub mod ws;
 
 pub use app::{Builder, Server};

@@ -217,7 +217,8 @@ impl Rooms {
     }
 
     /// Publishes `data` from `user` to `room`; answers the message's
-    /// position (its offset, and the epoch the offset belongs to).
+    /// position (its offset, and the epoch the offset belongs to). The
+    /// hub's spans are children of the current span, if it is traced.
     ///
     /// # Errors
     /// `Unavailable` while the hub restarts (the message was not published).
@@ -233,6 +234,7 @@ impl Rooms {
                 room: room.into(),
                 user,
                 data,
+                trace: tracing::Span::current(),
             },
         )
     }
@@ -524,6 +526,8 @@ pub struct Publish {
     pub user: Arc<str>,
     /// The message body, as the client sent it.
     pub data: Box<RawValue>,
+    /// The publisher's span (the hub's spans are its children).
+    pub trace: tracing::Span,
 }
 
 /// Who is in a room.

@@ -34,6 +34,7 @@ use super::HistoryMessage;
 use super::{message_frame, PresenceEntry};
 use crate::health::{Health, HealthReply};
 use crate::supervision::Child;
+use crate::trace;
 
 /// How often a hub drops members whose connection is gone without a `Leave`.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(10);
@@ -227,6 +228,7 @@ impl Hub {
         // happens before the room changes.
         let offset = room.offset + 1;
         let frame = message_frame(&msg.room, offset, &msg.user, &msg.data);
+        let _delivering = delivering(msg, offset, room.members.len()).entered();
         room.deliver(&msg.room, offset, frame, Some(Instant::now()));
         Position {
             epoch: room.epoch.clone(),
@@ -585,8 +587,17 @@ impl Handler<Leave> for Hub {
 impl Handler<Publish> for Hub {
     type Result = ResponseActFuture<Self, Position>;
 
-    fn handle(&mut self, msg: Publish, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, mut msg: Publish, ctx: &mut Context<Self>) -> Self::Result {
         self.depth.dec();
+        msg.trace = trace::child_of(&msg.trace, || {
+            tracing::info_span!(
+                target: trace::TARGET,
+                parent: &msg.trace,
+                "room.publish",
+                room = %msg.room,
+                offset = tracing::field::Empty,
+            )
+        });
         let here = self.state.lock().room(&msg.room).position();
         match self.broker.publish(&msg.room, &here, &msg.user, &msg.data) {
             Reply::Now(Ok(position)) => {
@@ -616,16 +627,40 @@ impl Hub {
     fn published(&mut self, ctx: &mut Context<Self>, msg: &Publish, position: Position) {
         let frame = message_frame(&msg.room, position.offset, &msg.user, &msg.data);
         if self.broker.shared() {
-            self.state.lock().published += 1;
+            let members = {
+                let mut state = self.state.lock();
+                state.published += 1;
+                state.room(&msg.room).members.len()
+            };
+            // A publication held behind a gap is delivered later, untraced.
+            let _delivering = delivering(msg, position.offset, members).entered();
             self.apply(ctx, msg.room.clone(), position, frame, Some(Instant::now()));
         } else {
             // One take of the shard's lock on the one-node publish path.
             let mut state = self.state.lock();
             state.published += 1;
             let room = state.room(&msg.room);
+            let _delivering = delivering(msg, position.offset, room.members.len()).entered();
             room.deliver(&msg.room, position.offset, frame, Some(Instant::now()));
         }
     }
+}
+
+/// The `room.deliver` span of a traced publish that got `offset`: the hand-
+/// over to the room's `members` on this node (the transport's `ws.fanout`
+/// spans are its children).
+fn delivering(msg: &Publish, offset: u64, members: usize) -> tracing::Span {
+    msg.trace.record("offset", offset);
+    trace::child_of(&msg.trace, || {
+        tracing::info_span!(
+            target: trace::TARGET,
+            parent: &msg.trace,
+            "room.deliver",
+            room = %msg.room,
+            offset,
+            members,
+        )
+    })
 }
 
 impl Handler<Announce> for Hub {

@@ -35,7 +35,9 @@ pub use kernel::{EventSettings, SupervisionSettings};
 pub use operations::{
     AdminSettings, ApiSettings, DemoSettings, MonitorSettings, SmtpSecurity, ADMIN_TOKEN_MIN_BYTES,
 };
-pub use server::{HealthSettings, LogFormat, LogSettings, ServerSettings, ShutdownSettings};
+pub use server::{
+    HealthSettings, LogFormat, LogSettings, ServerSettings, ShutdownSettings, TelemetrySettings,
+};
 pub use services::TlsSettings;
 pub use ws::{
     AuthSettings, HandlerSettings, NamespaceSettings, RoomSettings, SessionSettings, SlowConsumer,
@@ -99,6 +101,8 @@ pub struct Settings {
     pub server: ServerSettings,
     /// Logging.
     pub log: LogSettings,
+    /// Trace export.
+    pub telemetry: TelemetrySettings,
     /// Health checks.
     pub health: HealthSettings,
     /// Staged shutdown.
@@ -237,6 +241,7 @@ impl Settings {
         self.server.validate()?;
         self.health.validate()?;
         self.log.validate()?;
+        self.telemetry.validate()?;
         self.supervision.validate()?;
         self.events.validate()?;
         self.ws.validate()?;

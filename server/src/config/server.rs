@@ -1,6 +1,7 @@
 //! The sections of the HTTP front and the process around it: `[server]`
-//! (the listener), `[log]`, `[health]` (probe timeouts and the health
-//! watcher) and `[shutdown]` (the staged shutdown's bound).
+//! (the listener), `[log]`, `[telemetry]` (trace export), `[health]`
+//! (probe timeouts and the health watcher) and `[shutdown]` (the staged
+//! shutdown's bound).
 
 use serde::{Deserialize, Serialize};
 
@@ -46,6 +47,81 @@ pub struct LogSettings {
     pub file_max_bytes: u64,
     /// Rotated files kept.
     pub file_max_files: usize,
+}
+
+/// `[telemetry]`: OpenTelemetry trace export.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// The OTLP/HTTP collector's base URL (`http://collector:4318`; spans go
+    /// to `<url>/v1/traces`); empty: no export.
+    pub otlp_endpoint: String,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
+    /// Share of traces started here that are exported (0 to 1); a trace
+    /// that arrives with `traceparent` keeps its caller's decision.
+    pub sample_ratio: f64,
+}
+
+impl TelemetrySettings {
+    /// Whether spans are exported.
+    pub fn enabled(&self) -> bool {
+        !self.otlp_endpoint.is_empty()
+    }
+
+    /// # Errors
+    /// The first invalid `telemetry.*` key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.service_name.trim().is_empty() {
+            return Err(ConfigError::key(
+                "telemetry.service_name",
+                "must not be empty",
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.sample_ratio) {
+            return Err(ConfigError::key(
+                "telemetry.sample_ratio",
+                "must be between 0 and 1",
+            ));
+        }
+        if !self.enabled() {
+            return Ok(());
+        }
+        if !cfg!(feature = "otlp") {
+            return Err(ConfigError::key(
+                "telemetry.otlp_endpoint",
+                "this holdfast was built without the `otlp` feature; leave it empty or build with `--features otlp`",
+            ));
+        }
+        let key = "telemetry.otlp_endpoint";
+        let url = reqwest::Url::parse(&self.otlp_endpoint)
+            .map_err(|e| ConfigError::key(key, format!("not a URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err(ConfigError::key(
+                key,
+                "must be an http:// or https:// URL with a host",
+            ));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(ConfigError::key(
+                key,
+                "must not carry credentials; give them in OTEL_EXPORTER_OTLP_HEADERS",
+            ));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(ConfigError::key(
+                key,
+                "must be a base URL without a query or fragment",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Where spans are posted: the base URL with `/v1/traces`, as
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` is read by every OpenTelemetry SDK.
+    pub fn traces_url(&self) -> String {
+        format!("{}/v1/traces", self.otlp_endpoint.trim_end_matches('/'))
+    }
 }
 
 /// `[health]`

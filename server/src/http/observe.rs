@@ -1,6 +1,7 @@
 //! Per-request observability: a request id (the client's `X-Request-Id` when
 //! it is sane, a new one otherwise) echoed on the response, one log line per
-//! request (method, path, status, latency, request id), and the HTTP metrics.
+//! request (method, path, status, latency, request id), the HTTP metrics,
+//! and the request's `http.request` span (see [`crate::telemetry`]).
 
 use std::time::Instant;
 
@@ -10,6 +11,10 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::web;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use tracing::field::Empty;
+use tracing::Instrument;
+
+use crate::telemetry;
 
 /// The request id header.
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -86,13 +91,33 @@ pub async fn observe(
     let metrics = req.app_data::<web::Data<HttpMetrics>>().cloned();
     let method = req.method().to_string();
     let path = req.path().to_owned();
-    let mut res = next.call(req).await?;
+    let span = tracing::info_span!(
+        target: telemetry::TARGET,
+        "http.request",
+        otel.kind = "server",
+        otel.status_code = Empty,
+        http.request.method = %method,
+        url.path = %path,
+        http.route = Empty,
+        http.response.status_code = Empty,
+        request_id = %id,
+    );
+    telemetry::adopt_remote_parent(&span, req.headers());
+    let mut res = next.call(req).instrument(span.clone()).await?;
     let status = res.status().as_u16();
     let route = res
         .request()
         .match_pattern()
         .unwrap_or_else(|| "unmatched".to_owned());
     let took = started.elapsed();
+    if !span.is_disabled() {
+        telemetry::rename(&span, format!("{method} {route}"));
+        span.record("http.route", route.as_str());
+        span.record("http.response.status_code", status);
+        if status >= 500 {
+            span.record("otel.status_code", "ERROR");
+        }
+    }
     if let Ok(value) = HeaderValue::from_str(&id) {
         res.headers_mut().insert(REQUEST_ID.clone(), value);
     }

@@ -218,7 +218,7 @@ pub fn target(
 
 /// Runs the monitor until SIGTERM or SIGINT; returns the exit code.
 pub fn run(settings: &Settings, target: Target) -> i32 {
-    let guard = match crate::logging::init(&settings.log) {
+    let guard = match crate::logging::init(&settings.log, None) {
         Ok(g) => g,
         Err(e) => {
             eprintln!("holdfast: config error: key `log.file`: {e}");

@@ -80,6 +80,8 @@ enum Event {
         offset: u64,
         frame: ByteString,
         at: Option<Instant>,
+        /// The hub's `room.deliver` span, when the publish is traced.
+        trace: tracing::Span,
     },
     /// An event for one connection.
     Direct { slot: u64, event: RoomEvent },
@@ -114,6 +116,7 @@ impl Outlet for Remote {
             offset,
             frame: frame.clone(),
             at: published_at,
+            trace: tracing::Span::current(),
         });
     }
 
@@ -275,11 +278,22 @@ impl Worker {
                 offset,
                 frame,
                 at,
+                trace,
             } => {
                 let rooms = self.rooms.borrow();
                 let Some(members) = rooms.get(&room) else {
                     return; // every member here left meanwhile
                 };
+                let traced = holdfast_actors::trace::child_of(&trace, || {
+                    tracing::info_span!(
+                        target: crate::telemetry::TARGET,
+                        parent: &trace,
+                        "ws.fanout",
+                        room = %room,
+                        offset,
+                        connections = tracing::field::Empty,
+                    )
+                });
                 let encoded = Frame::new(encode(OpCode::Text, frame.as_bytes()));
                 let policy = self.namespaces.of(&room).settings.slow_consumer;
                 let mut sent = 0u64;
@@ -289,6 +303,7 @@ impl Worker {
                         sent += 1;
                     }
                 }
+                traced.record("connections", sent);
                 self.count_out(sent, frame.len(), at);
             }
             Event::Direct { slot, event } => {

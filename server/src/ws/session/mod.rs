@@ -19,6 +19,8 @@ use actix_http::ws::OpCode;
 use actix_web_actors::ws::{self, ProtocolError};
 use serde_json::value::RawValue;
 use serde_json::Value;
+use tracing::field::Empty;
+use tracing::Span;
 
 use holdfast_actors::connections::{Disconnect, Drain, Link, Registration, Slot};
 use holdfast_actors::rooms::{JoinAnswer, LeaveAnswer, Member, RoomError, RoomEvent};
@@ -79,6 +81,9 @@ pub struct WsSession {
     forget: bool,
     /// A message arriving in fragments.
     fragments: Fragments,
+    /// The connection's `ws.session` span, the parent of its requests'
+    /// (see [`crate::telemetry`]); it ends with the connection.
+    trace: Span,
     /// Its place under `max_connections`, given back when it ends.
     _slot: Slot,
 }
@@ -90,8 +95,18 @@ impl WsSession {
         conn: Rc<Conn>,
         slot: Slot,
     ) -> Self {
+        let id: Arc<str> = format!("{:032x}", rand::random::<u128>()).into();
+        // The child of the upgrade request's span, current here.
+        let trace = tracing::info_span!(
+            target: crate::telemetry::TARGET,
+            "ws.session",
+            otel.kind = "server",
+            session = %id,
+            session.resumed = Empty,
+            ws.close_code = Empty,
+        );
         Self {
-            id: format!("{:032x}", rand::random::<u128>()).into(),
+            id,
             user: identity.user.clone().into(),
             identity,
             last_heard: Instant::now(),
@@ -104,6 +119,7 @@ impl WsSession {
             registration: None,
             forget: false,
             fragments: Fragments::default(),
+            trace,
             _slot: slot,
             shared,
         }
@@ -392,6 +408,7 @@ impl Drop for WsSession {
             }
         }
         shared.metrics.connections.dec();
+        self.trace.record("ws.close_code", self.close_code);
         shared
             .metrics
             .disconnects

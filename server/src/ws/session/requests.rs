@@ -128,9 +128,18 @@ impl WsSession {
                 "the server is shutting down; the message was not published: publish it again once reconnected",
             );
         }
-        let fut = self.shared.rooms.publish(&room, self.user.clone(), data);
+        let trace = tracing::info_span!(
+            target: crate::telemetry::TARGET,
+            parent: &self.trace,
+            "ws.publish",
+            room = %room,
+            offset = tracing::field::Empty,
+        );
+        // The hub's spans are children of this one, which ends with the ack.
+        let fut = trace.in_scope(|| self.shared.rooms.publish(&room, self.user.clone(), data));
         let unpublished = "the room service is restarting; the message was not published; retry";
         self.on_room(ctx, fut, id, unpublished, move |act, position, id| {
+            trace.record("offset", position.offset);
             act.reply(
                 &ServerFrame::Ack {
                     room: &room,

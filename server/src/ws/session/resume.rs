@@ -143,6 +143,7 @@ impl WsSession {
                     let _ = self.shared.rooms.leave(&room, self.member(), None);
                 }
                 self.id = old.id.clone().into();
+                self.trace.record("session.resumed", &*self.id);
                 self.user = old.user.clone().into();
                 self.shared.sessions.attach(&self.id);
                 self.register(ctx);
