@@ -190,8 +190,15 @@ fn start(collector: &Collector) -> Server {
     ])
 }
 
+/// The next frame of type `kind`; fails after 20 s (pings keep coming, so a
+/// read timeout alone would not end the wait).
 fn read_until(ws: &mut tungstenite::WebSocket<impl Read + Write>, kind: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no `{kind}` frame within 20 s"
+        );
         if let Message::Text(t) = ws.read().expect("a frame") {
             let v: Value = serde_json::from_str(&t).unwrap();
             if v["type"] == kind {
