@@ -420,3 +420,136 @@ async fn websocket_upgrades_wait_for_the_end_of_start_up() {
     assert!(!c.session().is_empty());
     stop(server).await;
 }
+
+/// A session store of its own on the database behind `url`, as the server
+/// builds one: its `db` actor (kept alive by the tree) has found the
+/// database up and migrated it.
+async fn store_on(
+    url: &str,
+    max_pending: usize,
+    max_detached: usize,
+) -> (
+    std::sync::Arc<holdfast::actors::sessions::PersistentSessions>,
+    holdfast::actors::Tree,
+) {
+    use holdfast::actors::db::Db;
+    use holdfast::actors::sessions::PersistentSessions;
+    use holdfast::actors::shutdown::Shutdown;
+    use holdfast::actors::supervision::SupervisorSpec;
+    use holdfast::actors::{Kernel, KernelSettings, Tree};
+    let registry = prometheus::Registry::new();
+    let (shutdown, _events) = Shutdown::new();
+    let kernel = Kernel::new(registry.clone(), shutdown, &KernelSettings::default()).unwrap();
+    let db = Db::new(with_db(url).database, &registry, kernel.events.clone()).unwrap();
+    let tree = Tree::start(&kernel, SupervisorSpec::new("root").child(db.spec())).unwrap();
+    db.started().await;
+    assert!(db.is_up(), "the database behind {url} is up");
+    let store = PersistentSessions::new(
+        Duration::from_secs(300),
+        max_pending,
+        max_detached,
+        db,
+        &registry,
+    )
+    .unwrap();
+    (store, tree)
+}
+
+/// A session that ended here is never adopted back from its row, not even
+/// while a flush is writing the row's delete (held back here by a row lock
+/// another connection takes): a `resume` of it starts a new session.
+#[actix_rt::test]
+async fn a_session_whose_delete_is_being_written_is_not_adopted_again() {
+    use diesel_async::SimpleAsyncConnection;
+    use holdfast::actors::sessions::SessionStore;
+    let test = "a_session_whose_delete_is_being_written_is_not_adopted_again";
+    if postgres(test).await.is_none() {
+        return;
+    }
+    let (name, url) = fresh_database().await;
+    let (store, _tree) = store_on(&url, 100, 100).await;
+    store.create("ended", "u1");
+    store.detach("ended", Default::default());
+    store.flush_all().await.unwrap();
+    assert_eq!(stored_sessions(&url).await.len(), 1);
+
+    store.remove("ended"); // its row waits to be deleted
+    let mut locker = AsyncPgConnection::establish(&url).await.unwrap();
+    locker
+        .batch_execute("BEGIN; SELECT id FROM sessions WHERE id = 'ended' FOR UPDATE")
+        .await
+        .unwrap();
+    let flushing = actix_rt::spawn({
+        let store = store.clone();
+        async move { store.flush_once().await }
+    });
+    // The flush took the delete and waits on the row's lock.
+    let mut watcher = AsyncPgConnection::establish(&url).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting = diesel::sql_query(format!(
+            "SELECT pid FROM pg_stat_activity WHERE datname = '{name}' AND wait_event_type = 'Lock'"
+        ));
+        if diesel_async::RunQueryDsl::execute(waiting, &mut watcher)
+            .await
+            .unwrap()
+            > 0
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the flush never waited on the lock"
+        );
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        store.clone().fetch("ended".into()).await,
+        None,
+        "adopted from the row its delete is being written for"
+    );
+    locker.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(flushing.await.unwrap().unwrap(), 1);
+    assert!(stored_sessions(&url).await.is_empty());
+    assert_eq!(store.clone().fetch("ended".into()).await, None);
+    drop(watcher);
+    drop(locker);
+    drop_database(&name).await;
+}
+
+/// A node starting on a database that holds more detached sessions than its
+/// `session.max_detached` loads the ones that expire last and leaves the
+/// others' rows alone: they may be another node's, and that node's clients
+/// still resume them there.
+#[actix_rt::test]
+async fn warming_past_max_detached_deletes_no_rows() {
+    use holdfast::actors::sessions::SessionStore;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/holdfast.db", dir.path().display());
+    let (a, _a) = store_on(&url, 100, 100).await;
+    for i in 0..10 {
+        let id = format!("s{i}");
+        a.create(&id, "u1");
+        a.detach(&id, Default::default());
+        std::thread::sleep(Duration::from_millis(2)); // distinct expiries, in order
+    }
+    a.flush_all().await.unwrap();
+
+    let (b, _b) = store_on(&url, 100, 3).await;
+    assert_eq!(b.warm().await.unwrap(), 3);
+    assert_eq!(b.detached(), 3);
+    for i in 7..10 {
+        assert!(
+            b.get(&format!("s{i}")).is_some(),
+            "s{i}, among the latest to expire"
+        );
+    }
+    b.flush_all().await.unwrap();
+    assert_eq!(
+        stored_sessions(&url).await.len(),
+        10,
+        "every row still there"
+    );
+    // Node A's clients still resume their sessions on A.
+    assert!(a.clone().fetch("s0".into()).await.is_some());
+}

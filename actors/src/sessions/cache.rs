@@ -46,6 +46,11 @@ impl Cache {
         self.detached.len()
     }
 
+    /// Detached sessions that can still be held before one is forgotten.
+    pub(super) fn room(&self) -> usize {
+        self.max_detached.saturating_sub(self.detached.len())
+    }
+
     /// Puts `cached` in (replacing a session of the same id); answers the
     /// ids forgotten to stay within `max_detached`.
     pub(super) fn insert(&mut self, cached: Cached) -> Vec<String> {

@@ -11,8 +11,8 @@
 //! writes the pending changes in one transaction, so a publish or a connect
 //! never waits on the database. Fail-open: with the database down, sessions
 //! keep working from memory and pending writes are kept (at most
-//! `max_pending`; past that the oldest are dropped and counted) and flushed
-//! when it returns. A `resume` of a session the cache does not hold reads
+//! `max_pending` upserts and as many deletes; past that the oldest of the
+//! kind are dropped and counted) and flushed when it returns. A `resume` of a session the cache does not hold reads
 //! it from the database ([`SessionStore::fetch`]), so a session created on
 //! another node sharing the database is adopted. At shutdown (stage `core`, after the connections closed)
 //! it flushes what is pending and checkpoints every room's epoch and offset,
@@ -32,6 +32,7 @@ use parking_lot::Mutex;
 mod actor;
 mod cache;
 mod checkpoint;
+mod pending;
 mod persistent;
 
 pub use actor::SessionsActor;

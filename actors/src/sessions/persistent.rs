@@ -2,6 +2,7 @@
 //! front, the database behind it, written in batches (write-behind).
 
 use super::cache::Cache;
+use super::pending::{Batch, Pending};
 use super::*;
 
 /// A `sessions` row.
@@ -19,7 +20,7 @@ pub(super) struct Row {
 }
 
 impl Row {
-    fn of(record: &SessionRecord, expires_at: Option<i64>) -> Self {
+    pub(super) fn of(record: &SessionRecord, expires_at: Option<i64>) -> Self {
         let ms = unix_ms;
         Row {
             id: record.id.clone(),
@@ -31,6 +32,10 @@ impl Row {
         }
     }
 
+    pub(super) fn id(&self) -> &str {
+        &self.id
+    }
+
     fn record(&self) -> SessionRecord {
         SessionRecord {
             id: self.id.clone(),
@@ -40,13 +45,6 @@ impl Row {
             last_seen: from_unix_ms(self.last_seen),
         }
     }
-}
-
-/// A change waiting to be written.
-#[derive(Clone, Debug)]
-pub(super) enum Write {
-    Upsert(Row),
-    Delete,
 }
 
 /// A cached session and when it expires (Unix ms; `None` while attached).
@@ -71,14 +69,10 @@ pub struct PersistentSessions {
     pub(super) ttl: Duration,
     pub(super) db: crate::db::Db,
     pub(super) cache: Mutex<Cache>,
-    /// The latest change per session, oldest first by insertion.
-    pub(super) pending: Mutex<indexmap::IndexMap<String, Write>>,
-    /// Bound on `pending`.
-    pub(super) max_pending: usize,
+    /// The changes not yet committed. Locked after `cache` where both are.
+    pub(super) pending: Mutex<Pending>,
     /// Set once the sessions in the database were loaded into the cache.
     pub(super) warmed: std::sync::atomic::AtomicBool,
-    /// Changes taken out of `pending` by a flush still writing them.
-    pub(super) in_flight: std::sync::atomic::AtomicUsize,
     pub(super) metrics: SessionMetrics,
 }
 
@@ -128,10 +122,8 @@ impl PersistentSessions {
             ttl,
             db,
             cache: Mutex::new(Cache::new(max_detached)),
-            pending: Mutex::new(indexmap::IndexMap::new()),
-            max_pending: max_pending.max(1),
+            pending: Mutex::new(Pending::new(max_pending)),
             warmed: std::sync::atomic::AtomicBool::new(false),
-            in_flight: std::sync::atomic::AtomicUsize::new(0),
             metrics: SessionMetrics {
                 pending,
                 written,
@@ -141,15 +133,16 @@ impl PersistentSessions {
         }))
     }
 
-    fn queue(&self, id: &str, write: Write) {
+    /// Queues a change through `queue`, keeping the metrics.
+    fn queue(&self, queue: impl FnOnce(&mut Pending) -> usize) {
         let mut pending = self.pending.lock();
-        pending.shift_remove(id);
-        if pending.len() >= self.max_pending {
-            pending.shift_remove_index(0);
-            self.metrics.dropped.inc();
-        }
-        pending.insert(id.to_owned(), write);
+        let dropped = queue(&mut pending);
+        self.metrics.dropped.inc_by(dropped as u64);
         self.metrics.pending.set(pending.len() as i64);
+    }
+
+    fn delete(&self, id: &str) {
+        self.queue(|p| p.delete(id));
     }
 
     /// Sessions the cache forgot to stay within `max_detached`: their rows
@@ -157,13 +150,14 @@ impl PersistentSessions {
     fn forget(&self, ids: Vec<String>) {
         for id in ids {
             self.metrics.evicted.inc();
-            self.queue(&id, Write::Delete);
+            self.delete(&id);
         }
     }
 
-    /// Whether the session's row waits to be deleted (it ended here).
+    /// Whether the session's row waits to be deleted or is being deleted
+    /// (it ended here).
     fn deleting(&self, id: &str) -> bool {
-        matches!(self.pending.lock().get(id), Some(Write::Delete))
+        self.pending.lock().deleting(id)
     }
 
     /// Detached sessions held.
@@ -172,15 +166,13 @@ impl PersistentSessions {
     }
 
     fn upsert(&self, cached: &Cached) {
-        self.queue(
-            &cached.record.id,
-            Write::Upsert(Row::of(&cached.record, cached.expires_at)),
-        );
+        let row = Row::of(&cached.record, cached.expires_at);
+        self.queue(|p| p.upsert(&cached.record.id, row));
     }
 
     /// Changes not yet in the database (queued, or being written now).
     pub fn pending(&self) -> usize {
-        self.pending.lock().len() + self.in_flight.load(std::sync::atomic::Ordering::SeqCst)
+        self.pending.lock().len()
     }
 
     /// Writes up to one batch of pending changes in one transaction; on
@@ -189,40 +181,23 @@ impl PersistentSessions {
     /// # Errors
     /// The database is down or the write failed.
     pub async fn flush_once(&self) -> Result<usize, crate::db::DbError> {
-        let batch: Vec<(String, Write)> = {
-            let mut pending = self.pending.lock();
-            let n = pending.len().min(FLUSH_BATCH);
-            pending.drain(..n).collect()
-        };
-        if batch.is_empty() {
+        let batch = self.pending.lock().take(FLUSH_BATCH);
+        let n = batch.len();
+        if n == 0 {
             return Ok(0);
         }
-        let n = batch.len();
-        self.in_flight
-            .fetch_add(n, std::sync::atomic::Ordering::SeqCst);
-        let result = write_batch(&self.db, batch.clone()).await;
-        self.in_flight
-            .fetch_sub(n, std::sync::atomic::Ordering::SeqCst);
+        let result = write_batch(&self.db, &batch).await;
+        let mut pending = self.pending.lock();
         match result {
             Ok(()) => {
+                pending.committed(&batch);
                 self.metrics.written.inc_by(n as u64);
-                self.metrics.pending.set(self.pending() as i64);
+                self.metrics.pending.set(pending.len() as i64);
                 Ok(n)
             }
             Err(e) => {
-                let mut pending = self.pending.lock();
-                let mut restored = indexmap::IndexMap::with_capacity(batch.len() + pending.len());
-                for (id, w) in batch {
-                    if !pending.contains_key(&id) {
-                        restored.insert(id, w);
-                    }
-                }
-                restored.extend(pending.drain(..));
-                while restored.len() > self.max_pending {
-                    restored.shift_remove_index(0);
-                    self.metrics.dropped.inc();
-                }
-                *pending = restored;
+                let dropped = pending.failed(batch);
+                self.metrics.dropped.inc_by(dropped as u64);
                 self.metrics.pending.set(pending.len() as i64);
                 Err(e)
             }
@@ -244,9 +219,12 @@ impl PersistentSessions {
         }
     }
 
-    /// Loads every unexpired session from the database into the cache
-    /// (sessions changed in memory meanwhile win). Sessions that were
-    /// attached when the process stopped count as detached from now.
+    /// Loads unexpired sessions from the database into the cache, as many as
+    /// `max_detached` leaves room for, those that expire last first: the
+    /// ones attached when their process stopped (they count as detached
+    /// from now), then the detached by expiry. Sessions changed in memory
+    /// meanwhile win. The rows left out are left alone (they may be another
+    /// node's; a `resume` still adopts one, [`SessionStore::fetch`]).
     ///
     /// # Errors
     /// The database is down.
@@ -254,65 +232,104 @@ impl PersistentSessions {
         use crate::db::schema::sessions::dsl;
         use diesel::prelude::*;
         use diesel_async::RunQueryDsl;
-        let now = now_unix_ms();
-        let rows: Vec<Row> = crate::with_conn!(self.db, |conn| {
-            dsl::sessions
-                .filter(dsl::expires_at.is_null().or(dsl::expires_at.gt(now)))
-                .select(Row::as_select())
-                .load(conn)
-                .await?
-        });
+        let limit = i64::try_from(self.cache.lock().room()).unwrap_or(i64::MAX);
         let ttl = self.ttl_ms();
-        let mut loaded = 0;
-        let mut cache = self.cache.lock();
-        for row in rows {
-            // Held already, or ended here (removed, forgotten) while its row
-            // waits to be deleted: not to be loaded again.
-            if cache.contains(&row.id) || self.deleting(&row.id) {
-                continue;
+        // A read that a committed delete overlapped is read again, a few
+        // times; past that a `resume` adopts what is left out, one by one.
+        for _ in 0..3 {
+            let generation = self.pending.lock().generation();
+            let now = now_unix_ms();
+            let rows: Vec<Row> = crate::with_conn!(self.db, |conn| {
+                let mut rows: Vec<Row> = dsl::sessions
+                    .filter(dsl::expires_at.is_null())
+                    .order(dsl::last_seen.desc())
+                    .limit(limit)
+                    .select(Row::as_select())
+                    .load(conn)
+                    .await?;
+                let rest = limit.saturating_sub(rows.len() as i64);
+                if rest > 0 {
+                    rows.extend(
+                        dsl::sessions
+                            .filter(dsl::expires_at.gt(now))
+                            .order(dsl::expires_at.desc())
+                            .limit(rest)
+                            .select(Row::as_select())
+                            .load::<Row>(conn)
+                            .await?,
+                    );
+                }
+                rows
+            });
+            let mut cache = self.cache.lock();
+            let pending = self.pending.lock();
+            if pending.generation() != generation {
+                continue; // a delete committed during the read: its row may be here
             }
-            let forgotten = cache.insert(Cached::from_row(&row, now, ttl));
-            loaded += 1;
-            loaded -= forgotten.len();
-            self.forget(forgotten);
+            let mut loaded = 0;
+            for row in rows {
+                if cache.room() == 0 {
+                    break;
+                }
+                // Held already, or ended here (removed, forgotten) while its
+                // row waits to be deleted: not to be loaded again.
+                if cache.contains(&row.id) || pending.deleting(&row.id) {
+                    continue;
+                }
+                let forgotten = cache.insert(Cached::from_row(&row, now, ttl));
+                debug_assert!(forgotten.is_empty(), "inserted only where there is room");
+                loaded += 1;
+            }
+            self.warmed.store(true, std::sync::atomic::Ordering::SeqCst);
+            return Ok(loaded);
         }
-        drop(cache);
         self.warmed.store(true, std::sync::atomic::Ordering::SeqCst);
-        Ok(loaded)
+        Ok(0)
     }
 
     /// One session from the database into the cache (unless the cache got it
-    /// meanwhile); `None` when it is not there or has expired.
+    /// meanwhile); `None` when it is not there, has expired or ended here.
     async fn load_one(&self, id: String) -> Result<Option<SessionRecord>, crate::db::DbError> {
         use crate::db::schema::sessions::dsl;
         use diesel::prelude::*;
         use diesel_async::RunQueryDsl;
-        let now = now_unix_ms();
-        let row: Option<Row> = crate::with_conn!(self.db, |conn| {
-            dsl::sessions
-                .filter(dsl::id.eq(&id))
-                .filter(dsl::expires_at.is_null().or(dsl::expires_at.gt(now)))
-                .select(Row::as_select())
-                .first(conn)
-                .await
-                .optional()?
-        });
-        let Some(row) = row else {
-            return Ok(None);
-        };
         let ttl = self.ttl_ms();
-        let mut cache = self.cache.lock();
-        if self.deleting(&row.id) {
-            return Ok(None); // ended here while it was read
+        // A read that a committed delete overlapped is read again, a few times.
+        for _ in 0..3 {
+            let generation = self.pending.lock().generation();
+            let now = now_unix_ms();
+            let row: Option<Row> = crate::with_conn!(self.db, |conn| {
+                dsl::sessions
+                    .filter(dsl::id.eq(&id))
+                    .filter(dsl::expires_at.is_null().or(dsl::expires_at.gt(now)))
+                    .select(Row::as_select())
+                    .first(conn)
+                    .await
+                    .optional()?
+            });
+            let Some(row) = row else {
+                return Ok(None);
+            };
+            let mut cache = self.cache.lock();
+            let pending = self.pending.lock();
+            if pending.generation() != generation {
+                continue;
+            }
+            if pending.deleting(&row.id) {
+                return Ok(None); // ended here while it was read
+            }
+            drop(pending);
+            // Under the cache's lock no delete of it can be queued now.
+            if !cache.contains(&row.id) {
+                let forgotten = cache.insert(Cached::from_row(&row, now, ttl));
+                self.forget(forgotten); // under the lock: no fetch adopts them meanwhile
+            }
+            return Ok(cache
+                .get(&row.id)
+                .filter(|c| c.expires_at.is_none_or(|at| at > now_unix_ms()))
+                .map(|c| c.record.clone()));
         }
-        if !cache.contains(&row.id) {
-            let forgotten = cache.insert(Cached::from_row(&row, now, ttl));
-            self.forget(forgotten);
-        }
-        Ok(cache
-            .get(&row.id)
-            .filter(|c| c.expires_at.is_none_or(|at| at > now_unix_ms()))
-            .map(|c| c.record.clone()))
+        Ok(None)
     }
 
     /// `session.ttl` in milliseconds.
@@ -339,22 +356,12 @@ impl PersistentSessions {
     }
 }
 
-async fn write_batch(
-    db: &crate::db::Db,
-    batch: Vec<(String, Write)>,
-) -> Result<(), crate::db::DbError> {
+async fn write_batch(db: &crate::db::Db, batch: &Batch) -> Result<(), crate::db::DbError> {
     use crate::db::schema::sessions::dsl;
     use diesel::prelude::*;
     use diesel::upsert::excluded;
     use diesel_async::{AsyncConnection, RunQueryDsl};
-    let mut upserts = Vec::new();
-    let mut deletes = Vec::new();
-    for (id, w) in batch {
-        match w {
-            Write::Upsert(row) => upserts.push(row),
-            Write::Delete => deletes.push(id),
-        }
-    }
+    let (upserts, deletes) = (&batch.upserts, &batch.deletes);
     // The same upsert for both backends; PostgreSQL takes it 100 rows per
     // statement, SQLite (which cannot batch an upsert) one row per statement.
     macro_rules! upsert {
@@ -379,7 +386,7 @@ async fn write_batch(
                     upsert!(chunk).execute(conn).await?;
                 }
                 if !deletes.is_empty() {
-                    diesel::delete(dsl::sessions.filter(dsl::id.eq_any(&deletes)))
+                    diesel::delete(dsl::sessions.filter(dsl::id.eq_any(deletes)))
                         .execute(conn)
                         .await?;
                 }
@@ -390,11 +397,11 @@ async fn write_batch(
         crate::db::Pool::Sqlite(pool) => {
             let mut conn = db.checkout(pool.get()).await?;
             conn.transaction(async |conn| {
-                for row in &upserts {
+                for row in upserts {
                     upsert!(row).execute(conn).await?;
                 }
                 if !deletes.is_empty() {
-                    diesel::delete(dsl::sessions.filter(dsl::id.eq_any(&deletes)))
+                    diesel::delete(dsl::sessions.filter(dsl::id.eq_any(deletes)))
                         .execute(conn)
                         .await?;
                 }
@@ -476,7 +483,7 @@ impl SessionStore for PersistentSessions {
 
     fn remove(&self, id: &str) {
         if self.cache.lock().remove(id).is_some() {
-            self.queue(id, Write::Delete);
+            self.delete(id);
         }
     }
 

@@ -240,7 +240,8 @@ pub struct SessionSettings {
     pub ttl_ms: u64,
     /// Interval of the write-behind flush.
     pub flush_interval_ms: u64,
-    /// Changes kept while the database is down.
+    /// Changes kept while the database is down: session writes, and as many
+    /// deletes.
     pub max_pending: usize,
     /// Detached sessions held at most; past it the one that would expire
     /// first is forgotten.
