@@ -56,9 +56,15 @@ fn signed(which: &str, kid: Option<&str>, sub: &str) -> String {
 }
 
 async fn start(provider: &Fake, refresh_ms: u64) -> Server {
+    start_aged(provider, refresh_ms, 86_400_000).await
+}
+
+/// [`start`], with keys trusted for `max_age_ms` past their last fetch.
+async fn start_aged(provider: &Fake, refresh_ms: u64, max_age_ms: u64) -> Server {
     let mut s = settings();
     s.auth.jwks_url = provider.url("/jwks.json");
     s.auth.jwks_refresh_ms = refresh_ms;
+    s.auth.jwks_max_age_ms = max_age_ms;
     Builder::new(s).start().await.expect("server starts")
 }
 
@@ -171,6 +177,49 @@ async fn a_provider_that_is_down_at_first_is_a_503_until_it_answers() {
     provider.set("/jwks.json", Reply::json(key_set()));
     common::wait_until(
         "the provider's keys fetched",
+        Duration::from_secs(15),
+        || async { upgrade(&server, &token).await == 101 },
+    )
+    .await;
+}
+
+/// A burst of clients arriving before any key is held (a fresh server, a
+/// reconnect storm) costs the provider one fetch: they all wait for it.
+#[actix_rt::test]
+async fn a_burst_of_first_tokens_fetches_the_set_once() {
+    let provider = Fake::start(false);
+    provider.set("/jwks.json", Reply::json(key_set()));
+    let server = start(&provider, 300_000).await;
+    let token = signed("rsa", Some("rsa-1"), "ann");
+    let upgrades = (0..20).map(|_| upgrade(&server, &token));
+    let statuses = futures::future::join_all(upgrades).await;
+    assert!(statuses.iter().all(|s| *s == 101), "{statuses:?}");
+    assert_eq!(provider.count("/jwks.json"), 1, "fetches for one burst");
+}
+
+/// Keys the provider could not confirm for `auth.jwks_max_age_ms` are no
+/// longer trusted (a key revoked while the provider was unreachable stops
+/// verifying): 503, as when no key was ever fetched, until a fetch works.
+#[actix_rt::test]
+async fn keys_past_their_max_age_are_not_trusted_until_fetched_again() {
+    let provider = Fake::start(false);
+    provider.set("/jwks.json", Reply::json(key_set()));
+    let server = start_aged(&provider, 1000, 3000).await;
+    let token = signed("rsa", Some("rsa-1"), "ann");
+    assert_eq!(upgrade(&server, &token).await, 101);
+
+    provider.set("/jwks.json", Reply::status(500));
+    common::wait_until(
+        "the held keys aged out",
+        Duration::from_secs(15),
+        || async { upgrade(&server, &token).await == 503 },
+    )
+    .await;
+    assert!(provider.count("/jwks.json") >= 2, "refreshes were tried");
+
+    provider.set("/jwks.json", Reply::json(key_set()));
+    common::wait_until(
+        "the keys fetched again",
         Duration::from_secs(15),
         || async { upgrade(&server, &token).await == 101 },
     )

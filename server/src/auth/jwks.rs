@@ -6,8 +6,12 @@
 //! does not hold (a key rotated in), at most once per [`MIN_REFETCH`] (or
 //! the refresh interval, if shorter), so that tokens with made-up key ids
 //! cannot make Holdfast hammer the provider. One fetch runs at a time;
-//! tokens that arrive meanwhile wait for it. A failed fetch keeps the keys
-//! already held. Only signing keys of asymmetric algorithms are taken
+//! tokens that arrive meanwhile wait for it, and a burst of tokens that
+//! all find a fetch due still makes one. A failed fetch keeps the keys
+//! already held, for at most `auth.jwks_max_age_ms` after the last fetch
+//! that worked: past it they are no longer trusted (a key the provider
+//! revoked while it was unreachable stops verifying) and tokens get
+//! [`AuthError::KeysUnavailable`] until a fetch works again. Only signing keys of asymmetric algorithms are taken
 //! (RSA: RS256/384/512, PS256/384/512; EC P-256/P-384: ES256/ES384; Ed25519:
 //! EdDSA); a symmetric (`oct`) key never comes from a URL, and a key used
 //! for encryption (`use: enc`) is not a signing key. A key's algorithm is
@@ -55,6 +59,7 @@ struct Held {
 pub struct Jwks {
     url: String,
     refresh: Duration,
+    max_age: Duration,
     client: reqwest::Client,
     held: Mutex<Held>,
     /// Held while a fetch runs: one at a time.
@@ -62,11 +67,13 @@ pub struct Jwks {
 }
 
 impl Jwks {
-    /// Keys from `url`, refreshed every `refresh`, fetched with `client`.
-    pub fn new(url: &str, refresh: Duration, client: reqwest::Client) -> Self {
+    /// Keys from `url`, refreshed every `refresh`, trusted for `max_age`
+    /// after the last fetch that worked, fetched with `client`.
+    pub fn new(url: &str, refresh: Duration, max_age: Duration, client: reqwest::Client) -> Self {
         Self {
             url: url.to_owned(),
             refresh,
+            max_age,
             client,
             held: Mutex::default(),
             fetching: tokio::sync::Mutex::new(()),
@@ -82,19 +89,19 @@ impl Jwks {
     /// key at all because the set could never be fetched
     /// ([`AuthError::KeysUnavailable`]).
     pub(super) async fn key(self: &Arc<Self>, kid: Option<&str>) -> Result<SigningKey, AuthError> {
-        let (found, stale, may_fetch) = {
+        let (found, stale, seen) = {
             let held = self.held.lock();
             (
-                lookup(&held.keys, kid),
+                self.lookup(&held, kid),
                 held.fetched.is_none_or(|t| t.elapsed() >= self.refresh),
-                held.attempted
-                    .is_none_or(|t| t.elapsed() >= MIN_REFETCH.min(self.refresh)),
+                held.attempted,
             )
         };
+        let may_fetch = seen.is_none_or(|t| t.elapsed() >= MIN_REFETCH.min(self.refresh));
         if let Some(key) = found {
             if stale && may_fetch {
                 let jwks = self.clone();
-                tokio::spawn(async move { jwks.fetch_once().await });
+                tokio::spawn(async move { jwks.fetch_once(seen).await });
             }
             return Ok(key);
         }
@@ -102,28 +109,41 @@ impl Jwks {
             // On a task of its own: a request dropped meanwhile (its client
             // gone) never cancels a fetch half done.
             let jwks = self.clone();
-            let _ = tokio::spawn(async move { jwks.fetch_once().await }).await;
+            let _ = tokio::spawn(async move { jwks.fetch_once(seen).await }).await;
         } else {
             drop(self.fetching.lock().await); // the fetch in flight, if any
         }
         let held = self.held.lock();
-        lookup(&held.keys, kid).ok_or_else(|| match (held.fetched, kid) {
-            (None, _) => AuthError::KeysUnavailable,
-            (Some(_), Some(_)) => AuthError::Invalid(
+        let trusted = self.trusted(&held);
+        self.lookup(&held, kid).ok_or_else(|| match (trusted, kid) {
+            (false, _) => AuthError::KeysUnavailable,
+            (true, Some(_)) => AuthError::Invalid(
                 "signed with a key the issuer's key set does not hold (kid)".into(),
             ),
-            (Some(_), None) => AuthError::Invalid(
+            (true, None) => AuthError::Invalid(
                 "no kid, and the issuer's key set holds more than one key".into(),
             ),
         })
     }
 
-    /// Fetches unless another caller fetched while this one waited.
-    async fn fetch_once(&self) {
-        let began = Instant::now();
+    /// Whether the held keys may be used: fetched, within `max_age`.
+    fn trusted(&self, held: &Held) -> bool {
+        held.fetched.is_some_and(|t| t.elapsed() < self.max_age)
+    }
+
+    /// The held key for `kid`, if the held keys are trusted.
+    fn lookup(&self, held: &Held, kid: Option<&str>) -> Option<SigningKey> {
+        self.trusted(held)
+            .then(|| lookup(&held.keys, kid))
+            .flatten()
+    }
+
+    /// Fetches, unless a fetch began since the caller saw `seen` (the last
+    /// attempt's start when it decided to fetch): a burst makes one.
+    async fn fetch_once(&self, seen: Option<Instant>) {
         let _one = self.fetching.lock().await;
-        if self.held.lock().attempted.is_some_and(|t| t >= began) {
-            return; // fetched while this one waited
+        if self.held.lock().attempted != seen {
+            return; // another caller fetched meanwhile
         }
         self.held.lock().attempted = Some(Instant::now());
         let url = holdfast_actors::db::redact_url(&self.url);

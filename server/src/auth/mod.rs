@@ -143,6 +143,12 @@ impl Verifier {
                 if auth.jwks_refresh_ms < 1000 {
                     return Err(bad("auth.jwks_refresh_ms", "must be at least 1000".into()));
                 }
+                if auth.jwks_max_age_ms < auth.jwks_refresh_ms {
+                    return Err(bad(
+                        "auth.jwks_max_age_ms",
+                        "must be at least auth.jwks_refresh_ms".into(),
+                    ));
+                }
                 let client = tls
                     .client()?
                     .http_client()
@@ -153,6 +159,7 @@ impl Verifier {
                 Keys::Set(Arc::new(Jwks::new(
                     &auth.jwks_url,
                     Duration::from_millis(auth.jwks_refresh_ms),
+                    Duration::from_millis(auth.jwks_max_age_ms),
                     client,
                 )))
             }
@@ -384,6 +391,7 @@ mod tests {
             leeway_ms: 0,
             jwks_url: String::new(),
             jwks_refresh_ms: 300_000,
+            jwks_max_age_ms: 86_400_000,
         };
         f(&mut auth);
         auth
@@ -552,6 +560,12 @@ mod tests {
             a.jwks_refresh_ms = 10;
         }));
         assert_eq!(key, "auth.jwks_refresh_ms");
+        let (key, _) = key_of(settings(|a| {
+            a.jwt_secret = crate::config::Secret::new("");
+            a.jwks_url = "https://idp.example/jwks".into();
+            a.jwks_max_age_ms = 60_000; // below the refresh interval
+        }));
+        assert_eq!(key, "auth.jwks_max_age_ms");
         assert!(Verifier::from_settings(
             &settings(|a| a.jwt_secret = crate::config::Secret::new("")),
             &tls()

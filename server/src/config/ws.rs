@@ -68,10 +68,17 @@ pub struct AuthSettings {
     /// How long fetched keys are used before they are fetched again.
     #[serde(default = "default_jwks_refresh_ms")]
     pub jwks_refresh_ms: u64,
+    /// How long fetched keys stay trusted while every refresh fails.
+    #[serde(default = "default_jwks_max_age_ms")]
+    pub jwks_max_age_ms: u64,
 }
 
 fn default_jwks_refresh_ms() -> u64 {
     300_000
+}
+
+fn default_jwks_max_age_ms() -> u64 {
+    86_400_000
 }
 
 impl AuthSettings {
