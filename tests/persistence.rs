@@ -553,3 +553,44 @@ async fn warming_past_max_detached_deletes_no_rows() {
     // Node A's clients still resume their sessions on A.
     assert!(a.clone().fetch("s0".into()).await.is_some());
 }
+
+/// A session forgotten between a `resume`'s lookup and its attach (evicted
+/// past `session.max_detached` by other sessions closing meanwhile) is not
+/// attached: the resume sees it gone, and no session the store no longer
+/// holds is handed to a client. A session still held is attached, and
+/// attached it is never evicted.
+#[actix_rt::test]
+async fn a_session_forgotten_since_its_lookup_is_not_attached() {
+    use holdfast::actors::sessions::SessionStore;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/holdfast.db", dir.path().display());
+    let (store, _tree) = store_on(&url, 100, 2).await;
+    for id in ["looked-up", "kept"] {
+        store.create(id, "u1");
+        store.detach(id, Default::default());
+        std::thread::sleep(Duration::from_millis(2)); // distinct expiries, in order
+    }
+    let looked_up = store.get("looked-up").expect("held when looked up");
+    // Meanwhile another session closes: the one expiring first goes.
+    store.create("other", "u2");
+    store.detach("other", Default::default());
+    assert_eq!(store.attach(&looked_up.id), None, "forgotten meanwhile");
+    assert_eq!(store.get("looked-up"), None);
+
+    let kept = store.attach("kept").expect("still held");
+    assert_eq!(kept.user, "u1");
+    for i in 0..5 {
+        let id = format!("more-{i}");
+        store.create(&id, "u3");
+        store.detach(&id, Default::default());
+    }
+    assert!(store.get("kept").is_some(), "attached: never evicted");
+    store.flush_all().await.unwrap();
+    let rows: Vec<String> = stored_sessions(&url)
+        .await
+        .into_iter()
+        .map(|r| r.0)
+        .collect();
+    assert!(!rows.contains(&"looked-up".to_owned()), "{rows:?}");
+    assert!(rows.contains(&"kept".to_owned()), "{rows:?}");
+}

@@ -67,8 +67,10 @@ pub trait SessionStore: Send + Sync + 'static {
     fn fetch(self: Arc<Self>, id: String) -> BoxFuture<'static, Option<SessionRecord>> {
         Box::pin(std::future::ready(self.get(&id)))
     }
-    /// Marks the session attached to a live socket (it does not expire while attached).
-    fn attach(&self, id: &str);
+    /// Marks the session attached to a live socket (it does not expire while
+    /// attached) and answers it; `None` when it is no longer held (forgotten
+    /// or expired since it was looked up), and then nothing changes.
+    fn attach(&self, id: &str) -> Option<SessionRecord>;
     /// Marks the session detached with its rooms; it expires `ttl` from now.
     fn detach(&self, id: &str, rooms: BTreeMap<String, u64>);
     /// Forgets a session at once (a connection that resumed another one).
@@ -135,11 +137,16 @@ impl SessionStore for MemorySessions {
         (!self.expired(h, Instant::now())).then(|| h.record.clone())
     }
 
-    fn attach(&self, id: &str) {
-        if let Some(h) = self.held.lock().get_mut(id) {
-            h.detached = None;
-            h.record.last_seen = SystemTime::now();
+    fn attach(&self, id: &str) -> Option<SessionRecord> {
+        let now = Instant::now();
+        let mut held = self.held.lock();
+        let h = held.get_mut(id)?;
+        if self.expired(h, now) {
+            return None;
         }
+        h.detached = None;
+        h.record.last_seen = SystemTime::now();
+        Some(h.record.clone())
     }
 
     fn detach(&self, id: &str, rooms: BTreeMap<String, u64>) {

@@ -459,12 +459,20 @@ impl SessionStore for PersistentSessions {
             .then(|| c.record.clone())
     }
 
-    fn attach(&self, id: &str) {
-        self.cache.lock().update(id, |c| {
+    fn attach(&self, id: &str) -> Option<SessionRecord> {
+        let mut cache = self.cache.lock();
+        let now = now_unix_ms();
+        if cache.get(id)?.expires_at.is_some_and(|at| at <= now) {
+            return None;
+        }
+        let (record, forgotten) = cache.update(id, |c| {
             c.expires_at = None;
             c.record.last_seen = SystemTime::now();
             self.upsert(c);
-        });
+            c.record.clone()
+        })?;
+        debug_assert!(forgotten.is_empty(), "attaching forgets nothing");
+        Some(record)
     }
 
     fn detach(&self, id: &str, rooms: BTreeMap<String, u64>) {

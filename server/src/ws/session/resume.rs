@@ -125,7 +125,11 @@ impl WsSession {
             if self.identity.authenticated && old.user != *self.user {
                 return self.refuse(id, code::FORBIDDEN, "that session belongs to another user");
             }
-            if *self.id != *old.id {
+            // Attached before anything else changes: a session forgotten
+            // since it was looked up (evicted past session.max_detached, or
+            // ended by the application) is not resumed; the client keeps
+            // the session it has.
+            if *self.id != *old.id && self.shared.sessions.attach(&old.id).is_some() {
                 self.deregister();
                 if self.identity.authenticated {
                     // The same user: the old session first, so that they
@@ -145,7 +149,6 @@ impl WsSession {
                 self.id = old.id.clone().into();
                 self.trace.record("session.resumed", &*self.id);
                 self.user = old.user.clone().into();
-                self.shared.sessions.attach(&self.id);
                 self.register(ctx);
             }
         }
