@@ -17,6 +17,8 @@ const SLOW_CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// The response body: the connection's queue, taken as the socket drains.
 pub(crate) struct Body {
     conn: Rc<Conn>,
+    /// Dropped with the body: tells the driver that the grace is over.
+    _gone: futures::channel::oneshot::Sender<()>,
 }
 
 impl Stream for Body {
@@ -63,12 +65,14 @@ impl Drop for Body {
 /// actor (`actor`, the WebSocket context) on its own, so that the actor
 /// keeps running while the socket does not drain. Once the actor has stopped,
 /// the body ends when its queue is empty, or after [`SLOW_CLOSE_GRACE`] if
-/// the client does not read it.
+/// the client does not read it; the driver ends with the body, so a closed
+/// connection holds nothing for the grace it did not need.
 pub(crate) fn body(
     conn: Rc<Conn>,
     actor: impl Stream<Item = Result<Bytes, actix_web::Error>> + 'static,
 ) -> Body {
     let c = conn.clone();
+    let (gone, body_gone) = futures::channel::oneshot::channel();
     actix_rt::spawn(async move {
         let mut actor = Box::pin(actor);
         while let Some(Ok(chunk)) = actor.next().await {
@@ -78,9 +82,13 @@ pub(crate) fn body(
         drop(actor);
         c.finished.set(true);
         c.wake();
-        tokio::time::sleep(SLOW_CLOSE_GRACE).await;
-        c.aborted.set(true);
-        c.wake();
+        if tokio::time::timeout(SLOW_CLOSE_GRACE, body_gone)
+            .await
+            .is_err()
+        {
+            c.aborted.set(true);
+            c.wake();
+        }
     });
-    Body { conn }
+    Body { conn, _gone: gone }
 }
