@@ -6,6 +6,9 @@
 //! `cargo bench --bench connections`. Environment:
 //! - CONNECTIONS_COUNT (10000): clients, each connected until it got
 //!   `welcome`, then held idle.
+//! - CONNECTIONS_PER_SOURCE (20000): clients per loopback source address
+//!   (127.0.0.1, .2, ...), under the ephemeral port range one address has
+//!   towards the server (about 28,000), so that 50,000 can connect.
 //! - CONNECTIONS_CONCURRENCY (200): handshakes in flight while connecting.
 //! - CONNECTIONS_HOLD_MS (1000): idle time before the server's RSS is read.
 //! - CONNECTIONS_DRAIN_TIMEOUT_MS (60000): bound on the drain.
@@ -42,6 +45,7 @@ struct Config {
     hold: Duration,
     drain_timeout: Duration,
     drain_external: bool,
+    per_source: usize,
 }
 
 /// What an idle client saw until its connection ended.
@@ -78,6 +82,17 @@ fn mib(kib: Option<u64>) -> Option<f64> {
     kib.map(|k| k as f64 / 1024.0)
 }
 
+/// The source address of client `i` towards a server on 127.0.0.1: the
+/// system's (127.0.0.1) for the first `per_source`, then 127.0.0.2, and so
+/// on (all of 127/8 is loopback on Linux); the system's for any other server.
+fn source(url: &str, i: usize, per_source: usize) -> Option<std::net::IpAddr> {
+    if !url.starts_with("ws://127.0.0.1:") {
+        return None;
+    }
+    let n = u8::try_from(1 + i / per_source.max(1)).expect("at most 255 source addresses");
+    (n > 1).then(|| std::net::Ipv4Addr::new(127, 0, 0, n).into())
+}
+
 fn run(
     rt: &tokio::runtime::Runtime,
     setup: &Setup,
@@ -92,11 +107,13 @@ fn run(
     let (held, ok_count) = rt.block_on(async {
         let cpu = PhaseCpu::start(setup, pid);
         let t0 = Instant::now();
-        let results = load::run_many(cfg.count, cfg.concurrency, |_| {
+        let results = load::run_many(cfg.count, cfg.concurrency, |i| {
             let url = url.clone();
+            let source = source(&url, i, cfg.per_source);
             async move {
                 let t = now_ns();
-                let ws = tokio::time::timeout(load::CONNECT_TIMEOUT, RawWs::connect(&url, 4096))
+                let connect = RawWs::connect_from(&url, 4096, source);
+                let ws = tokio::time::timeout(load::CONNECT_TIMEOUT, connect)
                     .await
                     .map_err(|_| "connect timed out".to_owned())??;
                 let took = now_ns() - t;
@@ -326,6 +343,7 @@ fn main() {
         hold: Duration::from_millis(load::env_or("CONNECTIONS_HOLD_MS", 1000)),
         drain_timeout: Duration::from_millis(load::env_or("CONNECTIONS_DRAIN_TIMEOUT_MS", 60_000)),
         drain_external: load::env_flag("CONNECTIONS_DRAIN"),
+        per_source: load::env_or("CONNECTIONS_PER_SOURCE", 20_000),
     };
     let setup = load::Setup::new(cfg.count as u64);
     let title = format!(

@@ -152,6 +152,20 @@ impl RawWs {
     /// # Errors
     /// A refused connection, another HTTP status, or no `welcome`.
     pub async fn connect(url: &str, read_buffer: usize) -> Result<RawWs, String> {
+        Self::connect_from(url, read_buffer, None).await
+    }
+
+    /// [`connect`](Self::connect) from the local address `source` (any port):
+    /// one source address holds at most one ephemeral port range of
+    /// connections to the server's address, about 28,000 by Linux's default.
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect); `source` cannot be bound.
+    pub async fn connect_from(
+        url: &str,
+        read_buffer: usize,
+        source: Option<std::net::IpAddr>,
+    ) -> Result<RawWs, String> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let host = authority(url)?;
         let path = url["ws://".len() + host.len()..].to_owned();
@@ -160,9 +174,39 @@ impl RawWs {
         } else {
             path
         };
-        let mut stream = TcpStream::connect(host)
-            .await
-            .map_err(|e| format!("connect {url}: {e}"))?;
+        let mut stream = match source {
+            None => TcpStream::connect(host).await,
+            Some(ip) => {
+                let addr: std::net::SocketAddr = host.parse().map_err(|e| format!("{url}: {e}"))?;
+                let socket = match ip {
+                    std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+                    std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+                }
+                .map_err(|e| format!("{url}: {e}"))?;
+                // The port is picked at the connect, per destination, as for
+                // a socket not bound: bound first, every socket of one source
+                // address would need a port of its own, whatever it connects to.
+                let one: libc::c_int = 1;
+                // SAFETY: a valid socket, an int option, its size.
+                let set = unsafe {
+                    libc::setsockopt(
+                        std::os::fd::AsRawFd::as_raw_fd(&socket),
+                        libc::IPPROTO_IP,
+                        libc::IP_BIND_ADDRESS_NO_PORT,
+                        (&raw const one).cast(),
+                        std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                    )
+                };
+                if set != 0 {
+                    return Err(format!("{url}: {}", std::io::Error::last_os_error()));
+                }
+                socket
+                    .bind((ip, 0).into())
+                    .map_err(|e| format!("bind {ip}: {e}"))?;
+                socket.connect(addr).await
+            }
+        }
+        .map_err(|e| format!("connect {url}: {e}"))?;
         let _ = stream.set_nodelay(true);
         let request = format!(
             "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
