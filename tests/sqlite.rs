@@ -56,3 +56,75 @@ async fn a_query_dropped_mid_flight_neither_panics_nor_spoils_the_connection() {
         assert_eq!(one(&db).await.expect("the connection is usable after"), 1);
     }
 }
+
+/// A write dropped while it waits for SQLite's write lock (another process
+/// holds it) costs the thread that dropped it nothing: the call is left to
+/// finish on the blocking pool, its connection is not used again, and the
+/// pool serves the next query on a new one. Before, the drop waited for the
+/// call, up to `busy_timeout` (5 s), stalling every connection of that
+/// actix thread, and the write had failed by the time the lock was free.
+#[actix_rt::test]
+async fn a_write_dropped_while_waiting_for_the_lock_stalls_nothing() {
+    use diesel::Connection;
+    let mut settings = common::settings().database;
+    settings.max_size = 1;
+    settings.min_idle = 0;
+    let path = holdfast::actors::db::sqlite_path(settings.url.expose()).to_owned();
+    let registry = prometheus::Registry::new();
+    let events = Events::new(16, Arc::new(KernelMetrics::new(registry.clone()).unwrap()));
+    let db = Db::new(settings, &registry, events).unwrap();
+    let created = async {
+        holdfast::actors::with_conn!(db, |conn| {
+            diesel::sql_query("CREATE TABLE t (x INTEGER)")
+                .execute(conn)
+                .await?;
+        });
+        Ok::<_, DbError>(())
+    };
+    created.await.expect("the table");
+
+    // Another process's writer holds the lock until told to let go.
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (locked, is_locked) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn({
+        let path = path.clone();
+        move || {
+            let mut conn = diesel::sqlite::SqliteConnection::establish(&path).unwrap();
+            diesel::RunQueryDsl::execute(diesel::sql_query("BEGIN IMMEDIATE"), &mut conn).unwrap();
+            locked.send(()).unwrap();
+            released.recv().unwrap();
+            diesel::RunQueryDsl::execute(diesel::sql_query("COMMIT"), &mut conn).unwrap();
+        }
+    });
+    is_locked.recv().unwrap();
+
+    let write = async {
+        holdfast::actors::with_conn!(db, |conn| {
+            diesel::sql_query("INSERT INTO t VALUES (1)")
+                .execute(conn)
+                .await?;
+        });
+        Ok::<_, DbError>(())
+    };
+    let dropped = tokio::time::timeout(Duration::from_millis(100), write).await;
+    assert!(dropped.is_err(), "the write waited for the lock");
+    // Dropped with its call still waiting on the lock: letting go of the
+    // lock now lets that call land. (Had the drop waited for the call, the
+    // call would have failed with SQLITE_BUSY before this line.)
+    release.send(()).unwrap();
+    holder.join().unwrap();
+    let count = || {
+        let mut conn = diesel::sqlite::SqliteConnection::establish(&path).unwrap();
+        let count = diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
+            "(SELECT count(*) FROM t)",
+        ));
+        diesel::RunQueryDsl::get_result::<i64>(count, &mut conn).unwrap()
+    };
+    common::wait_until(
+        "the dropped write landed",
+        Duration::from_secs(10),
+        || async { count() == 1 },
+    )
+    .await;
+    assert_eq!(one(&db).await.expect("the pool serves the next query"), 1);
+}

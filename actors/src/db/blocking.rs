@@ -4,21 +4,23 @@
 //! SQLite connection as a task on tokio's blocking pool. When the future of
 //! a call is dropped before the task finished (a timeout, an actor that
 //! stops, a handler past its deadline), the connection must not be used
-//! again until that task is over. diesel-async's own runtime waits for it
-//! with `block_in_place`, which panics on a current-thread runtime, and
-//! every actix arbiter is one. This one waits on a condition variable the
-//! task signals once it is done: the task runs on a blocking-pool thread,
-//! so the wait needs nothing from the thread that waits, and it lasts no
-//! longer than the call (bounded by SQLite's `busy_timeout`, 5 s: a thread
-//! that drops a call stuck on the write lock stalls that long, which is
-//! the price of never reusing a connection under a running call). The
-//! signal comes from a guard the task owns, so a task that panics, or that
-//! the pool drops unrun at shutdown, still releases the waiter.
+//! again while that task runs: the wrapper's transaction state would be
+//! shared with it (diesel-async panics on that), and the next call would
+//! block on the connection's lock. diesel-async's own runtime waits for the
+//! task with `block_in_place`, which panics on a current-thread runtime,
+//! and every actix arbiter is one; waiting any other way stalls the thread
+//! that dropped the call, and every connection it serves, for as long as
+//! the call runs (up to SQLite's `busy_timeout`, 5 s, for a call stuck on
+//! the write lock). So nothing waits: the task is left to finish on the
+//! blocking pool, and the connection is marked [`abandoned`](Blocking::abandoned),
+//! which makes the pool discard it (`SqliteManager::has_broken`) instead of
+//! handing it out again.
 
 use std::error::Error;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use diesel_async::sync_connection_wrapper::SpawnBlocking;
@@ -27,33 +29,18 @@ use futures::FutureExt;
 use tokio::runtime::{Handle, Runtime};
 use tokio::task::JoinHandle;
 
-/// See the module docs.
-pub struct Blocking(Handle);
+/// See the module docs. One per connection.
+pub struct Blocking {
+    handle: Handle,
+    abandoned: Arc<AtomicBool>,
+}
 
-impl SpawnBlocking for Blocking {
-    fn spawn_blocking<'a, R>(
-        &mut self,
-        task: impl FnOnce() -> R + Send + 'static,
-    ) -> BoxFuture<'a, Result<R, Box<dyn Error + Send + Sync + 'static>>>
-    where
-        R: Send + 'static,
-    {
-        let done = Arc::new(Done::default());
-        // Signals when dropped: after the task ran (and dropped what it
-        // held), when it panicked, or when the pool dropped it unrun.
-        let signal = SetOnDrop(done.clone());
-        let handle = self.0.spawn_blocking(move || {
-            let _signal = signal;
-            task()
-        });
-        Finishing { handle, done }
-            .map(|r| r.map_err(|e| Box::new(e) as Box<dyn Error + Send + Sync>))
-            .boxed()
-    }
-
-    fn get_runtime() -> Self {
+impl Blocking {
+    /// Calls run on the current runtime's blocking pool (or, outside one, on
+    /// a runtime of its own).
+    pub fn new() -> Self {
         static FALLBACK: OnceLock<Runtime> = OnceLock::new();
-        Self(Handle::try_current().unwrap_or_else(|_| {
+        let handle = Handle::try_current().unwrap_or_else(|_| {
             FALLBACK
                 .get_or_init(|| {
                     tokio::runtime::Builder::new_multi_thread()
@@ -64,50 +51,55 @@ impl SpawnBlocking for Blocking {
                 })
                 .handle()
                 .clone()
-        }))
-    }
-}
-
-/// Whether a task finished, for a thread to wait on.
-#[derive(Default)]
-struct Done {
-    finished: Mutex<bool>,
-    changed: Condvar,
-}
-
-impl Done {
-    fn set(&self) {
-        *self.finished.lock().unwrap_or_else(|e| e.into_inner()) = true;
-        self.changed.notify_all();
-    }
-
-    fn wait(&self) {
-        let mut finished = self.finished.lock().unwrap_or_else(|e| e.into_inner());
-        while !*finished {
-            finished = self
-                .changed
-                .wait(finished)
-                .unwrap_or_else(|e| e.into_inner());
+        });
+        Self {
+            handle,
+            abandoned: Arc::default(),
         }
     }
-}
 
-/// Sets its [`Done`] when dropped, however the task ended.
-struct SetOnDrop(Arc<Done>);
-
-impl Drop for SetOnDrop {
-    fn drop(&mut self) {
-        self.0.set();
+    /// Set once a call was dropped before its task finished: the connection
+    /// may still be in use by it and is not to be used again.
+    pub fn abandoned(&self) -> Arc<AtomicBool> {
+        self.abandoned.clone()
     }
 }
 
-/// A call in flight; dropped early, it waits for the task to finish.
-struct Finishing<R> {
-    handle: JoinHandle<R>,
-    done: Arc<Done>,
+impl Default for Blocking {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
-impl<R> Future for Finishing<R> {
+impl SpawnBlocking for Blocking {
+    fn spawn_blocking<'a, R>(
+        &mut self,
+        task: impl FnOnce() -> R + Send + 'static,
+    ) -> BoxFuture<'a, Result<R, Box<dyn Error + Send + Sync + 'static>>>
+    where
+        R: Send + 'static,
+    {
+        let call = Call {
+            handle: self.handle.spawn_blocking(task),
+            abandoned: self.abandoned.clone(),
+        };
+        call.map(|r| r.map_err(|e| Box::new(e) as Box<dyn Error + Send + Sync>))
+            .boxed()
+    }
+
+    fn get_runtime() -> Self {
+        Self::new()
+    }
+}
+
+/// A call in flight; dropped before its task finished, it marks the
+/// connection abandoned.
+struct Call<R> {
+    handle: JoinHandle<R>,
+    abandoned: Arc<AtomicBool>,
+}
+
+impl<R> Future for Call<R> {
     type Output = Result<R, tokio::task::JoinError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -115,10 +107,10 @@ impl<R> Future for Finishing<R> {
     }
 }
 
-impl<R> Drop for Finishing<R> {
+impl<R> Drop for Call<R> {
     fn drop(&mut self) {
         if !self.handle.is_finished() {
-            self.done.wait();
+            self.abandoned.store(true, Ordering::SeqCst);
         }
     }
 }
@@ -129,24 +121,21 @@ mod tests {
 
     use super::*;
 
-    /// A call dropped mid-flight whose task then panics: the waiter is
-    /// released (the guard signals while the task unwinds), not parked for
-    /// ever.
+    /// A call dropped mid-flight marks the connection abandoned at once; one
+    /// awaited to its end does not.
     #[tokio::test]
-    async fn a_dropped_call_whose_task_panics_releases_the_waiter() {
-        let mut blocking = Blocking(Handle::current());
-        let call = blocking.spawn_blocking(|| -> () {
-            std::thread::sleep(Duration::from_millis(50));
-            panic!("the task failed");
-        });
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            drop(call);
-            let _ = tx.send(());
-        });
+    async fn a_call_dropped_mid_flight_abandons_its_connection() {
+        let mut blocking = Blocking::new();
+        let abandoned = blocking.abandoned();
+        blocking.spawn_blocking(|| 1).await.unwrap();
+        assert!(!abandoned.load(Ordering::SeqCst));
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let call = blocking.spawn_blocking(move || released.recv_timeout(Duration::from_secs(10)));
+        drop(call);
         assert!(
-            rx.recv_timeout(Duration::from_secs(5)).is_ok(),
-            "the waiter was never released"
+            abandoned.load(Ordering::SeqCst),
+            "marked while the task still runs"
         );
+        release.send(()).unwrap();
     }
 }

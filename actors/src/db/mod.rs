@@ -6,7 +6,8 @@
 //! Backends: SQLite (the embedded default, `sqlite://data/holdfast.db`, WAL,
 //! created on first start) through diesel's `SqliteConnection` behind
 //! diesel-async's `SyncConnectionWrapper` (its calls run by
-//! `blocking::Blocking`), and PostgreSQL
+//! `blocking::Blocking`; a connection whose call was dropped mid-flight is
+//! discarded, never waited for: `sqlite`), and PostgreSQL
 //! (`postgres://...`) through `AsyncPgConnection` (tokio-postgres, no
 //! libpq); both pooled by bb8.
 //! Outages: at start the first probe is retried with exponential back-off and
@@ -26,9 +27,11 @@
 mod blocking;
 pub mod schema;
 mod settings;
+mod sqlite;
 
 pub use blocking::Blocking;
 pub use settings::{DbSettings, DbUrl};
+pub use sqlite::{SqliteConn, SqliteManager, SqliteWrapper};
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
@@ -37,11 +40,9 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use diesel::sqlite::SqliteConnection;
 use diesel::Connection;
-use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
-use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
-use diesel_async::{AsyncPgConnection, SimpleAsyncConnection};
+use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+use diesel_async::AsyncPgConnection;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
-use futures::FutureExt;
 use parking_lot::Mutex;
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
 use serde_json::json;
@@ -68,12 +69,8 @@ const SATURATION_SAMPLES: u32 = 3;
 /// How often the pool usage is sampled.
 const USAGE_INTERVAL: Duration = Duration::from_secs(1);
 
-/// A pooled SQLite connection: diesel's, its calls run on tokio's blocking
-/// pool by [`Blocking`] (a call dropped mid-flight is waited for, never a
-/// panic on actix's runtimes).
-pub type SqliteConn = SyncConnectionWrapper<SqliteConnection, Blocking>;
 /// The SQLite pool.
-pub type SqlitePool = diesel_async::pooled_connection::bb8::Pool<SqliteConn>;
+pub type SqlitePool = bb8::Pool<SqliteManager>;
 /// The PostgreSQL pool.
 pub type PgPool = diesel_async::pooled_connection::bb8::Pool<AsyncPgConnection>;
 
@@ -123,7 +120,7 @@ macro_rules! with_conn {
         match $db.pool() {
             $crate::db::Pool::Sqlite(pool) => {
                 let mut guard = $db.checkout(pool.get()).await?;
-                let $conn = &mut *guard;
+                let $conn = &mut **guard;
                 $body
             }
             $crate::db::Pool::Postgres(pool) => {
@@ -257,23 +254,7 @@ impl Db {
                         format!("cannot create the SQLite directory {}: {e}", dir.display())
                     })?;
                 }
-                let mut config = ManagerConfig::default();
-                config.custom_setup = Box::new(|url| {
-                    let url = url.to_owned();
-                    async move {
-                        let mut conn =
-                            <SqliteConn as diesel_async::AsyncConnection>::establish(&url).await?;
-                        conn.batch_execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                             PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
-                        )
-                        .await
-                        .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
-                        Ok(conn)
-                    }
-                    .boxed()
-                });
-                let manager = AsyncDieselConnectionManager::new_with_config(path, config);
+                let manager = SqliteManager::new(&path);
                 Pool::Sqlite(builder(&settings).build_unchecked(manager))
             }
             Backend::Postgres => {
