@@ -57,6 +57,16 @@ async fn a_query_dropped_mid_flight_neither_panics_nor_spoils_the_connection() {
     }
 }
 
+/// A connection of another process to the database at `path`, which waits
+/// for a lock as the server's do (`busy_timeout`) instead of failing at once.
+fn patient(path: &str) -> diesel::sqlite::SqliteConnection {
+    use diesel::Connection;
+    let mut conn = diesel::sqlite::SqliteConnection::establish(path).unwrap();
+    diesel::RunQueryDsl::execute(diesel::sql_query("PRAGMA busy_timeout = 5000"), &mut conn)
+        .unwrap();
+    conn
+}
+
 /// A write dropped while it waits for SQLite's write lock (another process
 /// holds it) costs the thread that dropped it nothing: the call is left to
 /// finish on the blocking pool, its connection is not used again, and the
@@ -65,7 +75,6 @@ async fn a_query_dropped_mid_flight_neither_panics_nor_spoils_the_connection() {
 /// actix thread, and the write had failed by the time the lock was free.
 #[actix_rt::test]
 async fn a_write_dropped_while_waiting_for_the_lock_stalls_nothing() {
-    use diesel::Connection;
     let mut settings = common::settings().database;
     settings.max_size = 1;
     settings.min_idle = 0;
@@ -89,7 +98,7 @@ async fn a_write_dropped_while_waiting_for_the_lock_stalls_nothing() {
     let holder = std::thread::spawn({
         let path = path.clone();
         move || {
-            let mut conn = diesel::sqlite::SqliteConnection::establish(&path).unwrap();
+            let mut conn = patient(&path);
             diesel::RunQueryDsl::execute(diesel::sql_query("BEGIN IMMEDIATE"), &mut conn).unwrap();
             locked.send(()).unwrap();
             released.recv().unwrap();
@@ -114,7 +123,7 @@ async fn a_write_dropped_while_waiting_for_the_lock_stalls_nothing() {
     release.send(()).unwrap();
     holder.join().unwrap();
     let count = || {
-        let mut conn = diesel::sqlite::SqliteConnection::establish(&path).unwrap();
+        let mut conn = patient(&path);
         let count = diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
             "(SELECT count(*) FROM t)",
         ));
