@@ -76,6 +76,14 @@ async fn upgrade(server: &Server, token: &str) -> u16 {
     }
 }
 
+/// Waits (15 s at most) until an upgrade with `token` answers `status`.
+async fn until_upgrade(server: &Server, token: &str, status: u16, what: &str) {
+    common::wait_until(what, Duration::from_secs(15), || async {
+        upgrade(server, token).await == status
+    })
+    .await;
+}
+
 /// Each key of the set verifies the tokens that name it; a token naming
 /// one key but signed by the other, an HS256 token for the set's `oct`
 /// key, and a token without `kid` (two keys: which?) get 401.
@@ -175,12 +183,7 @@ async fn a_provider_that_is_down_at_first_is_a_503_until_it_answers() {
     let token = signed("rsa", Some("rsa-1"), "ann");
     assert_eq!(upgrade(&server, &token).await, 503);
     provider.set("/jwks.json", Reply::json(key_set()));
-    common::wait_until(
-        "the provider's keys fetched",
-        Duration::from_secs(15),
-        || async { upgrade(&server, &token).await == 101 },
-    )
-    .await;
+    until_upgrade(&server, &token, 101, "the provider's keys fetched").await;
 }
 
 /// A burst of clients arriving before any key is held (a fresh server, a
@@ -209,19 +212,9 @@ async fn keys_past_their_max_age_are_not_trusted_until_fetched_again() {
     assert_eq!(upgrade(&server, &token).await, 101);
 
     provider.set("/jwks.json", Reply::status(500));
-    common::wait_until(
-        "the held keys aged out",
-        Duration::from_secs(15),
-        || async { upgrade(&server, &token).await == 503 },
-    )
-    .await;
+    until_upgrade(&server, &token, 503, "the held keys aged out").await;
     assert!(provider.count("/jwks.json") >= 2, "refreshes were tried");
 
     provider.set("/jwks.json", Reply::json(key_set()));
-    common::wait_until(
-        "the keys fetched again",
-        Duration::from_secs(15),
-        || async { upgrade(&server, &token).await == 101 },
-    )
-    .await;
+    until_upgrade(&server, &token, 101, "the keys fetched again").await;
 }

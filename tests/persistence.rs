@@ -455,6 +455,18 @@ async fn store_on(
     (store, tree)
 }
 
+/// Waits until the wall clock is past its current millisecond, so that
+/// sessions detached before and after expire at distinct times.
+async fn next_millisecond() {
+    let now = holdfast::actors::clock::now_unix_ms();
+    wait_until(
+        "the next millisecond",
+        Duration::from_secs(1),
+        || async move { holdfast::actors::clock::now_unix_ms() > now },
+    )
+    .await;
+}
+
 /// A session that ended here is never adopted back from its row, not even
 /// while a flush is writing the row's delete (held back here by a row lock
 /// another connection takes): a `resume` of it starts a new session.
@@ -484,25 +496,25 @@ async fn a_session_whose_delete_is_being_written_is_not_adopted_again() {
         async move { store.flush_once().await }
     });
     // The flush took the delete and waits on the row's lock.
-    let mut watcher = AsyncPgConnection::establish(&url).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let waiting = diesel::sql_query(format!(
-            "SELECT pid FROM pg_stat_activity WHERE datname = '{name}' AND wait_event_type = 'Lock'"
-        ));
-        if diesel_async::RunQueryDsl::execute(waiting, &mut watcher)
-            .await
-            .unwrap()
-            > 0
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the flush never waited on the lock"
-        );
-        actix_rt::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until(
+        "the flush's delete waiting on the lock",
+        Duration::from_secs(10),
+        || {
+            let (url, name) = (url.clone(), name.clone());
+            async move {
+                let mut watcher = AsyncPgConnection::establish(&url).await.unwrap();
+                let waiting = diesel::sql_query(format!(
+                    "SELECT pid FROM pg_stat_activity \
+                     WHERE datname = '{name}' AND wait_event_type = 'Lock'"
+                ));
+                diesel_async::RunQueryDsl::execute(waiting, &mut watcher)
+                    .await
+                    .unwrap()
+                    > 0
+            }
+        },
+    )
+    .await;
     assert_eq!(
         store.clone().fetch("ended".into()).await,
         None,
@@ -512,7 +524,6 @@ async fn a_session_whose_delete_is_being_written_is_not_adopted_again() {
     assert_eq!(flushing.await.unwrap().unwrap(), 1);
     assert!(stored_sessions(&url).await.is_empty());
     assert_eq!(store.clone().fetch("ended".into()).await, None);
-    drop(watcher);
     drop(locker);
     drop_database(&name).await;
 }
@@ -531,7 +542,7 @@ async fn warming_past_max_detached_deletes_no_rows() {
         let id = format!("s{i}");
         a.create(&id, "u1");
         a.detach(&id, Default::default());
-        std::thread::sleep(Duration::from_millis(2)); // distinct expiries, in order
+        next_millisecond().await; // distinct expiries, in order
     }
     a.flush_all().await.unwrap();
 
@@ -568,7 +579,7 @@ async fn a_session_forgotten_since_its_lookup_is_not_attached() {
     for id in ["looked-up", "kept"] {
         store.create(id, "u1");
         store.detach(id, Default::default());
-        std::thread::sleep(Duration::from_millis(2)); // distinct expiries, in order
+        next_millisecond().await; // distinct expiries, in order
     }
     let looked_up = store.get("looked-up").expect("held when looked up");
     // Meanwhile another session closes: the one expiring first goes.

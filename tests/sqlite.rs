@@ -57,6 +57,14 @@ async fn a_query_dropped_mid_flight_neither_panics_nor_spoils_the_connection() {
     }
 }
 
+/// Runs `sql` through the pool.
+async fn execute(db: &Db, sql: &str) -> Result<(), DbError> {
+    holdfast::actors::with_conn!(db, |conn| {
+        diesel::sql_query(sql).execute(conn).await?;
+    });
+    Ok(())
+}
+
 /// A connection of another process to the database at `path`, which waits
 /// for a lock as the server's do (`busy_timeout`) instead of failing at once.
 fn patient(path: &str) -> diesel::sqlite::SqliteConnection {
@@ -82,15 +90,9 @@ async fn a_write_dropped_while_waiting_for_the_lock_stalls_nothing() {
     let registry = prometheus::Registry::new();
     let events = Events::new(16, Arc::new(KernelMetrics::new(registry.clone()).unwrap()));
     let db = Db::new(settings, &registry, events).unwrap();
-    let created = async {
-        holdfast::actors::with_conn!(db, |conn| {
-            diesel::sql_query("CREATE TABLE t (x INTEGER)")
-                .execute(conn)
-                .await?;
-        });
-        Ok::<_, DbError>(())
-    };
-    created.await.expect("the table");
+    execute(&db, "CREATE TABLE t (x INTEGER)")
+        .await
+        .expect("the table");
 
     // Another process's writer holds the lock until told to let go.
     let (release, released) = std::sync::mpsc::channel::<()>();
@@ -107,14 +109,7 @@ async fn a_write_dropped_while_waiting_for_the_lock_stalls_nothing() {
     });
     is_locked.recv().unwrap();
 
-    let write = async {
-        holdfast::actors::with_conn!(db, |conn| {
-            diesel::sql_query("INSERT INTO t VALUES (1)")
-                .execute(conn)
-                .await?;
-        });
-        Ok::<_, DbError>(())
-    };
+    let write = execute(&db, "INSERT INTO t VALUES (1)");
     let dropped = tokio::time::timeout(Duration::from_millis(100), write).await;
     assert!(dropped.is_err(), "the write waited for the lock");
     // Dropped with its call still waiting on the lock: letting go of the

@@ -92,7 +92,7 @@ impl Jwks {
         let (found, stale, seen) = {
             let held = self.held.lock();
             (
-                self.lookup(&held, kid),
+                self.trusted_key(&held, kid),
                 held.fetched.is_none_or(|t| t.elapsed() >= self.refresh),
                 held.attempted,
             )
@@ -115,15 +115,16 @@ impl Jwks {
         }
         let held = self.held.lock();
         let trusted = self.trusted(&held);
-        self.lookup(&held, kid).ok_or_else(|| match (trusted, kid) {
-            (false, _) => AuthError::KeysUnavailable,
-            (true, Some(_)) => AuthError::Invalid(
-                "signed with a key the issuer's key set does not hold (kid)".into(),
-            ),
-            (true, None) => AuthError::Invalid(
-                "no kid, and the issuer's key set holds more than one key".into(),
-            ),
-        })
+        self.trusted_key(&held, kid)
+            .ok_or_else(|| match (trusted, kid) {
+                (false, _) => AuthError::KeysUnavailable,
+                (true, Some(_)) => AuthError::Invalid(
+                    "signed with a key the issuer's key set does not hold (kid)".into(),
+                ),
+                (true, None) => AuthError::Invalid(
+                    "no kid, and the issuer's key set holds more than one key".into(),
+                ),
+            })
     }
 
     /// Whether the held keys may be used: fetched, within `max_age`.
@@ -132,7 +133,7 @@ impl Jwks {
     }
 
     /// The held key for `kid`, if the held keys are trusted.
-    fn lookup(&self, held: &Held, kid: Option<&str>) -> Option<SigningKey> {
+    fn trusted_key(&self, held: &Held, kid: Option<&str>) -> Option<SigningKey> {
         self.trusted(held)
             .then(|| lookup(&held.keys, kid))
             .flatten()
