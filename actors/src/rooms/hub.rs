@@ -23,7 +23,9 @@ use parking_lot::Mutex;
 use prometheus::IntGauge;
 use tracing::warn;
 
-use super::broker::{Arrival, Broker, BrokerFuture, Filled, History, Membership, Position, Reply};
+use super::broker::{
+    Arrival, Broker, BrokerFuture, Filled, History, Membership, Position, Read, Reply,
+};
 use super::handle::{
     Announce, Crash, HistoryPage, Join, Leave, LeaveAnswer, Presence, PresenceChanged, Publish,
     ReadHistory, Reconcile, Resume,
@@ -125,25 +127,39 @@ impl Hub {
                 Arrival::Gap(gap) => gap,
             }
         };
-        if let Some((from, to)) = gap {
-            self.fill(ctx, room, from, to);
+        if let Some(read) = gap {
+            self.fill(ctx, room, read);
         }
     }
 
-    /// Reads `from..=to` of a room from the broker and applies it.
-    fn fill(&mut self, ctx: &mut Context<Self>, room: Arc<str>, from: u64, to: u64) {
-        let read: BrokerFuture<Option<History>> = match self.broker.history(&room, from, to) {
-            Reply::Now(result) => Box::pin(async move { result }),
-            Reply::Later(fut) => fut,
-        };
-        ctx.spawn(read.into_actor(self).map(move |read, act, ctx| {
-            if let Some(r) = act.state.lock().rooms.get_mut(&room) {
-                r.sequence.filling = false;
-            }
-            // A failed read is retried by the next reconcile.
-            let Ok(Some(History { head, entries, .. })) = read else {
+    /// Makes `read` of a room's history and applies what it finds, if it is
+    /// still the room's current read when it answers (see [`Read`]).
+    fn fill(&mut self, ctx: &mut Context<Self>, room: Arc<str>, read: Read) {
+        let answer: BrokerFuture<Option<History>> =
+            match self.broker.history(&room, read.from, read.to) {
+                Reply::Now(result) => Box::pin(async move { result }),
+                Reply::Later(fut) => fut,
+            };
+        ctx.spawn(answer.into_actor(self).map(move |answer, act, ctx| {
+            let epoch = {
+                let mut state = act.state.lock();
+                let Some(r) = state.rooms.get_mut(&room) else {
+                    return;
+                };
+                if !r.sequence.answered(read) {
+                    return; // stale: the room changed epoch since
+                }
+                r.epoch.clone()
+            };
+            // A failed read is retried by the next reconcile; one of an
+            // epoch the room is not in (the broker's changed since) too,
+            // once the reconcile has adopted it.
+            let Ok(Some(History { head, entries, .. })) = answer else {
                 return;
             };
+            if head.epoch != epoch {
+                return;
+            }
             for (offset, frame) in entries {
                 let position = Position {
                     epoch: head.epoch.clone(),
@@ -161,7 +177,7 @@ impl Hub {
                     skipped,
                     ready,
                     gap,
-                } = r.sequence.filled(r.offset, to);
+                } = r.sequence.filled(r.offset, read);
                 if let Some((from, to)) = skipped {
                     warn!(room = %room, from, to, "messages no longer in the broker's history; skipped");
                 }
@@ -171,8 +187,8 @@ impl Hub {
                 }
                 gap
             };
-            if let Some((from, to)) = gap {
-                act.fill(ctx, room, from, to);
+            if let Some(read) = gap {
+                act.fill(ctx, room, read);
             }
         }));
     }
@@ -187,7 +203,7 @@ impl Hub {
             .lock()
             .rooms
             .iter()
-            .filter(|(_, r)| !r.members.is_empty() && !r.sequence.filling)
+            .filter(|(_, r)| !r.members.is_empty() && !r.sequence.is_reading())
             .map(|(name, r)| (name.clone(), r.position()))
             .collect();
         for (room, here) in followed {
@@ -204,15 +220,12 @@ impl Hub {
                     if !r.sequence.synced || r.epoch != head.epoch {
                         r.sync(&room, head.clone()); // the broker's epoch wins
                     }
-                    if head.offset > r.offset && !r.sequence.filling {
-                        r.sequence.filling = true;
-                        Some((r.offset + 1, head.offset))
-                    } else {
-                        None
-                    }
+                    (head.offset > r.offset)
+                        .then(|| r.sequence.read(r.offset + 1, head.offset))
+                        .flatten()
                 };
-                if let Some((from, to)) = gap {
-                    act.fill(ctx, room, from, to);
+                if let Some(read) = gap {
+                    act.fill(ctx, room, read);
                 }
             }));
         }

@@ -44,7 +44,7 @@ use serde_json::value::RawValue;
 pub use local::Local;
 
 use super::{PresenceEntry, RoomSummary};
-pub(crate) use sequence::{Arrival, Filled, Sequence};
+pub(crate) use sequence::{Arrival, Filled, Read, Sequence};
 
 /// A room's place in its broker's sequence: its epoch and its latest offset.
 #[derive(Clone, Debug, PartialEq, Eq)]
