@@ -603,3 +603,69 @@ async fn server_api_lists_the_rooms_of_every_node() {
         .collect();
     assert_eq!(names, ["team:x"], "{body}");
 }
+
+/// A publish that Redis ran only after its node stopped waiting for the
+/// answer (1 s): a script of the test's, on a Redis of the test's own,
+/// keeps Redis busy for 2.5 s, and every command behind it runs after. The
+/// publisher is acknowledged, and each member on either node gets the
+/// message once: its node must not deliver it on a node-local epoch and
+/// then again when it reads the shared history back.
+#[actix_rt::test]
+async fn a_publish_redis_runs_after_the_node_gave_up_waiting_is_delivered_once() {
+    let Some(own) = OwnRedis::start("a_publish_redis_runs_late").await else {
+        return;
+    };
+    let prefix = redis_prefix();
+    let a = start(node(&own.url(), &prefix)).await;
+    let b = start(node(&own.url(), &prefix)).await;
+    let mut publisher = connect(a.addr()).await;
+    let mut on_a = connect(a.addr()).await;
+    let mut on_b = connect(b.addr()).await;
+    for c in [&mut publisher, &mut on_a, &mut on_b] {
+        c.join("late").await;
+    }
+    let publish = |data: &str| json!({"type": "publish", "room": "late", "data": data, "id": data});
+    assert_eq!(publisher.request(publish("first")).await["type"], "ack");
+    assert_eq!(messages(&mut on_b, "late", 1).await[0]["data"], "first");
+
+    let busy = own.busy(2500).await;
+    let ack = publisher.request(publish("held")).await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    assert_eq!(busy.await.unwrap(), ":1");
+    wait_until("both nodes on Redis", Duration::from_secs(15), || async {
+        get(&a, "/health/redis").await.0 == 200 && get(&b, "/health/redis").await.0 == 200
+    })
+    .await;
+    // A publish that crosses to node B ends what each member is read for.
+    let (mut end, mut seen_on_b) = (0, Vec::new());
+    'crossed: loop {
+        end += 1;
+        assert!(end <= 30, "no publish reached node B after the pause");
+        publisher.request(publish(&format!("end{end}"))).await;
+        let until = std::time::Instant::now() + Duration::from_millis(500);
+        while std::time::Instant::now() < until {
+            if let Ok(v) = tokio::time::timeout(Duration::from_millis(100), on_b.recv()).await {
+                if v["type"] == "message" {
+                    seen_on_b.push(v["data"].as_str().unwrap().to_owned());
+                }
+                if v["data"] == format!("end{end}") {
+                    break 'crossed;
+                }
+            }
+        }
+    }
+    let mut seen_on_a = Vec::new();
+    while seen_on_a.last() != Some(&format!("end{end}")) {
+        let v = on_a.recv().await;
+        if v["type"] == "message" {
+            seen_on_a.push(v["data"].as_str().unwrap().to_owned());
+        }
+    }
+    for (node, seen) in [("A", &seen_on_a), ("B", &seen_on_b)] {
+        let held = seen.iter().filter(|d| *d == "held").count();
+        assert_eq!(
+            held, 1,
+            "node {node}'s member got it {held} times: {seen:?}"
+        );
+    }
+}

@@ -231,6 +231,28 @@ impl OwnRedis {
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
+
+    /// Keeps the server busy (a script that spins) for `ms` milliseconds:
+    /// every other command waits, then runs. The script is sent when this
+    /// answers; the handle ends when it is done.
+    pub async fn busy(&self, ms: u64) -> tokio::task::JoinHandle<String> {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let script = format!(
+            "local t = redis.call('TIME') local s = t[1] * 1e6 + t[2] \
+             while true do t = redis.call('TIME') \
+             if t[1] * 1e6 + t[2] - s > {} then return 1 end end",
+            ms * 1000
+        );
+        let mut request = String::from("*3\r\n$4\r\nEVAL\r\n");
+        request.push_str(&format!("${}\r\n{script}\r\n$1\r\n0\r\n", script.len()));
+        let mut conn = BufReader::new(TcpStream::connect(("127.0.0.1", self.port)).await.unwrap());
+        conn.get_mut().write_all(request.as_bytes()).await.unwrap();
+        tokio::spawn(async move {
+            let mut reply = String::new();
+            conn.read_line(&mut reply).await.unwrap();
+            reply.trim_end().to_owned()
+        })
+    }
 }
 
 impl Drop for OwnRedis {

@@ -221,7 +221,9 @@ impl Rooms {
     /// hub's spans are children of the current span, if it is traced.
     ///
     /// # Errors
-    /// `Unavailable` while the hub restarts (the message was not published).
+    /// `Unavailable` while the hub restarts: the message was not published,
+    /// unless the hub crashed while a shared broker was storing it (then it
+    /// may still reach the room, unacknowledged).
     pub fn publish(
         &self,
         room: &str,

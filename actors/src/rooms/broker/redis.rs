@@ -20,6 +20,9 @@
 //!   including resuming on node B after node A was killed.
 //! - **A node sees its own publication once.** The script's answer applies
 //!   it; the Pub/Sub copy carries the node's id and is skipped on arrival.
+//!   A publish whose answer did not come is sent again under the same id
+//!   until Redis answers, rather than served on a node-local epoch while it
+//!   may have run (`publish`).
 //! - **Epochs live in Redis too.** A room's epoch is created with its first
 //!   message or join. If Redis loses the room (restarted without
 //!   persistence), the counter and the epoch vanish together, so offsets
@@ -49,21 +52,7 @@ use super::{
 use crate::redis::{Redis, RedisError, Subscriber};
 use crate::rooms::{message_frame, PresenceEntry, RoomOptions, RoomSummary};
 
-/// Publishes one message: assigns the offset, appends to the stream, trims
-/// it, announces it (`node \n room \n epoch \n offset \n user \n data`).
-/// Returns `{epoch, offset}`.
-const PUBLISH_LUA: &str = r#"
-local epoch = redis.call('GET', KEYS[2])
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('SET', KEYS[2], epoch)
-  redis.call('DEL', KEYS[1], KEYS[3])
-end
-local n = redis.call('INCR', KEYS[1])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], n .. '-0', 'u', ARGV[3], 'd', ARGV[4])
-redis.call('PUBLISH', ARGV[6], ARGV[7] .. '\n' .. ARGV[2] .. '\n' .. epoch .. '\n' .. n .. '\n' .. ARGV[3] .. '\n' .. ARGV[4])
-return {epoch, n}
-"#;
+mod publish;
 
 /// The room's epoch (created if new) and latest offset: `{epoch, offset}`.
 const HEAD_LUA: &str = r#"
@@ -234,7 +223,7 @@ impl RedisBroker {
                 options,
                 presence_ttl: presence_ttl.max(Duration::from_millis(3)),
                 channel,
-                publish: redis::Script::new(PUBLISH_LUA),
+                publish: redis::Script::new(publish::PUBLISH_LUA),
                 head: redis::Script::new(HEAD_LUA),
                 range: redis::Script::new(RANGE_LUA),
                 members: redis::Script::new(MEMBERS_LUA),
@@ -312,38 +301,15 @@ impl Broker for RedisBroker {
         if !self.is_up() {
             return Reply::Now(Err(down()));
         }
-        let keys = self.keys(room);
-        let room_json = serde_json::to_string(room).unwrap_or_default();
-        let user_json = serde_json::to_string(user).unwrap_or_default();
-        let data = data.get().to_owned();
-        let history = self.inner.options.history(room).size.max(1);
+        let message = publish::Message {
+            keys: self.keys(room),
+            room_json: serde_json::to_string(room).unwrap_or_default(),
+            user_json: serde_json::to_string(user).unwrap_or_default(),
+            data: data.get().to_owned(),
+            history: self.inner.options.history(room).size.max(1),
+        };
         let inner = self.inner.clone();
-        Reply::Later(Box::pin(async move {
-            let mut conn = inner.connection().await.map_err(failed)?;
-            let mut inv = inner.publish.prepare_invoke();
-            inv.key(&keys[0]).key(&keys[1]).key(&keys[2]);
-            inv.arg(new_epoch())
-                .arg(&room_json)
-                .arg(&user_json)
-                .arg(&data)
-                .arg(history)
-                .arg(&inner.channel)
-                .arg(&inner.node);
-            match inner.redis.run::<(String, u64)>(Some(&mut conn), inv).await {
-                Ok((epoch, offset)) => {
-                    // The connection `run` used (a fresh one if it replaced it).
-                    *inner.conn.lock().await = Some(conn);
-                    Ok(Position {
-                        epoch: epoch.into(),
-                        offset,
-                    })
-                }
-                Err(e) => {
-                    *inner.conn.lock().await = None; // obtained again on the next publish
-                    Err(failed(e))
-                }
-            }
-        }))
+        Reply::Later(Box::pin(async move { inner.publish(message).await }))
     }
 
     fn head(&self, room: &str, _here: &Position) -> Reply<Position> {
