@@ -14,7 +14,7 @@ mod jwks;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::HttpRequest;
+use actix_web::dev::RequestHead;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
 use crate::config::{AuthSettings, ConfigError, TlsSettings};
@@ -309,14 +309,15 @@ fn jwks_url_allowed(url: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// The token a request carries, if any.
-pub fn token_of(req: &HttpRequest) -> Option<String> {
+/// The token a request carries, if any: its bearer token, else its
+/// `token` query parameter.
+pub fn token_of(req: &RequestHead) -> Option<String> {
     if let Some(h) = req.headers().get(actix_web::http::header::AUTHORIZATION) {
         if let Some(t) = h.to_str().ok().and_then(crate::http::bearer::token) {
             return Some(t.to_owned());
         }
     }
-    web_query_token(req.query_string())
+    web_query_token(req.uri.query().unwrap_or_default())
 }
 
 fn web_query_token(query: &str) -> Option<String> {
@@ -333,7 +334,7 @@ fn web_query_token(query: &str) -> Option<String> {
 /// # Errors
 /// See [`AuthError`].
 pub async fn authenticate(
-    req: &HttpRequest,
+    req: &RequestHead,
     verifier: Option<&Verifier>,
 ) -> Result<Identity, AuthError> {
     match verifier {
