@@ -132,3 +132,72 @@ async fn two_nodes_with_redis_restarted_empty_lose_nothing_acknowledged() {
     assert!(f.epoch_frames > 0, "the outage changed epochs: {f:#?}");
     assert_held(&f);
 }
+
+/// A room hub that crashes while Redis stores one of its publishes: the
+/// message is stored, so its publisher is acknowledged (an `unavailable`
+/// would invite a retry, and a second copy), and the member on the other
+/// node gets it once. `CLIENT PAUSE 900 WRITE`, on a Redis of the test's
+/// own, holds the store (under the node's 1 s timeout) while the hub is
+/// crashed through the admin API.
+#[actix_rt::test]
+async fn a_hub_crashed_while_redis_stores_a_publish_still_acknowledges_it() {
+    let Some(redis) = OwnRedis::start("a_hub_crashed_while_redis_stores").await else {
+        return;
+    };
+    let prefix = redis_prefix();
+    let node = || {
+        let mut s = chaos_settings();
+        s.redis.url = serde_json::from_value(json!(redis.url())).unwrap();
+        s.redis.prefix = prefix.clone();
+        s
+    };
+    let (a, _) = start(node()).await;
+    let (b, _) = start(node()).await;
+    let mut publisher = common::ws::connect(a.addr()).await;
+    let mut on_b = common::ws::connect(b.addr()).await;
+    publisher.join("stored").await;
+    on_b.join("stored").await;
+
+    assert_eq!(
+        redis.command(&["CLIENT", "PAUSE", "900", "WRITE"]).await,
+        "+OK"
+    );
+    publisher
+        .send(json!({"type": "publish", "room": "stored", "data": "kept", "id": "kept"}))
+        .await;
+    wait_until(
+        "the store waits in Redis",
+        Duration::from_secs(5),
+        || async {
+            redis
+                .command(&["CLIENT", "LIST"])
+                .await
+                .contains("cmd=evalsha")
+        },
+    )
+    .await;
+    let hub = format!("rooms-{}", a.rooms().shard_of("stored"));
+    let crashed = reqwest::Client::new()
+        .post(format!("http://{}/admin/actors/{hub}/crash", a.addr()))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(crashed.status(), 202);
+
+    let answer = publisher.recv_reply().await;
+    assert_eq!(answer["type"], "ack", "the stored publish: {answer}");
+    let v = loop {
+        let v = on_b.recv().await;
+        if v["type"] == "message" {
+            break v;
+        }
+    };
+    assert_eq!(v["data"], "kept", "{v}");
+    on_b.send(json!({"type": "ping", "id": 1})).await;
+    let next = on_b.recv().await;
+    assert_eq!(
+        next["type"], "pong",
+        "node B got it once, then our pong: {next}"
+    );
+}

@@ -253,6 +253,30 @@ impl OwnRedis {
             reply.trim_end().to_owned()
         })
     }
+
+    /// Runs one command on a connection of its own and answers its reply:
+    /// a status, error or integer line as sent (`+OK`), a bulk string's
+    /// text.
+    pub async fn command(&self, args: &[&str]) -> String {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+        let mut request = format!("*{}\r\n", args.len());
+        for a in args {
+            request.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        let mut conn = BufReader::new(TcpStream::connect(("127.0.0.1", self.port)).await.unwrap());
+        conn.get_mut().write_all(request.as_bytes()).await.unwrap();
+        let mut line = String::new();
+        conn.read_line(&mut line).await.unwrap();
+        let line = line.trim_end();
+        match line.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()) {
+            Some(len) => {
+                let mut bulk = vec![0; len + 2];
+                conn.read_exact(&mut bulk).await.unwrap();
+                String::from_utf8_lossy(&bulk[..len]).into_owned()
+            }
+            None => line.to_owned(),
+        }
+    }
 }
 
 impl Drop for OwnRedis {

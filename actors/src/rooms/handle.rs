@@ -110,7 +110,9 @@ impl Rooms {
             let depth = shard.depth.clone();
             let config = self.config.clone();
             let broker = self.broker.clone();
+            let me = shard.hub.clone();
             let mut spec = ChildSpec::new(format!("rooms-{i}"), move |_| Hub {
+                me: me.clone(),
                 state: state.clone(),
                 depth: depth.clone(),
                 config: config.clone(),
@@ -221,16 +223,16 @@ impl Rooms {
     /// hub's spans are children of the current span, if it is traced.
     ///
     /// # Errors
-    /// `Unavailable` while the hub restarts: the message was not published,
-    /// unless the hub crashed while a shared broker was storing it (then it
-    /// may still reach the room, unacknowledged).
+    /// `Unavailable` while the hub restarts: the message was not published.
+    /// (A hub that crashes while a shared broker stores the message does
+    /// not lose the answer: the message is acknowledged once stored.)
     pub fn publish(
         &self,
         room: &str,
         user: Arc<str>,
         data: Box<RawValue>,
     ) -> impl std::future::Future<Output = Result<Position, RoomError>> + use<> {
-        self.ask(
+        let asked = self.ask(
             room,
             Publish {
                 room: room.into(),
@@ -238,7 +240,8 @@ impl Rooms {
                 data,
                 trace: tracing::Span::current(),
             },
-        )
+        );
+        async move { asked.await? }
     }
 
     /// Who is in `room`, one line per user.
@@ -518,9 +521,10 @@ pub struct LeaveAnswer {
     pub id: Option<Value>,
 }
 
-/// Publish a message; answers its position.
+/// Publish a message; answers its position, or `Unavailable` when it was
+/// not published.
 #[derive(Message)]
-#[rtype(result = "Position")]
+#[rtype(result = "Result<Position, RoomError>")]
 pub struct Publish {
     /// The room.
     pub room: Arc<str>,

@@ -35,7 +35,7 @@ use super::room::{Room, RoomConfig};
 use super::HistoryMessage;
 use super::{message_frame, PresenceEntry};
 use crate::health::{Health, HealthReply};
-use crate::supervision::Child;
+use crate::supervision::{Child, ChildRef};
 use crate::trace;
 
 mod publish;
@@ -79,6 +79,9 @@ impl ShardState {
 
 /// A room hub. See the module docs.
 pub(super) struct Hub {
+    /// The shard's hub, whichever incarnation runs: where a store that
+    /// outlived this one is applied.
+    pub(super) me: ChildRef<Hub>,
     /// This shard's rooms; outlives the hub.
     pub(super) state: Arc<Mutex<ShardState>>,
     /// Requests waiting for this hub.

@@ -1,12 +1,19 @@
 //! A publish in the hub: the broker gives it its position (or, with the
 //! broker down, the room a node-local one), then it is delivered, with the
-//! `room.publish` and `room.deliver` spans of a traced publish.
+//! `room.publish` and `room.deliver` spans of a traced publish. A shared
+//! broker's store outlives the hub that asked for it ([`Stored`]).
 
 use super::*;
+use crate::rooms::broker::BrokerError;
+use crate::rooms::RoomError;
 
 impl Handler<Publish> for Hub {
-    type Result = ResponseActFuture<Self, Position>;
+    type Result = ResponseFuture<Result<Position, RoomError>>;
 
+    /// A broker that answers later stores the message off this hub's
+    /// context, so that a crash of the hub meanwhile loses neither the
+    /// message nor its answer: whichever incarnation runs then applies it
+    /// ([`Stored`]), and the publisher is acknowledged.
     fn handle(&mut self, mut msg: Publish, ctx: &mut Context<Self>) -> Self::Result {
         self.depth.dec();
         msg.trace = trace::child_of(&msg.trace, || {
@@ -22,22 +29,50 @@ impl Handler<Publish> for Hub {
         match self.broker.publish(&msg.room, &here, &msg.user, &msg.data) {
             Reply::Now(Ok(position)) => {
                 self.published(ctx, &msg, position.clone());
-                Box::pin(actix::fut::ready(position))
+                Box::pin(std::future::ready(Ok(position)))
             }
-            Reply::Now(Err(_)) => Box::pin(actix::fut::ready(self.publish_local(&msg))),
-            Reply::Later(fut) => {
-                Box::pin(
-                    fut.into_actor(self)
-                        .map(move |result, act, ctx| match result {
-                            Ok(position) => {
-                                act.published(ctx, &msg, position.clone());
-                                position
-                            }
-                            Err(_) => act.publish_local(&msg),
-                        }),
-                )
+            Reply::Now(Err(_)) => Box::pin(std::future::ready(Ok(self.publish_local(&msg)))),
+            Reply::Later(store) => {
+                let hub = self.me.clone();
+                Box::pin(async move {
+                    let stored = store.await;
+                    let position = stored.as_ref().ok().cloned();
+                    let applied = match hub.addr() {
+                        Some(hub) => hub.send(Stored { msg, stored }).await.ok(),
+                        None => None,
+                    };
+                    // No hub to apply it: stored, it reaches this node's
+                    // members through the next incarnation's reconcile;
+                    // not stored, it was not published.
+                    applied.or(position).ok_or(RoomError::Unavailable)
+                })
             }
         }
+    }
+}
+
+/// What the broker answered to a publish that a hub (this one, or one
+/// that crashed since) handed it.
+#[derive(Message)]
+#[rtype(result = "Position")]
+struct Stored {
+    msg: Publish,
+    stored: Result<Position, BrokerError>,
+}
+
+impl Handler<Stored> for Hub {
+    type Result = MessageResult<Stored>;
+
+    /// Stored: applied and delivered; not (the broker failed): served on a
+    /// node-local epoch.
+    fn handle(&mut self, Stored { msg, stored }: Stored, ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(match stored {
+            Ok(position) => {
+                self.published(ctx, &msg, position.clone());
+                position
+            }
+            Err(_) => self.publish_local(&msg),
+        })
     }
 }
 
