@@ -181,25 +181,62 @@ async fn a_redis_outage_keeps_local_service_and_recovers() {
         get(&a, "/health/redis").await.0 == 200 && get(&b, "/health/redis").await.0 == 200
     })
     .await;
-    // The first publishes after Redis returns may still take the local path
-    // while a hub reconnects; a client retries until one crosses over.
+    publish_until_it_crosses(&mut on_a, &mut on_b, "r", "after")
+        .await
+        .expect("no cross-node delivery after Redis came back");
+}
+
+/// Publishes `{label}1`, `{label}2`, ... to `room` from `publisher` until
+/// one reaches `on_b` within 500 ms, for at most 15 s (the first publishes
+/// after Redis returns may still take the local path while a hub
+/// reconnects). Answers the data that crossed and that of every message
+/// `on_b` received meanwhile; `None` when nothing crossed.
+async fn publish_until_it_crosses(
+    publisher: &mut Client,
+    on_b: &mut Client,
+    room: &str,
+    label: &str,
+) -> Option<(String, Vec<String>)> {
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    'outer: loop {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no cross-node delivery after Redis came back"
-        );
-        on_a.send(json!({"type": "publish", "room": "r", "data": "after"}))
+    let mut seen = Vec::new();
+    for n in 1.. {
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        let data = format!("{label}{n}");
+        publisher
+            .request(json!({"type": "publish", "room": room, "data": data, "id": n}))
             .await;
         let until = std::time::Instant::now() + Duration::from_millis(500);
         while std::time::Instant::now() < until {
             if let Ok(v) = tokio::time::timeout(Duration::from_millis(100), on_b.recv()).await {
-                if v["type"] == "message" && v["data"] == "after" {
-                    break 'outer;
+                if v["type"] == "message" {
+                    seen.push(v["data"].as_str().unwrap_or_default().to_owned());
+                }
+                if v["data"] == data.as_str() {
+                    return Some((data, seen));
                 }
             }
         }
     }
+    None
+}
+
+/// Two nodes on `own`, and three clients that joined `room`: a publisher and
+/// a member on node A, a member on node B.
+async fn two_nodes_joined(own: &OwnRedis, room: &str) -> (Server, Server, [Client; 3]) {
+    let prefix = redis_prefix();
+    let a = start(node(&own.url(), &prefix)).await;
+    let b = start(node(&own.url(), &prefix)).await;
+    let mut clients = [
+        connect(a.addr()).await,
+        connect(a.addr()).await,
+        connect(b.addr()).await,
+    ];
+    for c in &mut clients {
+        c.join(room).await;
+    }
+    (a, b, clients)
 }
 
 /// How often a test asks again while it waits for the nodes to agree.
@@ -385,15 +422,7 @@ async fn acknowledged_messages_reach_the_other_node_after_redis_restarts_empty()
     let Some(mut own) = OwnRedis::start("acked_after_redis_restarts").await else {
         return;
     };
-    let prefix = redis_prefix();
-    let a = start(node(&own.url(), &prefix)).await;
-    let b = start(node(&own.url(), &prefix)).await;
-    let mut publisher = connect(a.addr()).await;
-    let mut on_a = connect(a.addr()).await;
-    let mut on_b = connect(b.addr()).await;
-    for c in [&mut publisher, &mut on_a, &mut on_b] {
-        c.join("orders").await;
-    }
+    let (a, b, [mut publisher, mut on_a, mut on_b]) = two_nodes_joined(&own, "orders").await;
     publish_four(&mut publisher, "before").await;
     assert_eq!(messages(&mut on_b, "orders", 4).await.len(), 4);
 
@@ -615,15 +644,7 @@ async fn a_publish_redis_runs_after_the_node_gave_up_waiting_is_delivered_once()
     let Some(own) = OwnRedis::start("a_publish_redis_runs_late").await else {
         return;
     };
-    let prefix = redis_prefix();
-    let a = start(node(&own.url(), &prefix)).await;
-    let b = start(node(&own.url(), &prefix)).await;
-    let mut publisher = connect(a.addr()).await;
-    let mut on_a = connect(a.addr()).await;
-    let mut on_b = connect(b.addr()).await;
-    for c in [&mut publisher, &mut on_a, &mut on_b] {
-        c.join("late").await;
-    }
+    let (a, b, [mut publisher, mut on_a, mut on_b]) = two_nodes_joined(&own, "late").await;
     let publish = |data: &str| json!({"type": "publish", "room": "late", "data": data, "id": data});
     assert_eq!(publisher.request(publish("first")).await["type"], "ack");
     assert_eq!(messages(&mut on_b, "late", 1).await[0]["data"], "first");
@@ -637,25 +658,11 @@ async fn a_publish_redis_runs_after_the_node_gave_up_waiting_is_delivered_once()
     })
     .await;
     // A publish that crosses to node B ends what each member is read for.
-    let (mut end, mut seen_on_b) = (0, Vec::new());
-    'crossed: loop {
-        end += 1;
-        assert!(end <= 30, "no publish reached node B after the pause");
-        publisher.request(publish(&format!("end{end}"))).await;
-        let until = std::time::Instant::now() + Duration::from_millis(500);
-        while std::time::Instant::now() < until {
-            if let Ok(v) = tokio::time::timeout(Duration::from_millis(100), on_b.recv()).await {
-                if v["type"] == "message" {
-                    seen_on_b.push(v["data"].as_str().unwrap().to_owned());
-                }
-                if v["data"] == format!("end{end}") {
-                    break 'crossed;
-                }
-            }
-        }
-    }
+    let (end, seen_on_b) = publish_until_it_crosses(&mut publisher, &mut on_b, "late", "end")
+        .await
+        .expect("no publish reached node B after the pause");
     let mut seen_on_a = Vec::new();
-    while seen_on_a.last() != Some(&format!("end{end}")) {
+    while seen_on_a.last() != Some(&end) {
         let v = on_a.recv().await;
         if v["type"] == "message" {
             seen_on_a.push(v["data"].as_str().unwrap().to_owned());

@@ -243,8 +243,7 @@ impl OwnRedis {
              if t[1] * 1e6 + t[2] - s > {} then return 1 end end",
             ms * 1000
         );
-        let mut request = String::from("*3\r\n$4\r\nEVAL\r\n");
-        request.push_str(&format!("${}\r\n{script}\r\n$1\r\n0\r\n", script.len()));
+        let request = resp(&["EVAL", &script, "0"]);
         let mut conn = BufReader::new(TcpStream::connect(("127.0.0.1", self.port)).await.unwrap());
         conn.get_mut().write_all(request.as_bytes()).await.unwrap();
         tokio::spawn(async move {
@@ -259,12 +258,11 @@ impl OwnRedis {
     /// text.
     pub async fn command(&self, args: &[&str]) -> String {
         use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-        let mut request = format!("*{}\r\n", args.len());
-        for a in args {
-            request.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-        }
         let mut conn = BufReader::new(TcpStream::connect(("127.0.0.1", self.port)).await.unwrap());
-        conn.get_mut().write_all(request.as_bytes()).await.unwrap();
+        conn.get_mut()
+            .write_all(resp(args).as_bytes())
+            .await
+            .unwrap();
         let mut line = String::new();
         conn.read_line(&mut line).await.unwrap();
         let line = line.trim_end();
@@ -277,6 +275,15 @@ impl OwnRedis {
             None => line.to_owned(),
         }
     }
+}
+
+/// A command in RESP, as a client sends it: an array of bulk strings.
+fn resp(args: &[&str]) -> String {
+    let mut request = format!("*{}\r\n", args.len());
+    for a in args {
+        request.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    request
 }
 
 impl Drop for OwnRedis {
