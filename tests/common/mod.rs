@@ -3,6 +3,7 @@
 
 pub mod chaos;
 pub mod fake_http;
+pub mod raw;
 pub mod services;
 pub mod tls;
 pub mod ws;

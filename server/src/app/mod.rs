@@ -6,7 +6,7 @@
 //!
 //! Files: `context` (the handles), `mount` (what a part adds), `builtin`
 //! (the built-in services), `tree` (the supervisors), `listener` (the
-//! socket), `server` (the running server), `error` (why a start failed).
+//! socket), `front` (the HTTP server over it), `server` (the running server), `error` (why a start failed).
 //!
 //! The tree:
 //!
@@ -31,6 +31,7 @@
 mod builtin;
 mod context;
 mod error;
+mod front;
 mod listener;
 mod mount;
 mod server;
@@ -39,7 +40,7 @@ mod tree;
 use std::time::Duration;
 
 use actix::prelude::*;
-use actix_web::{web, HttpServer};
+use actix_web::web;
 use prometheus::Registry;
 use tracing::{info, info_span};
 
@@ -279,7 +280,7 @@ impl Builder {
             cx.scheduler.clone(),
         ));
         let app_settings = settings.clone();
-        let mut server = HttpServer::new(move || {
+        let app = move || {
             http::app(
                 app_state.clone(),
                 http_metrics.clone(),
@@ -288,22 +289,11 @@ impl Builder {
                 &routes,
                 &app_settings.server,
             )
-        })
-        .disable_signals()
-        // Realtime frames are small and must not wait for Nagle's algorithm
-        // (with delayed ACKs on the client, up to 40 ms per frame).
-        .tcp_nodelay(true)
-        .shutdown_timeout(settings.shutdown.http_timeout_ms.div_ceil(1000).max(1));
-        if settings.server.workers > 0 {
-            server = server.workers(settings.server.workers);
-        }
-        let server = server
-            .listen(listener)
-            .map_err(|source| StartError::Bind {
-                addr: addr.to_string(),
-                source,
-            })?
-            .run();
+        };
+        let server = front::serve(listener, &settings, app).map_err(|source| StartError::Bind {
+            addr: addr.to_string(),
+            source,
+        })?;
         let http = server.handle();
         actix_rt::spawn(server);
         warm_up(&cx).await;

@@ -16,20 +16,23 @@
 //! each worker once, and the worker pushes the frame, encoded once, into the
 //! outbound queue of each of its connections in the room (`fanout`).
 //!
-//! Back-pressure: with actix-web-actors the session actor runs only while the
-//! HTTP layer polls the response body, so a client that stops reading would
-//! freeze its actor (no heartbeat, no close). Here a driver task polls the
-//! actor instead, and every frame goes into the connection's outbound queue,
-//! bounded in bytes and messages, which the response body drains. Past
-//! either bound the connection is closed with 1013; nobody else in its rooms
-//! waits for it, since a push never blocks.
+//! The socket: actix-http hands a `Connection: Upgrade` request with its
+//! socket to the upgrade service (`upgrade`), which serves it through the
+//! application; the `/ws` handler below admits it and answers the 101 with
+//! a [`Takeover`], and the connection's driver (`fanout`'s `driver`) then
+//! owns the socket: it runs the session actor over a reader of its own (no
+//! HTTP buffers; one read buffer per worker thread), and writes the
+//! connection's outbound queue, bounded in bytes and messages, as the socket
+//! takes it. The session actor runs whether or not the client reads; past
+//! either bound the connection is closed with 1013, and nobody else in its
+//! rooms waits for it, since a push never blocks.
 //!
 //! Files: [`protocol`] (the wire protocol: close and error codes, every
 //! client frame parsed and every server frame built), `admission` (flood
 //! control: the rate limit and abuse closes), `metrics`, `fanout` (the
 //! per-worker fan-out, the outbound queue and the driver), `session` (the
-//! actor), `handshake` (every check made before the upgrade), and here the
-//! shared state and the upgrade handler.
+//! actor), `handshake` (every check made before the upgrade), `upgrade`
+//! (the upgrade service), and here the shared state and the `/ws` handler.
 
 mod admission;
 mod fanout;
@@ -37,12 +40,11 @@ mod handshake;
 mod metrics;
 pub mod protocol;
 pub(crate) mod session;
+mod upgrade;
 
 use std::sync::Arc;
 
-use actix_http::ws::Codec;
-use actix_web::{web, HttpRequest, HttpResponse};
-use actix_web_actors::ws::{self};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 
 use holdfast_actors::connections::Connections;
 use holdfast_actors::online::Online;
@@ -55,11 +57,13 @@ use crate::config::WsSettings;
 use crate::handlers::Application;
 use crate::http::error::ApiError;
 
-use fanout::Worker;
+use fanout::{Takeover, Worker};
 use handshake::Admitted;
 pub use metrics::WsMetrics;
 pub use protocol::{close, code, valid_room};
 pub use session::WsSession;
+pub(crate) use upgrade::service as upgrade_service;
+use upgrade::Upgradable;
 
 /// Everything the transport shares across connections.
 pub struct WsShared {
@@ -84,27 +88,38 @@ pub struct WsShared {
 }
 
 /// `GET /ws`: the checks of [`handshake::admit`] (start-up done, drain,
-/// origin, token, connection limit, a well-formed handshake), then the
-/// session actor starts.
+/// origin, token, connection limit, a well-formed handshake), then the 101,
+/// with the session ready for the upgrade service to start over the socket.
 ///
 /// # Errors
 /// 503 starting, draining or full, 403 origin, 401 token, 400 not a
 /// WebSocket handshake; all with JSON bodies.
 pub async fn upgrade(
     req: HttpRequest,
-    payload: web::Payload,
     shared: web::Data<WsShared>,
     state: web::Data<crate::http::AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let Admitted { identity, slot } =
         handshake::admit(req.head(), &shared, state.is_ready()).await?;
-    // Verified by `admit`: this builds the 101.
-    let mut handshake = ws::handshake(&req)
-        .map_err(|e| ApiError::BadRequest(format!("not a WebSocket handshake: {e}")))?;
+    if req.extensions_mut().remove::<Upgradable>().is_none() {
+        // Served without a socket to take over (a test service).
+        return Err(ApiError::BadRequest(
+            "not a WebSocket handshake: the connection cannot be upgraded".into(),
+        ));
+    }
     let worker = Worker::current(&shared);
     let conn = worker.connect();
     let session = WsSession::new(shared.clone().into_inner(), identity, conn.clone(), slot);
-    let codec = Codec::new().max_size(shared.settings.max_frame_bytes);
-    let actor = ws::WebsocketContext::with_codec(session, payload, codec);
-    Ok(handshake.streaming(fanout::body(conn, actor)))
+    // Verified by `admit`: this builds the 101.
+    let mut res = HttpResponse::from(
+        actix_http::ws::handshake_response(req.head())
+            .finish()
+            .map_into_boxed_body(),
+    );
+    res.extensions_mut().insert(Takeover::new(
+        conn,
+        session,
+        shared.settings.max_frame_bytes,
+    ));
+    Ok(res)
 }

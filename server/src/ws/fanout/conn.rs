@@ -1,15 +1,17 @@
-//! [`Conn`]: one connection's state on its worker thread, and its outbound
+//! [`Conn`]: one connection's state on its worker thread, its outbound
 //! queue with the bounds and the slow-consumer policies (see the module docs
-//! of `fanout`).
+//! of `fanout`), and the one place the queue is written to the socket.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::io::{self, IoSlice};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::Waker;
 
 use actix::Addr;
 use actix_http::ws::{CloseCode, CloseReason, OpCode, Parser};
+use actix_rt::net::TcpStream;
 use bytes::{Bytes, BytesMut};
 
 use holdfast_actors::rooms::Inbox;
@@ -19,9 +21,8 @@ use super::super::session::{Overflowed, WsSession};
 use super::{encode, Frame, Seen, Worker};
 use crate::config::SlowConsumer;
 
-/// Most bytes the response body hands to the HTTP layer at once: queued
-/// frames up to this size are copied into one chunk.
-const CHUNK_BYTES: usize = 16 * 1024;
+/// Most queued frames handed to the socket in one vectored write.
+const WRITE_SLICES: usize = 64;
 
 /// A frame in one connection's queue.
 pub(super) struct Queued {
@@ -62,15 +63,19 @@ pub(crate) struct Conn {
     pub(super) bytes: Cell<usize>,
     /// Joined rooms with the last offset delivered.
     pub(super) rooms: RefCell<HashMap<Arc<str>, Seen>>,
-    /// The response body, waiting for frames.
+    /// The connection's driver, waiting for frames or for the socket.
     pub(super) waker: RefCell<Option<Waker>>,
+    /// The socket, once the driver took it over; the queue is written to it.
+    pub(super) socket: RefCell<Option<Rc<TcpStream>>>,
+    /// The oldest queued frame is the rest of one partly written: it is
+    /// kept whatever the policies, and nothing may be written before it.
+    pub(super) partial: Cell<bool>,
+    /// Frames were queued during the worker's batch: written at its end.
+    pub(super) unflushed: Cell<bool>,
     /// A close frame is queued; nothing more is written.
     pub(super) closing: Cell<bool>,
-    /// The session actor is gone; the body ends once the queue is empty.
+    /// The session actor is gone; the driver ends once the queue is written.
     pub(super) finished: Cell<bool>,
-    /// The client did not take its last frames in time: the body sends the
-    /// close frame alone and ends.
-    pub(super) aborted: Cell<bool>,
     /// The session actor, told when the queue overflows or a resume replayed.
     pub(super) actor: RefCell<Option<Addr<WsSession>>>,
 }
@@ -293,9 +298,104 @@ impl Conn {
         self.wake();
     }
 
+    /// Something was queued: during the worker's batch, written at its end
+    /// (several frames in one write); else the driver is woken to write it.
     pub(super) fn wake(&self) {
+        if self.worker.defer_flush(self) {
+            return;
+        }
+        self.wake_driver();
+    }
+
+    pub(super) fn wake_driver(&self) {
         if let Some(waker) = self.waker.borrow_mut().take() {
             waker.wake();
+        }
+    }
+
+    /// Writes what the socket takes now, and wakes the driver when it must
+    /// wait for the socket (something is left) or end (the session is done).
+    pub(super) fn flush(&self) {
+        let written = self.write();
+        if !matches!(written, Ok(true)) || self.finished.get() {
+            self.wake_driver();
+        }
+    }
+
+    /// Writes queued frames, oldest first, while the socket takes them, in
+    /// vectored writes. Answers whether the queue is empty. A socket that
+    /// fails is done: the queue is dropped and nothing more is queued.
+    ///
+    /// # Errors
+    /// The socket's error (the client went away).
+    pub(super) fn write(&self) -> io::Result<bool> {
+        let Some(socket) = self.socket.borrow().clone() else {
+            return Ok(self.queue.borrow().is_empty());
+        };
+        loop {
+            let result = {
+                let queue = self.queue.borrow();
+                if queue.is_empty() {
+                    return Ok(true);
+                }
+                let mut slices = [IoSlice::new(&[]); WRITE_SLICES];
+                let n = queue.len().min(WRITE_SLICES);
+                for (slice, queued) in slices.iter_mut().zip(queue.iter()) {
+                    *slice = IoSlice::new(&queued.frame);
+                }
+                socket.try_write_vectored(&slices[..n])
+            };
+            match result {
+                Ok(0) => return self.failed(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.written(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return self.failed(e),
+            }
+        }
+    }
+
+    /// `n` bytes from the front of the queue are on the socket.
+    fn written(&self, mut n: usize) {
+        let mut queue = self.queue.borrow_mut();
+        let mut frames = 0;
+        let bytes = n;
+        while let Some(front) = queue.front_mut() {
+            if front.frame.len() > n {
+                // The rest of a frame: kept, as nothing else may go first.
+                let rest = Bytes::clone(&front.frame).slice(n..);
+                *front = Queued::kept(rest);
+                self.partial.set(true);
+                break;
+            }
+            n -= front.frame.len();
+            queue.pop_front();
+            frames += 1;
+            self.partial.set(false);
+            if n == 0 {
+                break;
+            }
+        }
+        self.bytes.set(self.bytes.get() - bytes);
+        self.worker.queued(-(bytes as i64), -frames);
+    }
+
+    fn failed(&self, e: io::Error) -> io::Result<bool> {
+        self.closing.set(true);
+        self.clear();
+        Err(e)
+    }
+
+    /// The client did not take its last frames in time: they are dropped,
+    /// but for the close frame (always the last queued), unless a frame was
+    /// partly written, after which a close frame would be garbage.
+    pub(super) fn abandon(&self) {
+        let close = (self.closing.get() && !self.partial.get())
+            .then(|| self.queue.borrow_mut().pop_back())
+            .flatten();
+        self.clear();
+        if let Some(close) = close {
+            self.enqueue(close);
         }
     }
 
@@ -303,44 +403,9 @@ impl Conn {
     pub(super) fn clear(&self) {
         let frames = std::mem::take(&mut *self.queue.borrow_mut()).len();
         let bytes = self.bytes.replace(0);
+        self.partial.set(false);
         self.worker.queued(-(bytes as i64), -(frames as i64));
     }
-
-    /// The oldest queued frames, as one chunk of at most [`CHUNK_BYTES`]
-    /// (or the one frame, if larger). A frame alone is handed over without a
-    /// copy; several are copied into one buffer, which the HTTP layer then
-    /// takes in one step instead of one per frame.
-    pub(super) fn take(&self) -> Option<Bytes> {
-        let mut queue = self.queue.borrow_mut();
-        let first = queue.pop_front()?.frame;
-        let (chunk, frames) = if queue
-            .front()
-            .is_none_or(|next| first.len() + next.frame.len() > CHUNK_BYTES)
-        {
-            (unshare(first), 1)
-        } else {
-            let mut chunk = BytesMut::with_capacity(self.bytes.get().min(CHUNK_BYTES));
-            chunk.extend_from_slice(&first);
-            let mut frames = 1;
-            while let Some(next) = queue.front() {
-                if chunk.len() + next.frame.len() > CHUNK_BYTES {
-                    break;
-                }
-                chunk.extend_from_slice(&next.frame);
-                queue.pop_front();
-                frames += 1;
-            }
-            (chunk.freeze(), frames)
-        };
-        self.bytes.set(self.bytes.get() - chunk.len());
-        self.worker.queued(-(chunk.len() as i64), -frames);
-        Some(chunk)
-    }
-}
-
-/// The bytes of a queued frame, without a copy.
-pub(super) fn unshare(frame: Frame) -> Bytes {
-    Rc::try_unwrap(frame).unwrap_or_else(|shared| Bytes::clone(&shared))
 }
 
 pub(crate) fn close_frame(code: u16, reason: &str) -> Bytes {

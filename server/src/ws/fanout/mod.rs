@@ -1,7 +1,8 @@
 //! Worker-local fan-out, and each connection's outbound queue.
 //!
 //! A folder: this file (the worker and its outlet), `conn` ([`Conn`], the
-//! queue and its policies) and `body` (the response body that drains it).
+//! queue, its policies and its writes) and `driver` (the future that owns
+//! a connection's socket after the upgrade).
 //!
 //! Every HTTP worker thread has one [`Worker`], which the room hubs know as
 //! an [`Outlet`]: a hub hands a room's message to each worker once, and the
@@ -22,9 +23,11 @@
 //! Past either bound, the oldest queued messages of `drop_oldest` rooms are
 //! dropped to make room; when there are none, the connection is closed with
 //! 1013 (what `close`, the default, always does). Nobody else waits.
-//! The response body takes from the queue as the socket drains.
-//! A driver task polls the session actor, so that it keeps running
-//! (heartbeats, timers, close) while the socket does not drain.
+//! The queue is written as the socket takes it, in vectored writes: by the
+//! worker itself at the end of each batch of hub events (several frames in
+//! one write, and no task woken while the socket has room), else by the
+//! connection's driver, which also runs the session actor, so that it keeps
+//! running (heartbeats, timers, close) while the socket does not drain.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -48,11 +51,11 @@ use super::WsShared;
 use crate::config::SlowConsumer;
 use crate::handlers::Namespaces;
 
-mod body;
 mod conn;
+mod driver;
 
-pub(super) use body::body;
 pub(super) use conn::Conn;
+pub(crate) use driver::Takeover;
 
 /// Most hub events handled per wake of a worker.
 const BATCH: usize = 256;
@@ -157,6 +160,9 @@ pub(super) struct Worker {
     /// Changes to the queue gauges not yet published.
     queued_bytes: Cell<i64>,
     queued_messages: Cell<i64>,
+    /// While a batch of hub events is handled: the connections given frames,
+    /// written once the batch is done (see [`Conn::wake`]).
+    unflushed: RefCell<Option<Vec<Rc<Conn>>>>,
 }
 
 impl Worker {
@@ -185,6 +191,7 @@ impl Worker {
             namespaces: shared.application.namespaces.clone(),
             queued_bytes: Cell::new(0),
             queued_messages: Cell::new(0),
+            unflushed: RefCell::new(None),
         });
         let w = worker.clone();
         actix_rt::spawn(async move {
@@ -197,9 +204,11 @@ impl Worker {
                         if n == 0 {
                             break;
                         }
+                        w.unflushed.replace(Some(Vec::new()));
                         for event in batch.drain(..) {
                             w.handle(event);
                         }
+                        w.flush();
                         w.latency.flush();
                     }
                     _ = tick.tick() => {}
@@ -220,14 +229,44 @@ impl Worker {
             bytes: Cell::new(0),
             rooms: RefCell::new(HashMap::new()),
             waker: RefCell::new(None),
+            socket: RefCell::new(None),
+            partial: Cell::new(false),
+            unflushed: Cell::new(false),
             closing: Cell::new(false),
             finished: Cell::new(false),
-            aborted: Cell::new(false),
             actor: RefCell::new(None),
         });
         self.conns.borrow_mut().insert(slot, Rc::downgrade(&conn));
         self.remote.live().insert(slot);
         conn
+    }
+
+    /// During a batch, notes that `conn` has frames to write at its end;
+    /// answers whether it did (else the caller wakes the driver).
+    fn defer_flush(&self, conn: &Conn) -> bool {
+        let mut unflushed = self.unflushed.borrow_mut();
+        let Some(unflushed) = unflushed.as_mut() else {
+            return false;
+        };
+        if conn.unflushed.get() {
+            return true;
+        }
+        let Some(open) = self.conns.borrow().get(&conn.slot).and_then(Weak::upgrade) else {
+            return false; // its session is gone: its driver writes the rest
+        };
+        conn.unflushed.set(true);
+        unflushed.push(open);
+        true
+    }
+
+    /// The batch is done: each connection given frames writes them, as
+    /// much as its socket takes, without waking its driver unless it must
+    /// wait for the socket.
+    fn flush(&self) {
+        for conn in self.unflushed.take().unwrap_or_default() {
+            conn.unflushed.set(false);
+            conn.flush();
+        }
     }
 
     /// Where the hubs send `conn`'s events.

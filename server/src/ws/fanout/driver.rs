@@ -1,0 +1,399 @@
+//! The connection driver: after the upgrade, one future per connection owns
+//! the socket. It runs the session actor (the actix-web-actors context, fed
+//! by [`Reader`]), writes the connection's queue when the socket has room
+//! (the worker writes through itself; see [`Conn::flush`]), and closes: once
+//! the actor has stopped, the queue is written within [`SLOW_CLOSE_GRACE`],
+//! the write side shut, and the client's last bytes read and dropped for at
+//! most [`LINGER`], so that its close frame gets to it before the socket goes.
+//!
+//! Reads go through one buffer per worker thread, [`READ_BYTES`] long: a
+//! connection holds received bytes of its own only while they are not yet a
+//! whole frame, and none when idle. The actor is handed one frame at a time,
+//! and the socket is read again only once no whole frame waits, so a client
+//! that sends faster than its frames are handled is held back by TCP, and
+//! what it sent costs at most a frame and a buffer here.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use actix_http::error::PayloadError;
+use actix_http::ws::Codec;
+use actix_rt::net::TcpStream;
+use actix_web_actors::ws::WebsocketContext;
+use bytes::{Bytes, BytesMut};
+use futures::stream::LocalBoxStream;
+use futures::Stream;
+use tokio::time::Sleep;
+
+use super::conn::{Conn, Queued};
+use crate::ws::session::WsSession;
+
+/// How long a closing connection's last frames may wait for the client to
+/// read before the connection is cut.
+const SLOW_CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// How long, once everything is written and the write side shut, the
+/// client's last bytes are read (and dropped) before the socket is closed.
+const LINGER: Duration = Duration::from_secs(1);
+/// The size of each worker thread's read buffer.
+pub(crate) const READ_BYTES: usize = 16 * 1024;
+
+thread_local! {
+    /// Every read of this thread's connections lands here first.
+    static READ_BUFFER: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_BYTES].into_boxed_slice());
+}
+
+/// A connection admitted and its session built, waiting for its socket: the
+/// WebSocket handler hands it to the upgrade service with the 101.
+pub(crate) struct Takeover {
+    conn: Rc<Conn>,
+    session: WsSession,
+    max_frame_bytes: usize,
+}
+
+impl Takeover {
+    pub(crate) fn new(conn: Rc<Conn>, session: WsSession, max_frame_bytes: usize) -> Self {
+        Self {
+            conn,
+            session,
+            max_frame_bytes,
+        }
+    }
+
+    /// Runs the connection over `socket` until it is closed; `received` is
+    /// what the client sent after its handshake, read with it (kept in a
+    /// buffer of its own size, not the HTTP layer's).
+    pub(crate) async fn run(self, socket: TcpStream, received: BytesMut) {
+        let socket = Rc::new(socket);
+        *self.conn.socket.borrow_mut() = Some(socket.clone());
+        let reader = Reader {
+            socket: socket.clone(),
+            pending: BytesMut::from(&received[..]),
+            paused: false,
+            refused: false,
+            max_frame_bytes: self.max_frame_bytes,
+        };
+        let codec = Codec::new().max_size(self.max_frame_bytes);
+        let actor = WebsocketContext::with_codec(self.session, reader, codec);
+        drop(received);
+        Driver {
+            conn: self.conn,
+            socket,
+            actor: Some(Box::pin(actor)),
+            phase: Phase::Open,
+        }
+        .await;
+    }
+}
+
+/// Where a connection is in its life.
+enum Phase {
+    /// The session actor runs.
+    Open,
+    /// The actor has stopped; its last frames are written until the grace ends.
+    Closing(Pin<Box<Sleep>>),
+    /// Everything is written and the write side shut; the client's last
+    /// bytes are read until it closes or the linger ends.
+    Lingering(Pin<Box<Sleep>>),
+}
+
+struct Driver {
+    conn: Rc<Conn>,
+    socket: Rc<TcpStream>,
+    actor: Option<LocalBoxStream<'static, Result<Bytes, actix_web::Error>>>,
+    phase: Phase,
+}
+
+impl Future for Driver {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        // What is queued while the driver runs is written below: no wake.
+        this.conn.waker.borrow_mut().take();
+        if this.poll_actor(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        loop {
+            match &mut this.phase {
+                Phase::Open => break,
+                Phase::Closing(grace) => {
+                    if this.conn.queue.borrow().is_empty() {
+                        // Orderly: the client reads to our end of stream.
+                        let _ = socket2::SockRef::from(&*this.socket)
+                            .shutdown(std::net::Shutdown::Write);
+                        this.phase = Phase::Lingering(Box::pin(tokio::time::sleep(LINGER)));
+                        continue;
+                    }
+                    if grace.as_mut().poll(cx).is_ready() {
+                        // The client does not read: it gets the close frame
+                        // if the socket takes it, and the connection ends.
+                        this.conn.abandon();
+                        let _ = this.conn.write();
+                        return Poll::Ready(());
+                    }
+                    break;
+                }
+                Phase::Lingering(until) => {
+                    if until.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(());
+                    }
+                    loop {
+                        match ready!(poll_read(&this.socket, cx, |_| ())) {
+                            Some(Ok(())) => {}
+                            None | Some(Err(_)) => return Poll::Ready(()),
+                        }
+                    }
+                }
+            }
+        }
+        *this.conn.waker.borrow_mut() = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl Driver {
+    /// Runs the actor, then writes the queue while the socket takes it.
+    /// Ready when the connection is done (its socket failed).
+    fn poll_actor(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        while let Some(actor) = self.actor.as_mut() {
+            match actor.as_mut().poll_next(cx) {
+                // A frame the context wrote itself.
+                Poll::Ready(Some(Ok(frame))) => self.conn.enqueue(Queued::kept(frame)),
+                Poll::Ready(_) => {
+                    // The session is done: dropping it releases its rooms
+                    // and its registration now.
+                    self.actor = None;
+                    self.conn.finished.set(true);
+                    let grace = Box::pin(tokio::time::sleep(SLOW_CLOSE_GRACE));
+                    self.phase = Phase::Closing(grace);
+                }
+                Poll::Pending => break,
+            }
+        }
+        loop {
+            match self.conn.write() {
+                Ok(true) => return Poll::Pending,
+                Ok(false) => match self.socket.poll_write_ready(cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(_)) => return Poll::Ready(()),
+                    Poll::Pending => return Poll::Pending,
+                },
+                // The client is gone: so is the session, with the driver.
+                Err(_) => return Poll::Ready(()),
+            }
+        }
+    }
+}
+
+/// Reads what the socket has into this thread's buffer and hands it to
+/// `take`. `None` at the end of the stream.
+fn poll_read<T>(
+    socket: &TcpStream,
+    cx: &mut Context<'_>,
+    mut take: impl FnMut(&[u8]) -> T,
+) -> Poll<Option<io::Result<T>>> {
+    loop {
+        if let Err(e) = ready!(socket.poll_read_ready(cx)) {
+            return Poll::Ready(Some(Err(e)));
+        }
+        let read = READ_BUFFER.with_borrow_mut(|buffer| match socket.try_read(buffer) {
+            Ok(0) => Some(None),
+            Ok(n) => Some(Some(Ok(take(&buffer[..n])))),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => None,
+            Err(e) => Some(Some(Err(e))),
+        });
+        if let Some(read) = read {
+            return Poll::Ready(read);
+        }
+    }
+}
+
+/// The client's bytes for the WebSocket context, one frame at a time (see
+/// the module docs).
+struct Reader {
+    socket: Rc<TcpStream>,
+    /// Received, not yet handed over: part of a frame, or more than one.
+    pending: BytesMut,
+    /// A frame was handed over: the context decodes it before the next.
+    paused: bool,
+    /// An oversize frame was refused: nothing more is read.
+    refused: bool,
+    max_frame_bytes: usize,
+}
+
+impl Stream for Reader {
+    type Item = Result<Bytes, PayloadError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.refused {
+            return Poll::Pending; // the session is closing
+        }
+        if std::mem::take(&mut this.paused) {
+            // The context reads until it is told to wait, then decodes what
+            // it got; it is polled again for the next frame, and the wake
+            // makes sure of it.
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        loop {
+            match next_frame(&this.pending, this.max_frame_bytes) {
+                Next::Frame(len) => {
+                    let frame = this.pending.split_to(len).freeze();
+                    if this.pending.is_empty() {
+                        this.pending = BytesMut::new(); // an idle connection holds no buffer
+                    }
+                    this.paused = true;
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+                Next::Oversize => {
+                    // The session closes with 1009; nothing more is read.
+                    let header = oversize_header(this.pending[0]);
+                    this.pending = BytesMut::new();
+                    this.refused = true;
+                    return Poll::Ready(Some(Ok(header)));
+                }
+                Next::Partial => {}
+            }
+            let pending = &mut this.pending;
+            match ready!(poll_read(&this.socket, cx, |bytes| pending.extend_from_slice(bytes))) {
+                Some(Ok(())) => {}
+                Some(Err(e)) => return Poll::Ready(Some(Err(PayloadError::Io(e)))),
+                // The client's side ended: a partial frame is handed over
+                // for the context to find incomplete, then the end.
+                None if this.pending.is_empty() => return Poll::Ready(None),
+                None => return Poll::Ready(Some(Ok(std::mem::take(&mut this.pending).freeze()))),
+            }
+        }
+    }
+}
+
+/// What the bytes at the start of a connection's buffer hold.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    /// Not yet a whole frame.
+    Partial,
+    /// A whole frame of this many bytes (RFC 6455 §5.2).
+    Frame(usize),
+    /// The header of a frame over the limit: refused before its payload.
+    Oversize,
+}
+
+fn next_frame(buf: &[u8], max: usize) -> Next {
+    let (Some(&first), Some(&second)) = (buf.first(), buf.get(1)) else {
+        return Next::Partial;
+    };
+    if !valid_start(first, second) {
+        // The context refuses it from these two bytes, as soon as it has them.
+        return Next::Frame(2);
+    }
+    let (extended, len) = match second & 0x7f {
+        126 => (
+            2,
+            buf.get(2..4)
+                .map(|b| u64::from(u16::from_be_bytes([b[0], b[1]]))),
+        ),
+        127 => (
+            8,
+            buf.get(2..10)
+                .and_then(|b| Some(u64::from_be_bytes(b.try_into().ok()?))),
+        ),
+        n => (0, Some(u64::from(n))),
+    };
+    let Some(len) = len else {
+        return Next::Partial;
+    };
+    let head = 2 + extended + if second & 0x80 != 0 { 4 } else { 0 };
+    match usize::try_from(len) {
+        Ok(len) if len <= max && buf.len() >= head + len => Next::Frame(head + len),
+        Ok(len) if len <= max => Next::Partial,
+        _ => Next::Oversize,
+    }
+}
+
+/// Whether a client frame's first two bytes pass what the context checks
+/// of them: no reserved bits, a known opcode, masked.
+fn valid_start(first: u8, second: u8) -> bool {
+    first & 0x70 == 0 && matches!(first & 0x0f, 0 | 1 | 2 | 8 | 9 | 10) && second & 0x80 != 0
+}
+
+/// A frame header the context refuses as too big from the header alone
+/// (a 64-bit length with its top bit set, masked), standing in for the
+/// client's oversize frame, whose payload is never read: the context would
+/// wait for all of it first. It keeps the client's first byte (valid: see
+/// [`valid_start`]).
+fn oversize_header(first: u8) -> Bytes {
+    Bytes::from(vec![first, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{next_frame, oversize_header, Next};
+    use actix_codec::Decoder;
+    use actix_http::ws::{Codec, ProtocolError};
+    use bytes::BytesMut;
+
+    #[test]
+    fn a_frame_is_whole_once_its_header_mask_and_payload_are_there() {
+        // A masked text frame of 5 bytes: 2 + 4 + 5.
+        let frame = [0x81, 0x85, 1, 2, 3, 4, b'h', b'e', b'l', b'l', b'o'];
+        for cut in 0..frame.len() {
+            assert_eq!(
+                next_frame(&frame[..cut], 100),
+                Next::Partial,
+                "cut at {cut}"
+            );
+        }
+        assert_eq!(next_frame(&frame, 100), Next::Frame(11));
+        let mut two = frame.to_vec();
+        two.extend_from_slice(&frame);
+        assert_eq!(next_frame(&two, 100), Next::Frame(11));
+    }
+
+    #[test]
+    fn a_frame_bad_from_its_first_bytes_is_handed_over_without_its_payload() {
+        // Unmasked, reserved bits, an unknown opcode: 1,000 bytes announced.
+        for start in [[0x81, 0x7e], [0xc1, 0xfe], [0x83, 0xfe]] {
+            let mut header = start.to_vec();
+            header.extend_from_slice(&[0x03, 0xe8, 1, 2, 3, 4]);
+            assert_eq!(next_frame(&header, 4000), Next::Frame(2), "{start:x?}");
+            let mut buf = bytes::BytesMut::from(&header[..2]);
+            let refused = Codec::new().max_size(4000).decode(&mut buf);
+            assert!(refused.is_err(), "{start:x?}: {refused:?}");
+        }
+    }
+
+    #[test]
+    fn extended_lengths_are_read_and_an_oversize_frame_is_known_from_its_header() {
+        let mut frame = vec![0x82, 0xfe, 0x01, 0x00, 9, 9, 9, 9];
+        frame.extend(std::iter::repeat_n(0u8, 256));
+        assert_eq!(next_frame(&frame, 1000), Next::Frame(8 + 256));
+        assert_eq!(next_frame(&frame[..100], 1000), Next::Partial);
+        assert_eq!(next_frame(&frame[..4], 255), Next::Oversize);
+        assert_eq!(next_frame(&frame[..3], 255), Next::Partial);
+        let huge = [0x82, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 0];
+        assert_eq!(next_frame(&huge, 1000), Next::Oversize);
+        assert_eq!(next_frame(&huge[..9], 1000), Next::Partial);
+    }
+
+    #[test]
+    fn the_stand_in_header_is_refused_by_the_context_as_the_frame_would_be() {
+        let decode = |header: bytes::Bytes| {
+            let mut buf = BytesMut::from(&header[..]);
+            Codec::new().max_size(100).decode(&mut buf)
+        };
+        for first in [0x81, 0x82, 0x01, 0x89] {
+            let refused = decode(oversize_header(first));
+            assert!(
+                matches!(refused, Err(ProtocolError::Overflow)),
+                "{first:x}: {refused:?}"
+            );
+        }
+    }
+}

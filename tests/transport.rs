@@ -1,0 +1,213 @@
+//! The transport after the upgrade, through a bare TCP client (see
+//! `common::raw`): the connection driver reads frames split across many
+//! reads and larger than its read buffer, refuses an oversize frame from
+//! its header, handles a client that half-closes and one that stops
+//! reading, takes the frames sent with the handshake; and an upgrade
+//! request for anything but `/ws` is served by the routes.
+
+mod common;
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use common::raw::{frame, text, upgrade_request, Frame, Raw};
+
+use common::ws::connect;
+use common::{metric, settings, wait_until};
+use holdfast::server::{Builder, Server, Settings};
+
+async fn start(settings: Settings) -> Server {
+    Builder::new(settings).start().await.expect("server starts")
+}
+
+/// A join written one byte per write still joins.
+#[actix_rt::test]
+async fn a_frame_written_a_byte_at_a_time_is_read_whole() {
+    let server = start(settings()).await;
+    let mut c = Raw::connect(server.addr()).await;
+    for byte in text(&json!({"type": "join", "room": "bytes", "id": 1})) {
+        c.write(&[byte]).await;
+    }
+    let joined = c.recv().await;
+    assert_eq!(
+        (joined["type"].as_str(), joined["id"].as_i64()),
+        (Some("joined"), Some(1)),
+        "{joined}"
+    );
+}
+
+/// A 200 KiB publish, many times the read buffer, reaches a member whole.
+#[actix_rt::test]
+async fn a_frame_larger_than_the_read_buffer_is_read_whole() {
+    let mut s = settings();
+    s.ws.max_frame_bytes = 512 * 1024;
+    s.ws.max_data_bytes = 400 * 1024;
+    let server = start(s).await;
+    let mut member = connect(server.addr()).await;
+    member.join("big").await;
+    let mut publisher = Raw::connect(server.addr()).await;
+    publisher
+        .write(&text(&json!({"type": "join", "room": "big"})))
+        .await;
+    assert_eq!(publisher.recv().await["type"], "joined");
+    let data = "b".repeat(200 * 1024);
+    publisher
+        .write(&text(
+            &json!({"type": "publish", "room": "big", "data": data, "id": 1}),
+        ))
+        .await;
+    // The publisher is a member too: its own message may come first.
+    let mut answers = Vec::new();
+    while answers.last().is_none_or(|t| t != "ack") {
+        answers.push(
+            publisher.recv().await["type"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned(),
+        );
+    }
+    assert!(
+        answers.iter().all(|t| t == "message" || t == "ack"),
+        "{answers:?}"
+    );
+    let message = member.recv().await;
+    assert_eq!(message["data"].as_str().map(str::len), Some(data.len()));
+}
+
+/// A frame that announces 1 GiB is refused with 1009 once its header is
+/// in, not after the server has buffered what it announced.
+#[actix_rt::test]
+async fn a_frame_over_the_limit_is_refused_from_its_header() {
+    let server = start(settings()).await;
+    let mut c = Raw::connect(server.addr()).await;
+    let mut header = vec![0x81, 0x80 | 127];
+    header.extend_from_slice(&(1u64 << 30).to_be_bytes());
+    header.extend_from_slice(&[1, 2, 3, 4]);
+    header.extend_from_slice(&[b'x'; 100]);
+    c.write(&header).await;
+    assert_eq!(c.close_code().await, Some(1009));
+}
+
+/// A client that shuts its side after a request gets the answer, then the
+/// end of the connection, and the server lets the connection go. (A hub's
+/// answer still on its way when the client's side ends is not sent: the
+/// session ends with the client's stream, as a close would end it.)
+#[actix_rt::test]
+async fn a_client_that_half_closes_gets_its_answer_then_the_end() {
+    let server = start(settings()).await;
+    let mut c = Raw::connect(server.addr()).await;
+    c.write(&text(&json!({"type": "join", "room": "half", "id": 1})))
+        .await;
+    assert_eq!(c.recv().await["type"], "joined");
+    c.write(&text(&json!({"type": "ping", "id": 2}))).await;
+    use tokio::io::AsyncWriteExt;
+    c.socket.shutdown().await.expect("half-closed");
+    let mut answers = Vec::new();
+    while let Some(frame) = c.next().await {
+        answers.push(format!("{frame:?}"));
+    }
+    assert!(
+        answers
+            .iter()
+            .any(|a| a.contains("pong") && a.contains('2')),
+        "no pong in {answers:?}"
+    );
+    wait_until(
+        "the connection is let go",
+        Duration::from_secs(10),
+        || async { metric(&server, "holdfast_ws_connections").await == 0.0 },
+    )
+    .await;
+}
+
+/// A member that stops reading while 4 MB are published to its room: the
+/// server's queue holds what the socket does not take (the figure shows
+/// it waited for the socket), and once the member reads, it gets every
+/// message, in order, none twice.
+#[actix_rt::test]
+async fn a_member_that_reads_late_gets_every_message_in_order() {
+    const MESSAGES: u64 = 1000;
+    let mut s = settings();
+    s.ws.rate_per_sec = 1e6;
+    s.ws.rate_burst = 1e6;
+    s.ws.outbound_max_bytes = 64 << 20;
+    s.ws.outbound_max_messages = 100_000;
+    let server = start(s).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(server.addr()).await.expect("connect");
+    let mut member = Raw::upgrade(stream, &[]).await;
+    member
+        .write(&text(&json!({"type": "join", "room": "late", "id": 1})))
+        .await;
+    assert_eq!(member.recv().await["type"], "joined");
+    let mut publisher = connect(server.addr()).await;
+    publisher.join("late").await;
+    let data = "p".repeat(4000);
+    for i in 0..MESSAGES {
+        publisher
+            .send(json!({"type": "publish", "room": "late", "data": data, "id": i}))
+            .await;
+    }
+    let mut acks = 0;
+    while acks < MESSAGES {
+        // Its own messages come too (it reads).
+        let answer = publisher.recv().await;
+        match answer["type"].as_str() {
+            Some("ack") => acks += 1,
+            Some("message") => {}
+            _ => panic!("not an ack: {}", answer["code"]),
+        }
+    }
+    wait_until(
+        "the member's queue holds what its socket did not take",
+        Duration::from_secs(10),
+        || async { metric(&server, "holdfast_ws_outbound_queue_bytes").await > 0.0 },
+    )
+    .await;
+    for offset in 1..=MESSAGES {
+        let message = member.recv().await;
+        assert_eq!(message["type"], "message", "{message}");
+        assert_eq!(
+            message["offset"].as_u64(),
+            Some(offset),
+            "in order, once each"
+        );
+    }
+}
+
+/// Frames sent in the same write as the upgrade request are handled.
+#[actix_rt::test]
+async fn frames_sent_with_the_handshake_are_handled() {
+    let server = start(settings()).await;
+    let ping = text(&json!({"type": "ping", "id": 7}));
+    let mut c = Raw::connect_with(server.addr(), &ping).await;
+    assert_eq!(c.recv().await, json!({"type": "pong", "id": 7}));
+    // A ping control frame is answered with a pong frame.
+    c.write(&frame(0x9, b"hi")).await;
+    loop {
+        match c.next().await {
+            Some(Frame::Other(0xa)) => break,
+            Some(_) => continue,
+            None => panic!("closed before the pong"),
+        }
+    }
+}
+
+/// An upgrade request for another path is answered by the routes, and the
+/// connection then closes: only `/ws` takes a socket over.
+#[actix_rt::test]
+async fn an_upgrade_request_for_another_path_is_served_by_the_routes() {
+    let server = start(settings()).await;
+    let mut c = Raw::send_request(server.addr(), upgrade_request("/health/live").as_bytes()).await;
+    let head = c.head().await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let body = String::from_utf8(c.rest().await).unwrap();
+    assert!(body.contains("\"status\""), "{body}");
+    let mut c = Raw::send_request(server.addr(), upgrade_request("/nowhere").as_bytes()).await;
+    let head = c.head().await;
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    let body: serde_json::Value = serde_json::from_slice(&c.rest().await).expect("a JSON body");
+    assert_eq!(body["code"], "not_found", "{body}");
+}
