@@ -150,16 +150,7 @@ async fn a_member_that_reads_late_gets_every_message_in_order() {
             .send(json!({"type": "publish", "room": "late", "data": data, "id": i}))
             .await;
     }
-    let mut acks = 0;
-    while acks < MESSAGES {
-        // Its own messages come too (it reads).
-        let answer = publisher.recv().await;
-        match answer["type"].as_str() {
-            Some("ack") => acks += 1,
-            Some("message") => {}
-            _ => panic!("not an ack: {}", answer["code"]),
-        }
-    }
+    publisher.acks(MESSAGES as usize).await;
     wait_until(
         "the member's queue holds what its socket did not take",
         Duration::from_secs(10),

@@ -158,15 +158,7 @@ async fn frames_queued_for_a_late_reader_arrive_whole_and_in_order() {
             .send(json!({"type": "publish", "room": "mixed", "data": text, "id": i}))
             .await;
     }
-    let mut acked = 0;
-    while acked < total {
-        let v = publisher.recv().await;
-        match v["type"].as_str() {
-            Some("ack") => acked += 1,
-            Some("message") => {}
-            _ => panic!("the publisher got {v}"),
-        }
-    }
+    publisher.acks(total).await;
     for i in 0..total {
         let v = late.recv().await;
         assert_eq!(v["type"], "message", "{v}");

@@ -141,6 +141,21 @@ impl Client {
         self.recv_reply().await
     }
 
+    /// Reads until `n` acks came, skipping the messages of rooms it is in
+    /// (a publisher member gets its own); panics on anything else.
+    pub async fn acks(&mut self, n: usize) {
+        let mut acked = 0;
+        while acked < n {
+            let v = self.recv().await;
+            match v["type"].as_str() {
+                Some("ack") => acked += 1,
+                Some("message") => {}
+                // Not the frame itself: it may hold a large `data`.
+                other => panic!("not an ack: {other:?}, code {}", v["code"]),
+            }
+        }
+    }
+
     pub async fn join(&mut self, room: &str) -> Value {
         let reply = self
             .request(json!({"type": "join", "room": room, "id": format!("j-{room}")}))

@@ -40,7 +40,7 @@ const SLOW_CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// client's last bytes are read (and dropped) before the socket is closed.
 const LINGER: Duration = Duration::from_secs(1);
 /// The size of each worker thread's read buffer.
-pub(crate) const READ_BYTES: usize = 16 * 1024;
+const READ_BYTES: usize = 16 * 1024;
 
 thread_local! {
     /// Every read of this thread's connections lands here first.
