@@ -15,6 +15,7 @@ use common::raw::{frame, text, upgrade_request, Frame, Raw};
 
 use common::ws::connect;
 use common::{metric, settings, wait_until};
+use holdfast::actors::shutdown::ShutdownReason;
 use holdfast::server::{Builder, Server, Settings};
 
 async fn start(settings: Settings) -> Server {
@@ -127,13 +128,44 @@ async fn a_client_that_half_closes_gets_its_answer_then_the_end() {
 /// message, in order, none twice.
 #[actix_rt::test]
 async fn a_member_that_reads_late_gets_every_message_in_order() {
-    const MESSAGES: u64 = 1000;
+    let server = start(late_settings()).await;
+    let mut member = late_member(&server).await;
+    read_every_message(&mut member).await;
+}
+
+/// A stop waits for the sockets the transport owns: a member that reads
+/// late when the server stops still gets all that was queued for it, then
+/// `draining` and 1001, and the server stops with 0.
+#[actix_rt::test]
+async fn a_stop_waits_for_a_member_that_reads_late() {
+    let server = start(late_settings()).await;
+    let mut member = late_member(&server).await;
+    server
+        .shutdown_handle()
+        .request(ShutdownReason::Requested { by: "test".into() });
+    let running = actix_rt::spawn(server.run_until_stopped());
+    read_every_message(&mut member).await;
+    let draining = member.recv().await;
+    assert_eq!(draining["type"], "draining", "{draining}");
+    assert_eq!(member.close_code().await, Some(1001));
+    assert_eq!(running.await.expect("stopped").exit_code, 0);
+}
+
+const LATE_MESSAGES: u64 = 1000;
+
+fn late_settings() -> Settings {
     let mut s = settings();
     s.ws.rate_per_sec = 1e6;
     s.ws.rate_burst = 1e6;
     s.ws.outbound_max_bytes = 64 << 20;
     s.ws.outbound_max_messages = 100_000;
-    let server = start(s).await;
+    s
+}
+
+/// A member of room `late` with a 4 KiB receive buffer that has not read
+/// the [`LATE_MESSAGES`] of 4 KB each published since it joined: the
+/// server's queue holds what its socket did not take.
+async fn late_member(server: &Server) -> Raw {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let stream = socket.connect(server.addr()).await.expect("connect");
@@ -145,19 +177,24 @@ async fn a_member_that_reads_late_gets_every_message_in_order() {
     let mut publisher = connect(server.addr()).await;
     publisher.join("late").await;
     let data = "p".repeat(4000);
-    for i in 0..MESSAGES {
+    for i in 0..LATE_MESSAGES {
         publisher
             .send(json!({"type": "publish", "room": "late", "data": data, "id": i}))
             .await;
     }
-    publisher.acks(MESSAGES as usize).await;
+    publisher.acks(LATE_MESSAGES as usize).await;
     wait_until(
         "the member's queue holds what its socket did not take",
         Duration::from_secs(10),
-        || async { metric(&server, "holdfast_ws_outbound_queue_bytes").await > 0.0 },
+        || async { metric(server, "holdfast_ws_outbound_queue_bytes").await > 0.0 },
     )
     .await;
-    for offset in 1..=MESSAGES {
+    member
+}
+
+/// Reads the [`LATE_MESSAGES`], each once and in order.
+async fn read_every_message(member: &mut Raw) {
+    for offset in 1..=LATE_MESSAGES {
         let message = member.recv().await;
         assert_eq!(message["type"], "message", "{message}");
         assert_eq!(

@@ -245,6 +245,7 @@ impl Builder {
                 .map(|(i, h)| (format!("rooms-{i}"), h.clone())),
         );
         let settings = cx.settings.clone();
+        let sockets = crate::ws::Sockets::default();
         let ws = web::Data::new(crate::ws::WsShared {
             settings: settings.ws.clone(),
             rooms: cx.rooms.clone(),
@@ -255,6 +256,7 @@ impl Builder {
             shutdown: shutdown.clone(),
             application,
             verifier: crate::auth::Verifier::from_settings(&settings.auth, &settings.tls)?,
+            sockets: sockets.clone(),
         });
         let state = web::Data::new(AppState::new(tree, registry, arbiters)?);
         let watch_state = state.clone();
@@ -307,6 +309,7 @@ impl Builder {
             state,
             room_arbiters,
             http,
+            sockets,
             control,
             services,
             http_timeout: Duration::from_millis(settings.shutdown.http_timeout_ms),

@@ -46,6 +46,8 @@ pub struct Server {
     /// One thread per room shard; stopped after the shutdown.
     pub(super) room_arbiters: Vec<Arbiter>,
     pub(super) http: ServerHandle,
+    /// The WebSocket connections' sockets, which the HTTP server does not count.
+    pub(super) sockets: crate::ws::Sockets,
     pub(super) control: ControlEvents,
     pub(super) services: ChildRef<Supervisor>,
     pub(super) http_timeout: Duration,
@@ -122,8 +124,9 @@ impl Server {
     }
 
     /// Waits for the first control event, runs the staged shutdown, then
-    /// stops the HTTP server (bounded). Returns the report; its `exit_code`
-    /// is the process's.
+    /// stops the HTTP server once every WebSocket connection has written
+    /// its last frames (bounded, both). Returns the report; its
+    /// `exit_code` is the process's.
     pub async fn run_until_stopped(mut self) -> ShutdownReport {
         let reason = match self.control.recv().await {
             Some(ControlEvent::Shutdown(reason)) => reason,
@@ -132,10 +135,11 @@ impl Server {
             },
         };
         let report = self.state.tree.shutdown(reason).await;
-        if tokio::time::timeout(self.http_timeout, self.http.stop(true))
-            .await
-            .is_err()
-        {
+        let stop = async {
+            self.sockets.closed().await;
+            self.http.stop(true).await;
+        };
+        if tokio::time::timeout(self.http_timeout, stop).await.is_err() {
             tracing::warn!(
                 timeout_ms = self.http_timeout.as_millis() as u64,
                 "HTTP server overran its stop timeout"

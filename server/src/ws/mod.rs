@@ -40,6 +40,7 @@ mod handshake;
 mod metrics;
 pub mod protocol;
 pub(crate) mod session;
+mod sockets;
 mod upgrade;
 
 use std::sync::Arc;
@@ -62,6 +63,7 @@ use handshake::Admitted;
 pub use metrics::WsMetrics;
 pub use protocol::{close, code, valid_room};
 pub use session::WsSession;
+pub use sockets::Sockets;
 pub(crate) use upgrade::service as upgrade_service;
 use upgrade::Upgradable;
 
@@ -85,6 +87,8 @@ pub struct WsShared {
     pub(crate) application: Application,
     /// Verifies tokens; `None` accepts anonymous clients.
     pub verifier: Option<Verifier>,
+    /// The sockets taken over (a stop waits for them).
+    pub sockets: Sockets,
 }
 
 /// `GET /ws`: the checks of [`handshake::admit`] (start-up done, drain,
@@ -120,6 +124,7 @@ pub async fn upgrade(
         conn,
         session,
         shared.settings.max_frame_bytes,
+        shared.sockets.hold(),
     ));
     Ok(res)
 }

@@ -4,7 +4,8 @@
 //! (so `/ws`'s checks, metrics and logs stay in one place); when the
 //! response carries a [`Takeover`] (the `/ws` handler admitted a
 //! WebSocket), it writes the 101 and the connection's driver takes the
-//! socket over, without the HTTP layer's buffers. Any other response is
+//! socket over, in a task of its own: the HTTP layer's task, buffers and
+//! this service's future then end. Any other response is
 //! written as it is, and the connection then closes: only `/ws` upgrades.
 
 use std::rc::Rc;
@@ -79,7 +80,7 @@ where
         tracing::debug!(error = %e, "a 101 was not written; the client went away");
     }
     let FramedParts { io, read_buf, .. } = framed.into_parts();
-    takeover.run(io, read_buf).await;
+    takeover.start(io, read_buf);
     Ok(())
 }
 

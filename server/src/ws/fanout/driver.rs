@@ -32,6 +32,7 @@ use tokio::time::Sleep;
 
 use super::conn::{Conn, Queued};
 use crate::ws::session::WsSession;
+use crate::ws::sockets::Held;
 
 /// How long a closing connection's last frames may wait for the client to
 /// read before the connection is cut.
@@ -53,21 +54,31 @@ pub(crate) struct Takeover {
     conn: Rc<Conn>,
     session: WsSession,
     max_frame_bytes: usize,
+    held: Held,
 }
 
 impl Takeover {
-    pub(crate) fn new(conn: Rc<Conn>, session: WsSession, max_frame_bytes: usize) -> Self {
+    /// `held` counts the socket from here until the driver ends.
+    pub(crate) fn new(
+        conn: Rc<Conn>,
+        session: WsSession,
+        max_frame_bytes: usize,
+        held: Held,
+    ) -> Self {
         Self {
             conn,
             session,
             max_frame_bytes,
+            held,
         }
     }
 
-    /// Runs the connection over `socket` until it is closed; `received` is
+    /// Starts the connection's driver over `socket`, as a task of its own
+    /// on this thread, which runs until the connection is closed (the HTTP
+    /// layer's task, and everything it holds, can end now); `received` is
     /// what the client sent after its handshake, read with it (kept in a
     /// buffer of its own size, not the HTTP layer's).
-    pub(crate) async fn run(self, socket: TcpStream, received: BytesMut) {
+    pub(crate) fn start(self, socket: TcpStream, received: BytesMut) {
         let socket = Rc::new(socket);
         *self.conn.socket.borrow_mut() = Some(socket.clone());
         let reader = Reader {
@@ -80,13 +91,13 @@ impl Takeover {
         let codec = Codec::new().max_size(self.max_frame_bytes);
         let actor = WebsocketContext::with_codec(self.session, reader, codec);
         drop(received);
-        Driver {
+        actix_rt::spawn(Driver {
             conn: self.conn,
             socket,
             actor: Some(Box::pin(actor)),
             phase: Phase::Open,
-        }
-        .await;
+            _held: self.held,
+        });
     }
 }
 
@@ -106,6 +117,8 @@ struct Driver {
     socket: Rc<TcpStream>,
     actor: Option<LocalBoxStream<'static, Result<Bytes, actix_web::Error>>>,
     phase: Phase,
+    /// Counts the socket as owned until the driver ends.
+    _held: Held,
 }
 
 impl Future for Driver {
