@@ -13,6 +13,7 @@ use indexmap::{IndexMap, IndexSet};
 use super::persistent::Row;
 
 /// One flush's share of the pending changes.
+#[derive(Clone)]
 pub(super) struct Batch {
     pub(super) upserts: Vec<Row>,
     pub(super) deletes: Vec<String>,

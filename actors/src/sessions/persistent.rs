@@ -356,32 +356,34 @@ impl PersistentSessions {
     }
 }
 
+/// The upsert of `rows` (one or many) into `sessions`, for both backends.
+macro_rules! upsert {
+    ($rows:expr) => {{
+        use crate::db::schema::sessions::dsl;
+        use diesel::upsert::excluded;
+        diesel::insert_into(dsl::sessions)
+            .values($rows)
+            .on_conflict(dsl::id)
+            .do_update()
+            .set((
+                dsl::user_id.eq(excluded(dsl::user_id)),
+                dsl::rooms.eq(excluded(dsl::rooms)),
+                dsl::last_seen.eq(excluded(dsl::last_seen)),
+                dsl::expires_at.eq(excluded(dsl::expires_at)),
+            ))
+    }};
+}
+
 async fn write_batch(db: &crate::db::Db, batch: &Batch) -> Result<(), crate::db::DbError> {
     use crate::db::schema::sessions::dsl;
     use diesel::prelude::*;
-    use diesel::upsert::excluded;
     use diesel_async::{AsyncConnection, RunQueryDsl};
-    let (upserts, deletes) = (&batch.upserts, &batch.deletes);
-    // The same upsert for both backends; PostgreSQL takes it 100 rows per
-    // statement, SQLite (which cannot batch an upsert) one row per statement.
-    macro_rules! upsert {
-        ($rows:expr) => {
-            diesel::insert_into(dsl::sessions)
-                .values($rows)
-                .on_conflict(dsl::id)
-                .do_update()
-                .set((
-                    dsl::user_id.eq(excluded(dsl::user_id)),
-                    dsl::rooms.eq(excluded(dsl::rooms)),
-                    dsl::last_seen.eq(excluded(dsl::last_seen)),
-                    dsl::expires_at.eq(excluded(dsl::expires_at)),
-                ))
-        };
-    }
     match db.pool() {
         crate::db::Pool::Postgres(pool) => {
+            let (upserts, deletes) = (&batch.upserts, &batch.deletes);
             let mut conn = db.checkout(pool.get()).await?;
             conn.transaction(async |conn| {
+                // 100 rows per statement.
                 for chunk in upserts.chunks(100) {
                     upsert!(chunk).execute(conn).await?;
                 }
@@ -395,22 +397,33 @@ async fn write_batch(db: &crate::db::Db, batch: &Batch) -> Result<(), crate::db:
             .await?;
         }
         crate::db::Pool::Sqlite(pool) => {
+            // SQLite cannot batch an upsert: one statement per row, all in
+            // one call on the blocking pool (a call per statement would be
+            // a thread hand-off per row).
+            let batch = batch.clone();
             let mut conn = db.checkout(pool.get()).await?;
-            conn.transaction(async |conn| {
-                for row in upserts {
-                    upsert!(row).execute(conn).await?;
-                }
-                if !deletes.is_empty() {
-                    diesel::delete(dsl::sessions.filter(dsl::id.eq_any(deletes)))
-                        .execute(conn)
-                        .await?;
-                }
-                Ok::<_, crate::db::DbError>(())
-            })
-            .await?;
+            conn.spawn_blocking(move |conn| write_batch_sqlite(conn, &batch))
+                .await?;
         }
     }
     Ok(())
+}
+
+fn write_batch_sqlite(
+    conn: &mut diesel::SqliteConnection,
+    batch: &Batch,
+) -> diesel::QueryResult<()> {
+    use crate::db::schema::sessions::dsl;
+    use diesel::prelude::*;
+    conn.transaction(|conn| {
+        for row in &batch.upserts {
+            upsert!(row).execute(conn)?;
+        }
+        if !batch.deletes.is_empty() {
+            diesel::delete(dsl::sessions.filter(dsl::id.eq_any(&batch.deletes))).execute(conn)?;
+        }
+        Ok(())
+    })
 }
 
 impl SessionStore for PersistentSessions {

@@ -3,19 +3,21 @@
 //! request through the application, routes and middleware as any other
 //! (so `/ws`'s checks, metrics and logs stay in one place); when the
 //! response carries a [`Takeover`] (the `/ws` handler admitted a
-//! WebSocket), it writes the 101 and the connection's driver takes the
-//! socket over, in a task of its own: the HTTP layer's task, buffers and
-//! this service's future then end. Any other response is
-//! written as it is, and the connection then closes: only `/ws` upgrades.
+//! WebSocket), the connection's driver takes the socket over, in a task of
+//! its own, and writes the 101 with the session's welcome in one write: the
+//! HTTP layer's task, buffers and this service's future then end. Any other
+//! response is written as it is, and the connection then closes: only
+//! `/ws` upgrades.
 
 use std::rc::Rc;
 
-use actix_codec::{Framed, FramedParts};
+use actix_codec::{Encoder, Framed, FramedParts};
 use actix_http::body::{BodySize, BoxBody};
 use actix_http::h1::{Codec, Message};
 use actix_http::{ConnectionType, HttpMessage, Request, Response};
 use actix_rt::net::TcpStream;
 use actix_web::dev::{fn_factory, fn_service, Service, ServiceFactory};
+use bytes::BytesMut;
 use futures::future::LocalBoxFuture;
 use futures::SinkExt;
 
@@ -73,14 +75,19 @@ where
         }
         return Ok(());
     };
+    // The 101 is written with the session's first frames (its welcome),
+    // in one write.
     let (head, _) = res.into_parts();
-    if let Err(e) = framed.send(Message::Item((head, BodySize::None))).await {
-        // The driver finds the socket failed, and the session ends as any
-        // other whose client went away (counted, released).
-        tracing::debug!(error = %e, "a 101 was not written; the client went away");
+    let mut handshake = BytesMut::new();
+    if let Err(e) = framed
+        .codec_mut()
+        .encode(Message::Item((head, BodySize::None)), &mut handshake)
+    {
+        tracing::debug!(error = %e, "a 101 could not be encoded");
+        return Ok(());
     }
     let FramedParts { io, read_buf, .. } = framed.into_parts();
-    takeover.start(io, read_buf);
+    takeover.start(io, read_buf, handshake.freeze());
     Ok(())
 }
 

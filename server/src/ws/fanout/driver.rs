@@ -75,10 +75,12 @@ impl Takeover {
 
     /// Starts the connection's driver over `socket`, as a task of its own
     /// on this thread, which runs until the connection is closed (the HTTP
-    /// layer's task, and everything it holds, can end now); `received` is
-    /// what the client sent after its handshake, read with it (kept in a
-    /// buffer of its own size, not the HTTP layer's).
-    pub(crate) fn start(self, socket: TcpStream, received: BytesMut) {
+    /// layer's task, and everything it holds, can end now). `handshake` is
+    /// the 101, written first, with the session's first frames; `received`
+    /// is what the client sent after its handshake, read with it (kept in
+    /// a buffer of its own size, not the HTTP layer's).
+    pub(crate) fn start(self, socket: TcpStream, received: BytesMut, handshake: Bytes) {
+        self.conn.enqueue(Queued::kept(handshake));
         let socket = Rc::new(socket);
         *self.conn.socket.borrow_mut() = Some(socket.clone());
         let reader = Reader {
