@@ -605,3 +605,50 @@ async fn a_session_forgotten_since_its_lookup_is_not_attached() {
     assert!(!rows.contains(&"looked-up".to_owned()), "{rows:?}");
     assert!(rows.contains(&"kept".to_owned()), "{rows:?}");
 }
+
+/// The write-behind writes a batch of more sessions than one statement
+/// holds, and writes them again when they change, on both databases.
+async fn batch_round_trip(url: &str) {
+    use holdfast::actors::sessions::SessionStore;
+    const SESSIONS: usize = 250; // 100 rows per statement: 100, 100, 50
+    let (store, _tree) = store_on(url, 1000, 1000).await;
+    for i in 0..SESSIONS {
+        store.create(&format!("b{i}"), "u1");
+    }
+    assert_eq!(store.flush_all().await.unwrap(), SESSIONS);
+    let stored = stored_sessions(url).await;
+    assert_eq!(stored.len(), SESSIONS, "every session written");
+    assert!(
+        stored.iter().all(|(_, expires)| expires.is_none()),
+        "attached"
+    );
+    for i in 0..120 {
+        store.detach(&format!("b{i}"), Default::default());
+    }
+    assert_eq!(store.flush_all().await.unwrap(), 120);
+    let stored: std::collections::HashMap<_, _> = stored_sessions(url).await.into_iter().collect();
+    assert_eq!(stored.len(), SESSIONS, "updated in place");
+    for i in 0..SESSIONS {
+        let expires = stored[&format!("b{i}")];
+        assert_eq!(expires.is_some(), i < 120, "b{i}: {expires:?}");
+    }
+}
+
+#[actix_rt::test]
+async fn sqlite_writes_and_rewrites_a_batch_of_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    batch_round_trip(&format!("sqlite://{}/holdfast.db", dir.path().display())).await;
+}
+
+#[actix_rt::test]
+async fn postgres_writes_and_rewrites_a_batch_of_sessions() {
+    if postgres("postgres_writes_and_rewrites_a_batch_of_sessions")
+        .await
+        .is_none()
+    {
+        return;
+    }
+    let (name, url) = fresh_database().await;
+    batch_round_trip(&url).await;
+    drop_database(&name).await;
+}

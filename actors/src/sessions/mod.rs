@@ -34,6 +34,7 @@ mod cache;
 mod checkpoint;
 mod pending;
 mod persistent;
+mod upsert;
 
 pub use actor::SessionsActor;
 pub use checkpoint::{load_room_checkpoint, save_room_checkpoint, RoomRow};

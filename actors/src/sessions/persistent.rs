@@ -3,6 +3,7 @@
 
 use super::cache::Cache;
 use super::pending::{Batch, Pending};
+use super::upsert::{self, Upsert};
 use super::*;
 
 /// A `sessions` row.
@@ -11,12 +12,12 @@ use super::*;
 )]
 #[diesel(table_name = crate::db::schema::sessions, treat_none_as_default_value = false)]
 pub(super) struct Row {
-    id: String,
-    user_id: String,
-    rooms: String,
-    created_at: i64,
-    last_seen: i64,
-    expires_at: Option<i64>,
+    pub(super) id: String,
+    pub(super) user_id: String,
+    pub(super) rooms: String,
+    pub(super) created_at: i64,
+    pub(super) last_seen: i64,
+    pub(super) expires_at: Option<i64>,
 }
 
 impl Row {
@@ -356,24 +357,6 @@ impl PersistentSessions {
     }
 }
 
-/// The upsert of `rows` (one or many) into `sessions`, for both backends.
-macro_rules! upsert {
-    ($rows:expr) => {{
-        use crate::db::schema::sessions::dsl;
-        use diesel::upsert::excluded;
-        diesel::insert_into(dsl::sessions)
-            .values($rows)
-            .on_conflict(dsl::id)
-            .do_update()
-            .set((
-                dsl::user_id.eq(excluded(dsl::user_id)),
-                dsl::rooms.eq(excluded(dsl::rooms)),
-                dsl::last_seen.eq(excluded(dsl::last_seen)),
-                dsl::expires_at.eq(excluded(dsl::expires_at)),
-            ))
-    }};
-}
-
 async fn write_batch(db: &crate::db::Db, batch: &Batch) -> Result<(), crate::db::DbError> {
     use crate::db::schema::sessions::dsl;
     use diesel::prelude::*;
@@ -383,9 +366,8 @@ async fn write_batch(db: &crate::db::Db, batch: &Batch) -> Result<(), crate::db:
             let (upserts, deletes) = (&batch.upserts, &batch.deletes);
             let mut conn = db.checkout(pool.get()).await?;
             conn.transaction(async |conn| {
-                // 100 rows per statement.
-                for chunk in upserts.chunks(100) {
-                    upsert!(chunk).execute(conn).await?;
+                for rows in upserts.chunks(upsert::ROWS) {
+                    Upsert(rows).execute(conn).await?;
                 }
                 if !deletes.is_empty() {
                     diesel::delete(dsl::sessions.filter(dsl::id.eq_any(deletes)))
@@ -397,9 +379,8 @@ async fn write_batch(db: &crate::db::Db, batch: &Batch) -> Result<(), crate::db:
             .await?;
         }
         crate::db::Pool::Sqlite(pool) => {
-            // SQLite cannot batch an upsert: one statement per row, all in
-            // one call on the blocking pool (a call per statement would be
-            // a thread hand-off per row).
+            // The whole batch in one call on the blocking pool (a call per
+            // statement would be a thread hand-off per statement).
             let batch = batch.clone();
             let mut conn = db.checkout(pool.get()).await?;
             conn.spawn_blocking(move |conn| write_batch_sqlite(conn, &batch))
@@ -416,8 +397,8 @@ fn write_batch_sqlite(
     use crate::db::schema::sessions::dsl;
     use diesel::prelude::*;
     conn.transaction(|conn| {
-        for row in &batch.upserts {
-            upsert!(row).execute(conn)?;
+        for rows in batch.upserts.chunks(upsert::ROWS) {
+            Upsert(rows).execute(conn)?;
         }
         if !batch.deletes.is_empty() {
             diesel::delete(dsl::sessions.filter(dsl::id.eq_any(&batch.deletes))).execute(conn)?;
