@@ -9,6 +9,7 @@ use actix_http::ws::{Codec, Frame};
 use bytes::BytesMut;
 
 use crate::config::Settings;
+use crate::ws::framing::{self, Taken};
 use crate::ws::protocol::{nesting_within, ClientFrame, MAX_DATA_DEPTH};
 use crate::ws::session::fragments::{Assembled, Fragments};
 
@@ -29,28 +30,50 @@ pub fn client_frame(data: &[u8]) {
 }
 
 /// What a client sends after the handshake: the first byte picks the size
-/// of the reads the rest arrives in (1 to 256 bytes), then the server's
-/// WebSocket codec (masked frames, `max_frame_bytes`), the reassembly of
-/// fragments, and the parse of every whole text message, as a session
+/// of the reads the rest arrives in (1 to 256 bytes), then the driver's
+/// framing (`ws::framing`), which hands the server's WebSocket codec
+/// (masked frames, `max_frame_bytes`) one frame at a time, the reassembly
+/// of fragments, and the parse of every whole text message, as a session
 /// does them; a codec error ends the stream, as it closes the connection.
+/// The framing and the codec must agree: the codec decodes each frame
+/// handed over whole (or refuses it), never waits for more of it, and
+/// refuses the stand-in for a frame over the limit.
 pub fn ws_stream(data: &[u8]) {
     let Some((&first, rest)) = data.split_first() else {
         return;
     };
     let read = usize::from(first) + 1;
-    let mut codec = Codec::new().max_size(*MAX_FRAME_BYTES);
-    let mut buf = BytesMut::new();
+    let max = *MAX_FRAME_BYTES;
+    let mut codec = Codec::new().max_size(max);
+    let mut pending = BytesMut::new();
     let mut fragments = Fragments::default();
     for chunk in rest.chunks(read) {
-        buf.extend_from_slice(chunk);
+        pending.extend_from_slice(chunk);
         loop {
+            let handed = match framing::take(&mut pending, max) {
+                Taken::Partial => break,
+                Taken::Oversize(header) => {
+                    let refused = codec.decode(&mut BytesMut::from(&header[..]));
+                    assert!(refused.is_err(), "the stand-in header is refused");
+                    return;
+                }
+                Taken::Frame(frame) => frame,
+            };
+            let mut buf = BytesMut::from(&handed[..]);
             match codec.decode(&mut buf) {
                 Ok(Some(frame)) => {
+                    assert!(
+                        buf.is_empty(),
+                        "the codec takes the whole frame handed over"
+                    );
                     if !on_frame(frame, &mut fragments) {
                         return;
                     }
                 }
-                Ok(None) => break,
+                Ok(None) => panic!(
+                    "the framing handed over {} bytes the codec finds incomplete",
+                    handed.len()
+                ),
                 Err(_) => return,
             }
         }

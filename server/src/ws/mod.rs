@@ -58,6 +58,7 @@ use crate::config::WsSettings;
 use crate::handlers::Application;
 use crate::http::error::ApiError;
 
+pub(crate) use fanout::framing;
 use fanout::{Takeover, Worker};
 use handshake::Admitted;
 pub use metrics::WsMetrics;

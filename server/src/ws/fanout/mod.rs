@@ -1,8 +1,9 @@
 //! Worker-local fan-out, and each connection's outbound queue.
 //!
 //! A folder: this file (the worker and its outlet), `conn` ([`Conn`], the
-//! queue, its policies and its writes) and `driver` (the future that owns
-//! a connection's socket after the upgrade).
+//! queue, its policies and its writes), `driver` (the future that owns
+//! a connection's socket after the upgrade) and `framing` (where each of
+//! a client's frames ends, for the driver's reader).
 //!
 //! Every HTTP worker thread has one [`Worker`], which the room hubs know as
 //! an [`Outlet`]: a hub hands a room's message to each worker once, and the
@@ -53,6 +54,7 @@ use crate::handlers::Namespaces;
 
 mod conn;
 mod driver;
+pub(crate) mod framing;
 
 pub(super) use conn::Conn;
 pub(crate) use driver::Takeover;
