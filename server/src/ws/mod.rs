@@ -30,9 +30,11 @@
 //! Files: [`protocol`] (the wire protocol: close and error codes, every
 //! client frame parsed and every server frame built), `admission` (flood
 //! control: the rate limit and abuse closes), `metrics`, `fanout` (the
-//! per-worker fan-out, the outbound queue and the driver), `session` (the
-//! actor), `handshake` (every check made before the upgrade), `upgrade`
-//! (the upgrade service), and here the shared state and the `/ws` handler.
+//! per-worker fan-out, the outbound queue, the driver and its framing),
+//! `session` (the actor), `handshake` (every check made before the
+//! upgrade), `upgrade` (the upgrade service), `sockets` (the count of
+//! sockets taken over, which a stop waits for), and here the shared state
+//! and the `/ws` handler.
 
 mod admission;
 mod fanout;

@@ -1,5 +1,5 @@
-//! The connection driver: after the upgrade, one future per connection owns
-//! the socket. It runs the session actor (the actix-web-actors context, fed
+//! The connection driver: after the upgrade, one future per connection, run
+//! as a task of its own, owns the socket. It runs the session actor (the actix-web-actors context, fed
 //! by [`Reader`]), writes the connection's queue when the socket has room
 //! (the worker writes through itself; see [`Conn::flush`]), and closes: once
 //! the actor has stopped, the queue is written within [`SLOW_CLOSE_GRACE`],
@@ -8,7 +8,8 @@
 //!
 //! Reads go through one buffer per worker thread, [`READ_BYTES`] long: a
 //! connection holds received bytes of its own only while they are not yet a
-//! whole frame, and none when idle. The actor is handed one frame at a time,
+//! whole frame, and none when idle. The actor is handed one frame at a time
+//! (where each ends: `framing`),
 //! and the socket is read again only once no whole frame waits, so a client
 //! that sends faster than its frames are handled is held back by TCP, and
 //! what it sent costs at most a frame and a buffer here.
@@ -131,7 +132,7 @@ impl Future for Driver {
         let this = &mut *self;
         // What is queued while the driver runs is written below: no wake.
         this.conn.waker.borrow_mut().take();
-        if this.poll_actor(cx).is_ready() {
+        if this.run_and_write(cx).is_ready() {
             return Poll::Ready(());
         }
         loop {
@@ -175,7 +176,7 @@ impl Future for Driver {
 impl Driver {
     /// Runs the actor, then writes the queue while the socket takes it.
     /// Ready when the connection is done (its socket failed).
-    fn poll_actor(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    fn run_and_write(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         while let Some(actor) = self.actor.as_mut() {
             match actor.as_mut().poll_next(cx) {
                 // A frame the context wrote itself.
