@@ -9,10 +9,10 @@
 //! Reads go through one buffer per worker thread, [`READ_BYTES`] long: a
 //! connection holds received bytes of its own only while they are not yet a
 //! whole frame, and none when idle. The actor is handed one frame at a time
-//! (where each ends: `framing`),
-//! and the socket is read again only once no whole frame waits, so a client
-//! that sends faster than its frames are handled is held back by TCP, and
-//! what it sent costs at most a frame and a buffer here.
+//! (where each ends: `framing`), and the socket is read again only once no
+//! whole frame waits, so a client that sends faster than its frames are
+//! handled is held back by TCP, and what it sent costs at most a frame and
+//! a buffer here.
 
 use std::cell::RefCell;
 use std::future::Future;
