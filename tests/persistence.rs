@@ -12,7 +12,7 @@ use holdfast::actors::shutdown::ShutdownReason;
 use holdfast::server::{Builder, Server, Settings};
 use serde_json::json;
 
-use common::services::{drop_database, fresh_database, postgres, Proxy};
+use common::services::{drop_database, fresh_postgres, Proxy};
 use common::ws::connect;
 use common::{get, settings, wait_until};
 
@@ -140,13 +140,9 @@ async fn sqlite_round_trip_across_a_restart() {
 /// PostgreSQL: the same, on a fresh database.
 #[actix_rt::test]
 async fn postgres_round_trip_across_a_restart() {
-    if postgres("postgres_round_trip_across_a_restart")
-        .await
-        .is_none()
-    {
+    let Some((name, url)) = fresh_postgres("postgres_round_trip_across_a_restart").await else {
         return;
-    }
-    let (name, url) = fresh_database().await;
+    };
     round_trip(&url).await;
     drop_database(&name).await;
 }
@@ -155,13 +151,11 @@ async fn postgres_round_trip_across_a_restart() {
 /// degraded, and turns healthy by itself once the database is reachable.
 #[actix_rt::test]
 async fn an_unreachable_database_at_start_degrades_then_recovers() {
-    if postgres("an_unreachable_database_at_start_degrades_then_recovers")
-        .await
-        .is_none()
-    {
+    let Some((name, _)) =
+        fresh_postgres("an_unreachable_database_at_start_degrades_then_recovers").await
+    else {
         return;
-    }
-    let (name, _) = fresh_database().await;
+    };
     let mut proxy = Proxy::reserve();
     let mut s = with_db(&proxy.url(&name));
     s.database.connect_retries = 2;
@@ -227,13 +221,11 @@ async fn an_unreachable_database_at_start_degrades_then_recovers() {
 /// once it is back.
 #[actix_rt::test]
 async fn write_behind_keeps_pending_writes_through_an_outage() {
-    if postgres("write_behind_keeps_pending_writes_through_an_outage")
-        .await
-        .is_none()
-    {
+    let Some((name, _)) =
+        fresh_postgres("write_behind_keeps_pending_writes_through_an_outage").await
+    else {
         return;
-    }
-    let (name, _) = fresh_database().await;
+    };
     let mut proxy = Proxy::reserve();
     proxy.start().await;
     let server = start(with_db(&proxy.url(&name))).await;
@@ -329,13 +321,11 @@ async fn pool_saturation_and_recovery_are_published() {
 /// it in memory: B started before the session existed).
 #[actix_rt::test]
 async fn a_session_created_on_another_node_is_adopted_from_the_database() {
-    if postgres("a_session_created_on_another_node_is_adopted_from_the_database")
-        .await
-        .is_none()
-    {
+    let Some((name, url)) =
+        fresh_postgres("a_session_created_on_another_node_is_adopted_from_the_database").await
+    else {
         return;
-    }
-    let (name, url) = fresh_database().await;
+    };
     let a = start(with_db(&url)).await;
     let b = start(with_db(&url)).await;
 
@@ -475,10 +465,9 @@ async fn a_session_whose_delete_is_being_written_is_not_adopted_again() {
     use diesel_async::SimpleAsyncConnection;
     use holdfast::actors::sessions::SessionStore;
     let test = "a_session_whose_delete_is_being_written_is_not_adopted_again";
-    if postgres(test).await.is_none() {
+    let Some((name, url)) = fresh_postgres(test).await else {
         return;
-    }
-    let (name, url) = fresh_database().await;
+    };
     let (store, _tree) = store_on(&url, 100, 100).await;
     store.create("ended", "u1");
     store.detach("ended", Default::default());
@@ -642,13 +631,11 @@ async fn sqlite_writes_and_rewrites_a_batch_of_sessions() {
 
 #[actix_rt::test]
 async fn postgres_writes_and_rewrites_a_batch_of_sessions() {
-    if postgres("postgres_writes_and_rewrites_a_batch_of_sessions")
-        .await
-        .is_none()
-    {
+    let Some((name, url)) =
+        fresh_postgres("postgres_writes_and_rewrites_a_batch_of_sessions").await
+    else {
         return;
-    }
-    let (name, url) = fresh_database().await;
+    };
     batch_round_trip(&url).await;
     drop_database(&name).await;
 }

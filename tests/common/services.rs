@@ -57,6 +57,14 @@ pub async fn drop_database(name: &str) {
     }
 }
 
+/// A fresh database on the local PostgreSQL for `test`: its name and URL.
+/// `None` where PostgreSQL is not reachable (the test is skipped, and says
+/// so; under `CI=true` it fails instead, see [`postgres`]).
+pub async fn fresh_postgres(test: &str) -> Option<(String, String)> {
+    postgres(test).await?;
+    Some(fresh_database().await)
+}
+
 fn rand_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();

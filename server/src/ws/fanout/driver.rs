@@ -1,10 +1,11 @@
 //! The connection driver: after the upgrade, one future per connection, run
-//! as a task of its own, owns the socket. It runs the session actor (the actix-web-actors context, fed
-//! by [`Reader`]), writes the connection's queue when the socket has room
-//! (the worker writes through itself; see [`Conn::flush`]), and closes: once
-//! the actor has stopped, the queue is written within [`SLOW_CLOSE_GRACE`],
-//! the write side shut, and the client's last bytes read and dropped for at
-//! most [`LINGER`], so that its close frame gets to it before the socket goes.
+//! as a task of its own, owns the socket. It runs the session actor (the
+//! actix-web-actors context, fed by [`Reader`]), writes the connection's
+//! queue when the socket has room (the worker writes through itself; see
+//! [`Conn::flush`]), and closes: once the actor has stopped, the queue is
+//! written within [`SLOW_CLOSE_GRACE`], the write side shut, and the
+//! client's last bytes read and dropped for at most [`LINGER`], so that its
+//! close frame gets to it before the socket goes.
 //!
 //! Reads go through one buffer per worker thread, [`READ_BYTES`] long: a
 //! connection holds received bytes of its own only while they are not yet a
