@@ -122,6 +122,7 @@ fn run(
         })
         .await;
         let secs = t0.elapsed().as_secs_f64();
+        let server_cpu_s = cpu.server_seconds();
         let cpu = cpu.metrics("connect: ");
         let mut latencies = Vec::with_capacity(cfg.count);
         let mut held: Vec<JoinHandle<Held>> = Vec::with_capacity(cfg.count);
@@ -172,6 +173,16 @@ fn run(
             "ms",
             Better::Lower,
             ms(load::pct(&latencies, 99.0)),
+        ));
+        // Steadier than the rate when the machine is shared: what each
+        // connection cost the server, whatever else ran beside it.
+        out.push(metric(
+            "connect: server CPU per connection",
+            "µs",
+            Better::Lower,
+            server_cpu_s
+                .filter(|_| !held.is_empty())
+                .map(|s| 1e6 * s / held.len() as f64),
         ));
         out.extend(cpu);
         tokio::time::sleep(cfg.hold).await;
@@ -359,7 +370,11 @@ fn main() {
         &title,
         config,
         &setup,
-        &["connect rate", "server RSS per connection"],
+        &[
+            "connect rate",
+            "connect: server CPU per connection",
+            "server RSS per connection",
+        ],
         |rt, setup, server| run(rt, setup, server, cfg),
     );
 }

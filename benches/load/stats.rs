@@ -64,9 +64,14 @@ impl CpuMeter {
 
     /// % of one core since [`CpuMeter::start`] (200 = two cores busy).
     pub fn percent(&self) -> Option<f64> {
-        let used = cpu_ticks(self.pid)?.checked_sub(self.ticks0?)? as f64 / clock_ticks();
+        let used = self.seconds()?;
         let wall = self.t0.elapsed().as_secs_f64();
         (wall > 0.0).then(|| 100.0 * used / wall)
+    }
+
+    /// CPU-seconds used since [`CpuMeter::start`], to the clock tick.
+    pub fn seconds(&self) -> Option<f64> {
+        Some(cpu_ticks(self.pid)?.checked_sub(self.ticks0?)? as f64 / clock_ticks())
     }
 }
 
@@ -159,6 +164,11 @@ impl PhaseCpu {
                 .map(|c| CpuSetMeter::start(Some(parse_cpus(c)))),
             machine: CpuSetMeter::start(None),
         }
+    }
+
+    /// The server's CPU-seconds since [`PhaseCpu::start`] (`None` without its pid).
+    pub fn server_seconds(&self) -> Option<f64> {
+        self.server.seconds()
     }
 
     /// The figures, names prefixed with `prefix` (e.g. `"connect: "`).
