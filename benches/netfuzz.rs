@@ -18,7 +18,7 @@ mod netfuzz;
 
 use std::time::Instant;
 
-use load::{env_or, Setup};
+use load::{client_frame, env_or, Setup};
 
 fn main() {
     let cases: u64 = env_or("NETFUZZ_CASES", 200_000);

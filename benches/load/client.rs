@@ -276,20 +276,7 @@ impl RawWs {
         self.mask_seed ^= self.mask_seed << 17;
         let key = (self.mask_seed as u32).to_be_bytes();
         let mut frame = Vec::with_capacity(payload.len() + 14);
-        frame.push(0x80 | opcode);
-        match payload.len() {
-            n if n < 126 => frame.push(0x80 | n as u8),
-            n if n <= 0xffff => {
-                frame.push(0x80 | 126);
-                frame.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                frame.push(0x80 | 127);
-                frame.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        frame.extend_from_slice(&key);
-        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        client_frame::encode(&mut frame, 0x80 | opcode, payload, Some(key));
         self.stream
             .write_all(&frame)
             .await

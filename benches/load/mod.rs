@@ -179,6 +179,8 @@ pub fn is_type(frame: &[u8], ty: &[u8]) -> bool {
 }
 
 mod client;
+#[path = "../../tests/common/client_frame.rs"]
+pub(crate) mod client_frame;
 pub mod fanout;
 mod report;
 pub mod rtt;

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod chaos;
+pub mod client_frame;
 pub mod fake_http;
 pub mod raw;
 pub mod services;

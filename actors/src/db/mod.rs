@@ -38,7 +38,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use diesel::sqlite::SqliteConnection;
 use diesel::Connection;
 use diesel_async::pooled_connection::AsyncDieselConnectionManager;
 use diesel_async::AsyncPgConnection;
@@ -430,9 +429,7 @@ fn run_migrations(backend: Backend, url: &str) -> Result<usize, DbError> {
     let err = |e: &dyn std::fmt::Display| DbError::Migration(e.to_string());
     match backend {
         Backend::Sqlite => {
-            let mut conn = SqliteConnection::establish(sqlite_path(url)).map_err(|e| err(&e))?;
-            conn.batch_execute_sync("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000;")
-                .map_err(|e| err(&e))?;
+            let mut conn = sqlite::open(sqlite_path(url)).map_err(|e| err(&e))?;
             conn.run_pending_migrations(SQLITE_MIGRATIONS)
                 .map(|v| v.len())
                 .map_err(|e| err(&*e))
@@ -447,17 +444,6 @@ fn run_migrations(backend: Backend, url: &str) -> Result<usize, DbError> {
                 .map(|v| v.len())
                 .map_err(|e| err(&*e))
         }
-    }
-}
-
-/// `batch_execute` on diesel's synchronous connection.
-trait BatchSync {
-    fn batch_execute_sync(&mut self, sql: &str) -> diesel::QueryResult<()>;
-}
-
-impl BatchSync for SqliteConnection {
-    fn batch_execute_sync(&mut self, sql: &str) -> diesel::QueryResult<()> {
-        diesel::connection::SimpleConnection::batch_execute(self, sql)
     }
 }
 

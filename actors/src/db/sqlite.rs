@@ -11,13 +11,24 @@ use diesel::sqlite::SqliteConnection;
 use diesel::Connection;
 use diesel_async::pooled_connection::{PoolError, PoolableConnection, RecyclingMethod};
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
-use diesel_async::SimpleAsyncConnection;
 
 use super::Blocking;
 
 /// What every connection runs first.
 const SETUP: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
                      PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;";
+
+/// Opens the database file at `path` and sets the connection up: the one
+/// way every SQLite connection is made (the pool's, the migrations'). Blocks.
+///
+/// # Errors
+/// The file cannot be opened, or the set-up statements fail.
+pub(super) fn open(path: &str) -> Result<SqliteConnection, diesel::ConnectionError> {
+    let mut conn = SqliteConnection::establish(path)?;
+    diesel::connection::SimpleConnection::batch_execute(&mut conn, SETUP)
+        .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+    Ok(conn)
+}
 
 /// diesel's SQLite connection, its calls run on tokio's blocking pool.
 pub type SqliteWrapper = SyncConnectionWrapper<SqliteConnection, Blocking>;
@@ -65,7 +76,7 @@ impl bb8::ManageConnection for SqliteManager {
     async fn connect(&self) -> Result<SqliteConn, PoolError> {
         let path = self.path.clone();
         // Opening the file blocks: on the blocking pool, as every call does.
-        let conn = tokio::task::spawn_blocking(move || SqliteConnection::establish(&path))
+        let conn = tokio::task::spawn_blocking(move || open(&path))
             .await
             .map_err(|e| {
                 PoolError::ConnectionError(diesel::ConnectionError::BadConnection(e.to_string()))
@@ -73,10 +84,7 @@ impl bb8::ManageConnection for SqliteManager {
             .map_err(PoolError::ConnectionError)?;
         let blocking = Blocking::new();
         let abandoned = blocking.abandoned();
-        let mut conn = SyncConnectionWrapper::with_runtime(conn, blocking);
-        conn.batch_execute(SETUP).await.map_err(|e| {
-            PoolError::ConnectionError(diesel::ConnectionError::CouldntSetupConfiguration(e))
-        })?;
+        let conn = SyncConnectionWrapper::with_runtime(conn, blocking);
         Ok(SqliteConn { conn, abandoned })
     }
 

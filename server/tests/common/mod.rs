@@ -1,6 +1,8 @@
 //! Helpers shared by the tests that run the real `holdfast` binary.
 #![allow(dead_code)]
 
+#[path = "../../../tests/common/client_frame.rs"]
+pub mod client_frame;
 pub mod netfuzz;
 
 use std::io::{BufRead, BufReader};

@@ -11,6 +11,7 @@
 //! server's code: it speaks RFC 6455 over a plain TCP socket.
 #![allow(dead_code)]
 
+use super::client_frame;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -102,26 +103,14 @@ pub fn frame(opcode: u8, payload: &[u8], fin: bool) -> Vec<u8> {
 }
 
 fn frame_with(opcode: u8, payload: &[u8], fin: bool, masked: bool, rsv: u8) -> Vec<u8> {
-    let mut out = vec![(u8::from(fin) << 7) | rsv | opcode];
-    let mask_bit = u8::from(masked) << 7;
-    match payload.len() {
-        n if n < 126 => out.push(mask_bit | n as u8),
-        n if n < 65536 => {
-            out.push(mask_bit | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(mask_bit | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    if masked {
-        let key = [0x37, 0xfa, 0x21, 0x3d];
-        out.extend_from_slice(&key);
-        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-    } else {
-        out.extend_from_slice(payload);
-    }
+    let mut out = Vec::with_capacity(payload.len() + 14);
+    let first = (u8::from(fin) << 7) | rsv | opcode;
+    client_frame::encode(
+        &mut out,
+        first,
+        payload,
+        masked.then_some(client_frame::KEY),
+    );
     out
 }
 
