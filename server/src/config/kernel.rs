@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::ConfigError;
+use super::{at_least, fraction, ConfigError};
 
 /// `[supervision]`
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -38,30 +38,14 @@ impl SupervisionSettings {
     /// # Errors
     /// The first invalid `supervision.*` key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.max_consecutive_failures == 0 {
-            return Err(ConfigError::key(
-                "supervision.max_consecutive_failures",
-                "must be at least 1",
-            ));
-        }
-        if self.max_restarts == 0 {
-            return Err(ConfigError::key(
-                "supervision.max_restarts",
-                "must be at least 1",
-            ));
-        }
-        if self.window_ms == 0 {
-            return Err(ConfigError::key(
-                "supervision.window_ms",
-                "must be at least 1",
-            ));
-        }
-        if !(0.0..=1.0).contains(&self.backoff_jitter) {
-            return Err(ConfigError::key(
-                "supervision.backoff_jitter",
-                "must be between 0.0 and 1.0",
-            ));
-        }
+        at_least(
+            "supervision.max_consecutive_failures",
+            u64::from(self.max_consecutive_failures),
+            1,
+        )?;
+        at_least("supervision.max_restarts", u64::from(self.max_restarts), 1)?;
+        at_least("supervision.window_ms", self.window_ms, 1)?;
+        fraction("supervision.backoff_jitter", self.backoff_jitter)?;
         if self.backoff_min_ms > self.backoff_max_ms {
             return Err(ConfigError::key(
                 "supervision.backoff_min_ms",
@@ -76,9 +60,6 @@ impl EventSettings {
     /// # Errors
     /// `events.capacity` is 0.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.capacity == 0 {
-            return Err(ConfigError::key("events.capacity", "must be at least 1"));
-        }
-        Ok(())
+        at_least("events.capacity", self.capacity as u64, 1)
     }
 }

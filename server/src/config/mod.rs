@@ -93,6 +93,23 @@ impl ConfigError {
     }
 }
 
+/// The check of a count or a duration with a floor: `key`'s `value` must
+/// be at least `min`.
+fn at_least(key: &str, value: u64, min: u64) -> Result<(), ConfigError> {
+    if value < min {
+        return Err(ConfigError::key(key, format!("must be at least {min}")));
+    }
+    Ok(())
+}
+
+/// The check of a share or a ratio: `key`'s `value` must be from 0 to 1.
+fn fraction(key: &str, value: f64) -> Result<(), ConfigError> {
+    if !(0.0..=1.0).contains(&value) {
+        return Err(ConfigError::key(key, "must be between 0 and 1"));
+    }
+    Ok(())
+}
+
 /// The whole configuration.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{is_http_url, ConfigError, Secret};
+use super::{at_least, is_http_url, ConfigError, Secret};
 
 /// `[admin]`
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -158,9 +158,7 @@ impl MonitorSettings {
             ("monitor.alert_window_ms", self.alert_window_ms),
         ];
         for (key, value) in at_least_1 {
-            if value == 0 {
-                return Err(ConfigError::key(key, "must be at least 1"));
-            }
+            at_least(key, value, 1)?;
         }
         if !self.url.is_empty() && !is_http_url(&self.url) {
             return Err(ConfigError::key(

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::ConfigError;
+use super::{at_least, fraction, ConfigError};
 
 /// `[server]`
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -78,12 +78,7 @@ impl TelemetrySettings {
                 "must not be empty",
             ));
         }
-        if !(0.0..=1.0).contains(&self.sample_ratio) {
-            return Err(ConfigError::key(
-                "telemetry.sample_ratio",
-                "must be between 0 and 1",
-            ));
-        }
+        fraction("telemetry.sample_ratio", self.sample_ratio)?;
         if !self.enabled() {
             return Ok(());
         }
@@ -160,13 +155,7 @@ impl ServerSettings {
                 ));
             }
         }
-        if self.max_body_bytes == 0 {
-            return Err(ConfigError::key(
-                "server.max_body_bytes",
-                "must be at least 1",
-            ));
-        }
-        Ok(())
+        at_least("server.max_body_bytes", self.max_body_bytes as u64, 1)
     }
 }
 
@@ -174,16 +163,8 @@ impl HealthSettings {
     /// # Errors
     /// The first invalid `health.*` key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.timeout_ms == 0 {
-            return Err(ConfigError::key("health.timeout_ms", "must be at least 1"));
-        }
-        if self.watch_interval_ms < 100 {
-            return Err(ConfigError::key(
-                "health.watch_interval_ms",
-                "must be at least 100",
-            ));
-        }
-        Ok(())
+        at_least("health.timeout_ms", self.timeout_ms, 1)?;
+        at_least("health.watch_interval_ms", self.watch_interval_ms, 100)
     }
 }
 
@@ -203,9 +184,6 @@ impl LogSettings {
                 "must be at least 1024",
             ));
         }
-        if self.file_max_files == 0 {
-            return Err(ConfigError::key("log.file_max_files", "must be at least 1"));
-        }
-        Ok(())
+        at_least("log.file_max_files", self.file_max_files as u64, 1)
     }
 }

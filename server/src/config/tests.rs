@@ -51,6 +51,34 @@ fn a_bad_value_names_its_key() {
     assert!(err.contains("log.format"), "{err}");
 }
 
+/// A value under its floor, or a share outside 0 to 1, is refused naming
+/// the key and the bound.
+#[test]
+fn a_value_out_of_bounds_names_its_key_and_the_bound() {
+    for (toml, key, bound) in [
+        ("[events]\ncapacity = 0\n", "events.capacity", "at least 1"),
+        (
+            "[health]\nwatch_interval_ms = 99\n",
+            "health.watch_interval_ms",
+            "at least 100",
+        ),
+        (
+            "[telemetry]\nsample_ratio = -0.5\n",
+            "telemetry.sample_ratio",
+            "between 0 and 1",
+        ),
+        (
+            "[supervision]\nbackoff_jitter = 1.5\n",
+            "supervision.backoff_jitter",
+            "between 0 and 1",
+        ),
+    ] {
+        let err = Settings::from_toml(toml).unwrap_err().to_string();
+        assert!(err.contains(key) && err.contains(bound), "{toml}: {err}");
+    }
+    assert!(Settings::from_toml("[health]\nwatch_interval_ms = 100\n").is_ok());
+}
+
 /// Each timeout is named for itself (the probe timeout was once reported
 /// as `database.connect_timeout_ms`), and so are the new cluster keys.
 #[test]
