@@ -223,6 +223,70 @@ async fn frames_sent_with_the_handshake_are_handled() {
     }
 }
 
+/// Starts a server with two routes of the application's own: `/stream`,
+/// whose answer is one chunk and then never ends, and `/echo`, a WebSocket
+/// of its own (actix-ws) that echoes text.
+async fn start_with_own_routes() -> Server {
+    use actix_web::{web, HttpRequest, HttpResponse};
+    use futures::StreamExt;
+    async fn echo(req: HttpRequest, body: web::Payload) -> actix_web::Result<HttpResponse> {
+        let (res, mut session, mut stream) = actix_ws::handle(&req, body)?;
+        actix_rt::spawn(async move {
+            while let Some(Ok(actix_ws::Message::Text(text))) = stream.next().await {
+                if session.text(text).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(res)
+    }
+    Builder::new(settings())
+        .mount(|m| {
+            m.routes(|cfg| {
+                cfg.route(
+                    "/stream",
+                    web::get().to(|| async {
+                        let first = futures::stream::once(async {
+                            Ok::<_, actix_web::Error>(web::Bytes::from_static(b"first chunk"))
+                        });
+                        HttpResponse::Ok().streaming(first.chain(futures::stream::pending()))
+                    }),
+                )
+                .route("/echo", web::get().to(echo));
+            });
+            Ok(())
+        })
+        .start()
+        .await
+        .expect("server starts")
+}
+
+/// An upgrade request for a route that streams its answer gets the stream
+/// as it comes, not once it ends (this one never does).
+#[actix_rt::test]
+async fn an_upgrade_request_for_a_streaming_route_gets_the_stream_as_it_comes() {
+    let server = start_with_own_routes().await;
+    let mut c = Raw::send_request(server.addr(), upgrade_request("/stream").as_bytes()).await;
+    let head = c.head().await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    c.read_until(b"first chunk").await;
+}
+
+/// A WebSocket route of the application's own, beside `/ws`, upgrades and
+/// talks both ways: only `/ws` is taken over by the transport.
+#[actix_rt::test]
+async fn a_websocket_route_of_the_application_works_beside_ws() {
+    let server = start_with_own_routes().await;
+    let mut c = Raw::send_request(server.addr(), upgrade_request("/echo").as_bytes()).await;
+    let head = c.head().await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    c.write(&text(&json!({"echo": 1}))).await;
+    match c.next().await {
+        Some(Frame::Text(v)) => assert_eq!(v, json!({"echo": 1})),
+        other => panic!("expected the echo, got {other:?}"),
+    }
+}
+
 /// An upgrade request for another path is answered by the routes, and the
 /// connection then closes: only `/ws` takes a socket over.
 #[actix_rt::test]

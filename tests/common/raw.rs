@@ -100,6 +100,18 @@ impl Raw {
         }
     }
 
+    /// Reads until `bytes` came (and keeps them); panics if the connection
+    /// closes or stays silent for [`FRAME_TIMEOUT`] first.
+    pub async fn read_until(&mut self, bytes: &[u8]) {
+        while !self.buf.windows(bytes.len()).any(|w| w == bytes) {
+            assert!(
+                self.fill().await > 0,
+                "closed before {:?}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+    }
+
     /// Reads until the server closes the connection; answers what came.
     pub async fn rest(&mut self) -> Vec<u8> {
         while self.fill().await > 0 {}
