@@ -3,15 +3,18 @@
 //! reads and larger than its read buffer, refuses an oversize frame from
 //! its header, handles a client that half-closes and one that stops
 //! reading, takes the frames sent with the handshake; and an upgrade
-//! request for anything but `/ws` is served by the routes.
+//! request for anything but `/ws` is served by the routes as actix-http
+//! would serve it (a streamed answer, an application's own WebSocket).
 
 mod common;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
 
-use common::raw::{frame, text, upgrade_request, Frame, Raw};
+use common::raw::{frame, text, upgrade_request, Frame, Raw, FRAME_TIMEOUT};
 
 use common::ws::connect;
 use common::{metric, settings, wait_until};
@@ -223,10 +226,12 @@ async fn frames_sent_with_the_handshake_are_handled() {
     }
 }
 
-/// Starts a server with two routes of the application's own: `/stream`,
-/// whose answer is one chunk and then never ends, and `/echo`, a WebSocket
-/// of its own (actix-ws) that echoes text.
-async fn start_with_own_routes() -> Server {
+/// The routes of the application's own that the tests below mount:
+/// `/stream`, whose answer is one chunk and then never ends; `/echo`, a
+/// WebSocket of its own (actix-ws) that echoes text; `/reader`, which
+/// answers at once and leaves a task reading its request's payload, which
+/// sets `read_to_end` when that payload ends.
+async fn start_with_own_routes(read_to_end: Arc<AtomicBool>) -> Server {
     use actix_web::{web, HttpRequest, HttpResponse};
     use futures::StreamExt;
     async fn echo(req: HttpRequest, body: web::Payload) -> actix_web::Result<HttpResponse> {
@@ -241,8 +246,9 @@ async fn start_with_own_routes() -> Server {
         Ok(res)
     }
     Builder::new(settings())
-        .mount(|m| {
-            m.routes(|cfg| {
+        .mount(move |m| {
+            m.routes(move |cfg| {
+                let read_to_end = read_to_end.clone();
                 cfg.route(
                     "/stream",
                     web::get().to(|| async {
@@ -252,7 +258,20 @@ async fn start_with_own_routes() -> Server {
                         HttpResponse::Ok().streaming(first.chain(futures::stream::pending()))
                     }),
                 )
-                .route("/echo", web::get().to(echo));
+                .route("/echo", web::get().to(echo))
+                .route(
+                    "/reader",
+                    web::get().to(move |mut body: web::Payload| {
+                        let read_to_end = read_to_end.clone();
+                        async move {
+                            actix_rt::spawn(async move {
+                                while body.next().await.is_some() {}
+                                read_to_end.store(true, Ordering::SeqCst);
+                            });
+                            HttpResponse::Ok().body("answered")
+                        }
+                    }),
+                );
             });
             Ok(())
         })
@@ -262,21 +281,33 @@ async fn start_with_own_routes() -> Server {
 }
 
 /// An upgrade request for a route that streams its answer gets the stream
-/// as it comes, not once it ends (this one never does).
+/// as it comes, not once it ends (this one never does), framed so that an
+/// HTTP client reads it.
 #[actix_rt::test]
 async fn an_upgrade_request_for_a_streaming_route_gets_the_stream_as_it_comes() {
-    let server = start_with_own_routes().await;
-    let mut c = Raw::send_request(server.addr(), upgrade_request("/stream").as_bytes()).await;
-    let head = c.head().await;
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    c.read_until(b"first chunk").await;
+    let server = start_with_own_routes(Arc::default()).await;
+    let mut res = reqwest::Client::new()
+        .get(format!("http://{}/stream", server.addr()))
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(res.status(), 200);
+    let chunk = tokio::time::timeout(FRAME_TIMEOUT, res.chunk())
+        .await
+        .expect("the first chunk within the timeout")
+        .expect("a well-framed body");
+    assert_eq!(chunk.as_deref(), Some(&b"first chunk"[..]));
 }
 
 /// A WebSocket route of the application's own, beside `/ws`, upgrades and
 /// talks both ways: only `/ws` is taken over by the transport.
 #[actix_rt::test]
 async fn a_websocket_route_of_the_application_works_beside_ws() {
-    let server = start_with_own_routes().await;
+    let server = start_with_own_routes(Arc::default()).await;
     let mut c = Raw::send_request(server.addr(), upgrade_request("/echo").as_bytes()).await;
     let head = c.head().await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
@@ -285,6 +316,40 @@ async fn a_websocket_route_of_the_application_works_beside_ws() {
         Some(Frame::Text(v)) => assert_eq!(v, json!({"echo": 1})),
         other => panic!("expected the echo, got {other:?}"),
     }
+}
+
+/// Once an upgrade request's answer is written, a reader of its payload
+/// sees the end (it is not left waiting on a socket that is gone), and the
+/// client sees the connection close after the answer.
+#[actix_rt::test]
+async fn a_payload_reader_ends_once_the_answer_is_written() {
+    let read_to_end = Arc::new(AtomicBool::new(false));
+    let server = start_with_own_routes(read_to_end.clone()).await;
+    let mut c = Raw::send_request(server.addr(), upgrade_request("/reader").as_bytes()).await;
+    let head = c.head().await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(c.rest().await, b"answered");
+    wait_until("the payload's reader saw the end", FRAME_TIMEOUT, || {
+        let done = read_to_end.load(Ordering::SeqCst);
+        async move { done }
+    })
+    .await;
+}
+
+/// A request pipelined ahead of a `/ws` upgrade gets its answer first,
+/// then the 101 and the welcome.
+#[actix_rt::test]
+async fn a_request_pipelined_ahead_of_an_upgrade_is_answered_first() {
+    let server = start(settings()).await;
+    let request = format!(
+        "GET /health/live HTTP/1.1\r\nHost: localhost\r\n\r\n{}",
+        upgrade_request("/ws")
+    );
+    let mut c = Raw::send_request(server.addr(), request.as_bytes()).await;
+    let first = c.head().await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    c.read_until(b"HTTP/1.1 101").await;
+    c.read_until(b"welcome").await;
 }
 
 /// An upgrade request for another path is answered by the routes, and the

@@ -69,6 +69,7 @@ pub use session::WsSession;
 pub use sockets::Sockets;
 pub(crate) use upgrade::service as upgrade_service;
 use upgrade::Upgradable;
+pub(crate) use upgrade::DISCONNECT_TIMEOUT;
 
 /// Everything the transport shares across connections.
 pub struct WsShared {

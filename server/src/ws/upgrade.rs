@@ -15,9 +15,11 @@
 
 use std::cell::RefCell;
 use std::future::poll_fn;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use actix_codec::{Encoder, Framed, FramedParts};
 use actix_http::body::{BodySize, BoxBody, MessageBody};
@@ -28,7 +30,7 @@ use actix_rt::net::TcpStream;
 use actix_web::dev::{fn_factory, fn_service, Service, ServiceFactory};
 use bytes::{Bytes, BytesMut};
 use futures::future::LocalBoxFuture;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::fanout::Takeover;
 
@@ -66,10 +68,12 @@ where
     })
 }
 
-/// An upgrade request's socket, shared by the request's payload (which
-/// reads it) and the writer of a response that takes nothing over, until a
-/// takeover moves it out (the payload then ends).
-type Socket = Rc<RefCell<Option<(TcpStream, BytesMut)>>>;
+/// How long a connection whose answer is written keeps reading (and
+/// dropping) what the client still sends before it closes: closing with
+/// unread bytes resets the connection, and the client could lose the answer.
+/// Also actix-http's `client_disconnect_timeout` for every other connection
+/// (`app::front`), so that both close alike.
+pub(crate) const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 async fn serve<S, R>(app: Rc<S>, (req, framed): Upgrade) -> Result<(), actix_http::Error>
 where
@@ -77,13 +81,16 @@ where
     S::Error: Into<Response<BoxBody>>,
     R: Into<Response<BoxBody>>,
 {
+    // `write_buf` holds what the HTTP layer had not written yet: the
+    // answers of requests pipelined ahead of this one, which go first.
     let FramedParts {
         io,
         read_buf,
+        write_buf: mut out,
         mut codec,
         ..
     } = framed.into_parts();
-    let socket: Socket = Rc::new(RefCell::new(Some((io, read_buf))));
+    let socket = Socket::new(io, read_buf);
     let payload: actix_http::BoxedPayloadStream = Box::pin(SocketPayload(socket.clone()));
     let (req, _) = req.replace_payload(Payload::Stream { payload });
     req.extensions_mut().insert(Upgradable);
@@ -92,90 +99,154 @@ where
         Err(e) => e.into(),
     };
     let Some(takeover) = res.extensions_mut().remove::<Takeover>() else {
-        if res.status() != StatusCode::SWITCHING_PROTOCOLS {
-            res.head_mut().set_connection_type(ConnectionType::Close);
+        let head = res.head_mut();
+        if head.status != StatusCode::SWITCHING_PROTOCOLS {
+            head.set_connection_type(ConnectionType::Close);
         }
-        if let Err(e) = respond(&socket, &mut codec, res).await {
+        // The codec decoded an upgrade request, so it writes a streamed
+        // body as it comes, not in chunks: the head must not announce
+        // chunks, and the close ends the body.
+        head.no_chunking(true);
+        if let Err(e) = respond(&socket, &mut codec, out, res).await {
             tracing::debug!(error = %e, "an upgrade request's answer was not written");
         }
+        close(&socket).await;
         return Ok(());
     };
-    let Some((io, read_buf)) = socket.borrow_mut().take() else {
+    let Some((io, read_buf)) = socket.take() else {
         return Ok(());
     };
     // The 101 is written with the session's first frames (its welcome),
     // in one write.
     let (head, _) = res.into_parts();
-    let mut handshake = BytesMut::new();
-    if let Err(e) = codec.encode(Message::Item((head, BodySize::None)), &mut handshake) {
+    if let Err(e) = codec.encode(Message::Item((head, BodySize::None)), &mut out) {
         tracing::debug!(error = %e, "a 101 could not be encoded");
         return Ok(());
     }
-    takeover.start(io, read_buf, handshake.freeze());
+    takeover.start(io, read_buf, out.freeze());
     Ok(())
 }
 
-/// Writes a response that takes nothing over: the head, then each chunk of
-/// the body as soon as it is there; the connection then closes.
+/// Writes what `out` holds, then a response that takes nothing over: the
+/// head, then each chunk of the body as soon as it is there.
 async fn respond(
     socket: &Socket,
     codec: &mut Codec,
+    mut out: BytesMut,
     res: Response<BoxBody>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let (head, body) = res.into_parts();
-    let mut out = BytesMut::new();
     codec.encode(Message::Item((head, body.size())), &mut out)?;
     // The head at once: a client that upgraded waits for it to speak.
-    write_all(socket, &mut out).await?;
+    socket.write_all(&mut out).await?;
     let mut body = std::pin::pin!(body);
     while let Some(chunk) = poll_fn(|cx| body.as_mut().poll_next(cx)).await {
         codec.encode(Message::Chunk(Some(chunk?)), &mut out)?;
-        write_all(socket, &mut out).await?;
+        socket.write_all(&mut out).await?;
     }
     codec.encode(Message::Chunk(None), &mut out)?;
-    write_all(socket, &mut out).await?;
+    socket.write_all(&mut out).await?;
     Ok(())
 }
 
-/// Writes and empties `out`. The socket is borrowed for each write only:
-/// the request's payload reads it meanwhile.
-async fn write_all(socket: &Socket, out: &mut BytesMut) -> std::io::Result<()> {
-    while !out.is_empty() {
-        let n = poll_fn(|cx| match socket.borrow_mut().as_mut() {
-            Some((io, _)) => Pin::new(io).poll_write(cx, out),
-            None => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
-        })
-        .await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        let _ = out.split_to(n);
+/// Ends a connection whose answer was written, or could not be: the
+/// request's payload ends; the client gets a FIN after the answer, and what
+/// it still sends is read and dropped for up to [`DISCONNECT_TIMEOUT`].
+async fn close(socket: &Socket) {
+    let Some((mut io, _)) = socket.take() else {
+        return;
+    };
+    if io.shutdown().await.is_err() {
+        return;
     }
-    Ok(())
+    let mut sink = [0u8; 4096];
+    let drain = async { while matches!(io.read(&mut sink).await, Ok(n) if n > 0) {} };
+    let _ = tokio::time::timeout(DISCONNECT_TIMEOUT, drain).await;
+}
+
+/// An upgrade request's socket, shared by the request's payload (which
+/// reads it) and the writer of an answer that takes nothing over, until it
+/// is taken: by a takeover, or to close the connection once the answer is
+/// written. The payload then ends.
+#[derive(Clone)]
+struct Socket(Rc<RefCell<Held>>);
+
+struct Held {
+    /// The socket and what was read past the request's head; `None` once
+    /// taken.
+    io: Option<(TcpStream, BytesMut)>,
+    /// The payload's reader while it waits on the socket, woken when the
+    /// socket is taken (tokio wakes no one when a socket is dropped).
+    reader: Option<Waker>,
+}
+
+impl Socket {
+    fn new(io: TcpStream, read_buf: BytesMut) -> Self {
+        Self(Rc::new(RefCell::new(Held {
+            io: Some((io, read_buf)),
+            reader: None,
+        })))
+    }
+
+    /// Takes the socket out; the payload's reader sees the end.
+    fn take(&self) -> Option<(TcpStream, BytesMut)> {
+        let (io, reader) = {
+            let mut held = self.0.borrow_mut();
+            (held.io.take(), held.reader.take())
+        };
+        if let Some(reader) = reader {
+            reader.wake();
+        }
+        io
+    }
+
+    /// Writes and empties `out`. The socket is borrowed for each write
+    /// only: the request's payload reads it meanwhile.
+    async fn write_all(&self, out: &mut BytesMut) -> std::io::Result<()> {
+        while !out.is_empty() {
+            let n = poll_fn(|cx| match self.0.borrow_mut().io.as_mut() {
+                Some((io, _)) => Pin::new(io).poll_write(cx, out),
+                None => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
+            })
+            .await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            let _ = out.split_to(n);
+        }
+        Ok(())
+    }
 }
 
 /// What the client sends after an upgrade request's head, as the request's
-/// payload: the bytes read past the head, then the socket's.
+/// payload: the bytes read past the head, then the socket's, until the
+/// client's side ends or the socket is taken.
 struct SocketPayload(Socket);
 
 impl futures::Stream for SocketPayload {
     type Item = Result<Bytes, PayloadError>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let mut socket = self.0.borrow_mut();
-        let Some((io, read_buf)) = socket.as_mut() else {
+        let mut held = self.0 .0.borrow_mut();
+        let Held { io, reader } = &mut *held;
+        let Some((io, read_buf)) = io.as_mut() else {
             return Poll::Ready(None);
         };
         if !read_buf.is_empty() {
             return Poll::Ready(Some(Ok(read_buf.split().freeze())));
         }
-        let mut chunk = [0u8; 8 * 1024];
-        let mut buf = ReadBuf::new(&mut chunk);
+        let mut chunk = [MaybeUninit::<u8>::uninit(); 8 * 1024];
+        let mut buf = ReadBuf::uninit(&mut chunk);
         match Pin::new(io).poll_read(cx, &mut buf) {
             Poll::Ready(Ok(())) if buf.filled().is_empty() => Poll::Ready(None),
             Poll::Ready(Ok(())) => Poll::Ready(Some(Ok(Bytes::copy_from_slice(buf.filled())))),
             Poll::Ready(Err(e)) => Poll::Ready(Some(Err(PayloadError::Io(e)))),
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                if !reader.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    *reader = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
         }
     }
 }
