@@ -159,7 +159,9 @@ async fn close(socket: &Socket) {
     if io.shutdown().await.is_err() {
         return;
     }
-    let mut sink = [0u8; 4096];
+    // Held across the wait, in this future: small, as a closing
+    // connection should be.
+    let mut sink = [0u8; 512];
     let drain = async { while matches!(io.read(&mut sink).await, Ok(n) if n > 0) {} };
     let _ = tokio::time::timeout(DISCONNECT_TIMEOUT, drain).await;
 }
