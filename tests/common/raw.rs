@@ -22,9 +22,7 @@ pub fn upgrade_request(path: &str) -> String {
 }
 
 /// A masked client frame with this opcode and payload.
-pub fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
-    super::client_frame::masked(opcode, payload)
-}
+pub use super::client_frame::masked as frame;
 
 /// A text frame of `v`.
 pub fn text(v: &Value) -> Vec<u8> {

@@ -55,7 +55,7 @@ where
         HttpService::build()
             .keep_alive(KeepAlive::default())
             .client_request_timeout(Duration::from_secs(5))
-            .client_disconnect_timeout(crate::ws::DISCONNECT_TIMEOUT)
+            .client_disconnect_timeout(crate::ws::LINGER)
             // Realtime frames are small and must not wait for Nagle's
             // algorithm (with delayed ACKs on the client, up to 40 ms per frame).
             .tcp_nodelay(true)

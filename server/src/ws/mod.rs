@@ -61,6 +61,7 @@ use crate::handlers::Application;
 use crate::http::error::ApiError;
 
 pub(crate) use fanout::framing;
+pub(crate) use fanout::LINGER;
 use fanout::{Takeover, Worker};
 use handshake::Admitted;
 pub use metrics::WsMetrics;
@@ -69,7 +70,6 @@ pub use session::WsSession;
 pub use sockets::Sockets;
 pub(crate) use upgrade::service as upgrade_service;
 use upgrade::Upgradable;
-pub(crate) use upgrade::DISCONNECT_TIMEOUT;
 
 /// Everything the transport shares across connections.
 pub struct WsShared {

@@ -8,18 +8,16 @@
 //! HTTP layer's task, buffers and this service's future then end.
 //!
 //! Any other path is served as actix-http would serve it without this
-//! service, so that an application's own WebSocket routes (actix-ws,
-//! actix-web-actors) and streaming answers work beside `/ws`: what the
+//! service, so that an application's own WebSocket routes (actix-ws's,
+//! for one) and streaming answers work beside `/ws`: what the
 //! client sends after the head is the request's payload, and the response
 //! is written as its body comes. The connection closes after it.
 
 use std::cell::RefCell;
 use std::future::poll_fn;
-use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
 
 use actix_codec::{Encoder, Framed, FramedParts};
 use actix_http::body::{BodySize, BoxBody, MessageBody};
@@ -30,9 +28,9 @@ use actix_rt::net::TcpStream;
 use actix_web::dev::{fn_factory, fn_service, Service, ServiceFactory};
 use bytes::{Bytes, BytesMut};
 use futures::future::LocalBoxFuture;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use super::fanout::Takeover;
+use super::fanout::{poll_drain, poll_read, Takeover, LINGER};
 
 /// Marks a request that came through the upgrade service: the socket can
 /// be taken over after its response.
@@ -67,13 +65,6 @@ where
         }
     })
 }
-
-/// How long a connection whose answer is written keeps reading (and
-/// dropping) what the client still sends before it closes: closing with
-/// unread bytes resets the connection, and the client could lose the answer.
-/// Also actix-http's `client_disconnect_timeout` for every other connection
-/// (`app::front`), so that both close alike.
-pub(crate) const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 async fn serve<S, R>(app: Rc<S>, (req, framed): Upgrade) -> Result<(), actix_http::Error>
 where
@@ -151,7 +142,8 @@ async fn respond(
 
 /// Ends a connection whose answer was written, or could not be: the
 /// request's payload ends; the client gets a FIN after the answer, and what
-/// it still sends is read and dropped for up to [`DISCONNECT_TIMEOUT`].
+/// it still sends is read and dropped for up to [`LINGER`], as the driver
+/// does.
 async fn close(socket: &Socket) {
     let Some((mut io, _)) = socket.take() else {
         return;
@@ -159,11 +151,7 @@ async fn close(socket: &Socket) {
     if io.shutdown().await.is_err() {
         return;
     }
-    // Held across the wait, in this future: small, as a closing
-    // connection should be.
-    let mut sink = [0u8; 512];
-    let drain = async { while matches!(io.read(&mut sink).await, Ok(n) if n > 0) {} };
-    let _ = tokio::time::timeout(DISCONNECT_TIMEOUT, drain).await;
+    let _ = tokio::time::timeout(LINGER, poll_fn(|cx| poll_drain(&io, cx))).await;
 }
 
 /// An upgrade request's socket, shared by the request's payload (which
@@ -171,9 +159,9 @@ async fn close(socket: &Socket) {
 /// is taken: by a takeover, or to close the connection once the answer is
 /// written. The payload then ends.
 #[derive(Clone)]
-struct Socket(Rc<RefCell<Held>>);
+struct Socket(Rc<RefCell<Shared>>);
 
-struct Held {
+struct Shared {
     /// The socket and what was read past the request's head; `None` once
     /// taken.
     io: Option<(TcpStream, BytesMut)>,
@@ -184,7 +172,7 @@ struct Held {
 
 impl Socket {
     fn new(io: TcpStream, read_buf: BytesMut) -> Self {
-        Self(Rc::new(RefCell::new(Held {
+        Self(Rc::new(RefCell::new(Shared {
             io: Some((io, read_buf)),
             reader: None,
         })))
@@ -230,19 +218,15 @@ impl futures::Stream for SocketPayload {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let mut held = self.0 .0.borrow_mut();
-        let Held { io, reader } = &mut *held;
+        let Shared { io, reader } = &mut *held;
         let Some((io, read_buf)) = io.as_mut() else {
             return Poll::Ready(None);
         };
         if !read_buf.is_empty() {
             return Poll::Ready(Some(Ok(read_buf.split().freeze())));
         }
-        let mut chunk = [MaybeUninit::<u8>::uninit(); 8 * 1024];
-        let mut buf = ReadBuf::uninit(&mut chunk);
-        match Pin::new(io).poll_read(cx, &mut buf) {
-            Poll::Ready(Ok(())) if buf.filled().is_empty() => Poll::Ready(None),
-            Poll::Ready(Ok(())) => Poll::Ready(Some(Ok(Bytes::copy_from_slice(buf.filled())))),
-            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(PayloadError::Io(e)))),
+        match poll_read(io, cx, Bytes::copy_from_slice) {
+            Poll::Ready(read) => Poll::Ready(read.map(|r| r.map_err(PayloadError::Io))),
             Poll::Pending => {
                 if !reader.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                     *reader = Some(cx.waker().clone());

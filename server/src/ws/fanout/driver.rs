@@ -41,8 +41,12 @@ use crate::ws::sockets::Held;
 /// read before the connection is cut.
 const SLOW_CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// How long, once everything is written and the write side shut, the
-/// client's last bytes are read (and dropped) before the socket is closed.
-const LINGER: Duration = Duration::from_secs(1);
+/// client's last bytes are read (and dropped) before the socket is closed:
+/// closing with unread bytes resets the connection, and the client could
+/// lose what was written last. The one linger of the server's connections:
+/// the driver's, the upgrade service's for an answer that takes nothing
+/// over, and actix-http's (`client_disconnect_timeout`, `app::front`).
+pub(crate) const LINGER: Duration = Duration::from_secs(1);
 /// The size of each worker thread's read buffer.
 const READ_BYTES: usize = 16 * 1024;
 
@@ -160,12 +164,7 @@ impl Future for Driver {
                     if until.as_mut().poll(cx).is_ready() {
                         return Poll::Ready(());
                     }
-                    loop {
-                        match ready!(poll_read(&this.socket, cx, |_| ())) {
-                            Some(Ok(())) => {}
-                            None | Some(Err(_)) => return Poll::Ready(()),
-                        }
-                    }
+                    return poll_drain(&this.socket, cx);
                 }
             }
         }
@@ -210,7 +209,7 @@ impl Driver {
 
 /// Reads what the socket has into this thread's buffer and hands it to
 /// `take`. `None` at the end of the stream.
-fn poll_read<T>(
+pub(crate) fn poll_read<T>(
     socket: &TcpStream,
     cx: &mut Context<'_>,
     mut take: impl FnMut(&[u8]) -> T,
@@ -228,6 +227,17 @@ fn poll_read<T>(
         });
         if let Some(read) = read {
             return Poll::Ready(read);
+        }
+    }
+}
+
+/// Reads and drops what the client sends; ready at the end of its stream
+/// or on an error.
+pub(crate) fn poll_drain(socket: &TcpStream, cx: &mut Context<'_>) -> Poll<()> {
+    loop {
+        match ready!(poll_read(socket, cx, |_| ())) {
+            Some(Ok(())) => {}
+            None | Some(Err(_)) => return Poll::Ready(()),
         }
     }
 }

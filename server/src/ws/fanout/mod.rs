@@ -57,7 +57,7 @@ mod driver;
 pub(crate) mod framing;
 
 pub(super) use conn::Conn;
-pub(crate) use driver::Takeover;
+pub(crate) use driver::{poll_drain, poll_read, Takeover, LINGER};
 
 /// Most hub events handled per wake of a worker.
 const BATCH: usize = 256;
